@@ -1,0 +1,350 @@
+//! The configuration: one TOML file configures everything.
+//!
+//! The built-in default is `config/sipfence.toml` (embedded, see
+//! [`Config::embedded_default`]); it doubles as the reference of every key.
+//! Every table refuses unknown keys and every optional key has a default.
+//! Timers are milliseconds (`*_ms`), SIP Expires values seconds (`*_s`).
+//!
+//! Errors ([`ConfigError`]) name the file, the line and the dotted key path:
+//! `config/x.toml:12: server.listen[1]: invalid socket address "127.0.0.1:99999"`.
+//!
+//! Tenants: top-level `[[extension]]` entries belong to the *default tenant*
+//! (single-domain setups), which serves requests addressed to IP literals,
+//! `localhost` and `server.aliases`. `[[tenant]]` entries are named tenants
+//! with their own domain, aliases and `[[tenant.extension]]` entries.
+
+mod error;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use error::{ConfigError, Location};
+
+/// The text of the embedded default configuration.
+pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("../../../config/sipfence.toml");
+
+/// The origin shown in messages about the embedded default.
+pub const EMBEDDED_ORIGIN: &str = "<embedded default>";
+
+/// The whole configuration, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub server: Server,
+    pub tcp: Tcp,
+    pub transaction: Transaction,
+    pub registrar: Registrar,
+    pub auth: Auth,
+    pub storage: Storage,
+    pub log: Log,
+    /// Normalised: the default tenant (if any) first, then [[tenant]] entries.
+    pub tenants: Vec<Tenant>,
+    /// Where it came from, for messages ("<embedded default>" for the built-in one).
+    pub origin: String,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// `listen`: each address serves UDP and TCP. Non-empty, no duplicates
+    /// (port 0, "any free port", may repeat).
+    pub listen: Vec<SocketAddr>,
+    /// The Server/User-Agent header value.
+    pub user_agent: String,
+    /// Digest realm of the default tenant.
+    pub realm: String,
+    /// Extra host names (lowercased) the default tenant answers for, besides
+    /// IP literals and "localhost".
+    pub aliases: Vec<String>,
+    /// Unix socket of the control interface.
+    pub control_socket: PathBuf,
+    /// SIP worker threads, 0 = number of CPUs.
+    pub workers: usize,
+    /// Largest SIP message accepted (at least 1500).
+    pub max_message_bytes: usize,
+    /// SO_RCVBUF wish for the UDP sockets.
+    pub udp_recv_buffer_bytes: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: vec![
+                SocketAddr::from(([127, 0, 0, 1], 5060)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, 5060)),
+            ],
+            user_agent: "sipfence".to_owned(),
+            realm: "sipfence".to_owned(),
+            aliases: Vec::new(),
+            control_socket: PathBuf::from("sipfence.sock"),
+            workers: 0,
+            max_message_bytes: 65535,
+            udp_recv_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[tcp]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tcp {
+    /// Open TCP connections in total (at least 1).
+    pub max_connections: usize,
+    /// Open TCP connections per source IP address (at least 1; the total
+    /// limit applies as well).
+    pub max_connections_per_source: usize,
+    /// A connection without traffic for this long is closed (at least 1).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        Tcp {
+            max_connections: 4096,
+            max_connections_per_source: 32,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// `[transaction]`: RFC 3261 17.1.1.1 timers. `1 <= t1_ms <= t2_ms`; `t4_ms`
+/// may be 0.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transaction {
+    /// RTT estimate.
+    pub t1_ms: u64,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses.
+    pub t2_ms: u64,
+    /// Maximum duration a message remains in the network.
+    pub t4_ms: u64,
+}
+
+impl Default for Transaction {
+    fn default() -> Self {
+        Transaction {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+        }
+    }
+}
+
+/// `[registrar]`: `min_expires_s <= default_expires_s <= max_expires_s`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registrar {
+    /// Shorter requested expirations get 423 Interval Too Brief.
+    pub min_expires_s: u32,
+    /// Longer requested expirations are shortened to this.
+    pub max_expires_s: u32,
+    /// Used when the REGISTER carries no expiration.
+    pub default_expires_s: u32,
+    /// Contacts per extension unless the extension overrides (at least 1).
+    pub max_contacts: usize,
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar {
+            min_expires_s: 60,
+            max_expires_s: 3600,
+            default_expires_s: 3600,
+            max_contacts: 3,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// How long a nonce is accepted (at least 1).
+    pub nonce_lifetime_ms: u64,
+    /// Digest algorithms in offer order; non-empty, no duplicates.
+    pub algorithms: Vec<AuthAlgorithm>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            nonce_lifetime_ms: 300_000,
+            algorithms: vec![AuthAlgorithm::Sha256, AuthAlgorithm::Md5],
+        }
+    }
+}
+
+/// A digest algorithm (RFC 8760); TOML strings "MD5" / "SHA-256".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+pub enum AuthAlgorithm {
+    #[serde(rename = "MD5")]
+    Md5,
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
+impl AuthAlgorithm {
+    /// The token as written in the config and in the `algorithm=` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthAlgorithm::Md5 => "MD5",
+            AuthAlgorithm::Sha256 => "SHA-256",
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// SQLite `PRAGMA synchronous`.
+    pub synchronous: Synchronous,
+    /// Most writes per commit (at least 1).
+    pub commit_batch_max: usize,
+    /// How often expired registrations are purged (at least 1).
+    pub purge_interval_ms: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            database: PathBuf::from("sipfence.db"),
+            synchronous: Synchronous::Normal,
+            commit_batch_max: 512,
+            purge_interval_ms: 10_000,
+        }
+    }
+}
+
+/// SQLite `PRAGMA synchronous`: "normal" or "full".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+/// Log output: "text" or "json".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A tenant: a domain with its own extensions and digest realm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// None for the default tenant (the single-domain setup: top-level [[extension]] entries, no domain needed). It serves requests whose host is an IP literal, "localhost", or one of server.aliases.
+    pub domain: Option<String>,
+    /// Digest realm: the domain for named tenants, server.realm for the default tenant.
+    pub realm: String,
+    /// Lowercased extra host names; for the default tenant a copy of server.aliases.
+    pub aliases: Vec<String>,
+    pub extensions: Vec<Extension>,
+}
+
+impl Tenant {
+    /// The extension with this number (numbers are case-sensitive, like SIP user parts).
+    pub fn extension(&self, number: &str) -> Option<&Extension> {
+        self.extensions.iter().find(|e| e.number == number)
+    }
+
+    /// For messages: `tenant "a.example"` or `the default tenant`.
+    pub fn describe(&self) -> String {
+        match &self.domain {
+            Some(domain) => format!("tenant \"{domain}\""),
+            None => "the default tenant".to_owned(),
+        }
+    }
+}
+
+/// `[[extension]]` / `[[tenant.extension]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// The extension "number": 1-32 chars of [A-Za-z0-9._-]; unique within a tenant.
+    pub number: String,
+    /// None -> the server generates a random one on first start, stores it and shows it once.
+    pub password: Option<String>,
+    pub display_name: Option<String>,
+    /// Overrides registrar.max_contacts, >= 1.
+    pub max_contacts: Option<usize>,
+}
+
+impl Config {
+    /// The embedded default (include_str! of config/sipfence.toml); must always parse (unit test).
+    pub fn embedded_default() -> Config {
+        match Config::parse(EMBEDDED_DEFAULT_TOML, EMBEDDED_ORIGIN) {
+            Ok(config) => config,
+            Err(e) => panic!("the embedded default configuration is invalid: {e}"),
+        }
+    }
+
+    /// Reads and parses a configuration file; messages name it as given.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        parse::parse(text, origin)
+    }
+
+    /// The default tenant, if there is one.
+    pub fn default_tenant(&self) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.domain.is_none())
+    }
+
+    /// The tenant that serves a request for `host` (already lowercased by the SIP parser): a named tenant whose domain or alias equals it; else the default tenant if host is an IP literal (v4 or v6, with or without brackets), "localhost", or in server.aliases; else None.
+    pub fn tenant_for_host(&self, host: &str) -> Option<&Tenant> {
+        let named = self.tenants.iter().find(|t| match &t.domain {
+            Some(domain) => {
+                domain.eq_ignore_ascii_case(host)
+                    || t.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
+            }
+            None => false,
+        });
+        if named.is_some() {
+            return named;
+        }
+        if is_ip_literal(host)
+            || host.eq_ignore_ascii_case("localhost")
+            || self
+                .server
+                .aliases
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(host))
+        {
+            return self.default_tenant();
+        }
+        None
+    }
+}
+
+/// An IPv4 or IPv6 address, the latter with or without brackets.
+pub(crate) fn is_ip_literal(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<Ipv6Addr>().is_ok();
+    }
+    host.parse::<IpAddr>().is_ok()
+}

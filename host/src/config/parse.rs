@@ -1,0 +1,811 @@
+//! Parsing and validation.
+//!
+//! Two passes over the text:
+//! 1. into a [`Node`] tree that only records where every key and array
+//!    element is (a TOML syntax error surfaces here, with its line);
+//! 2. through `serde_path_to_error` into the raw file structs (deny unknown
+//!    keys, defaults), so deserialization errors carry the key path, and the
+//!    toml error span gives the line.
+//!
+//! Semantic checks afterwards build the key path themselves and ask the
+//! [`Node`] tree for its line, which keeps the public structs free of spans.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    is_ip_literal, Auth, Config, ConfigError, Extension, Location, Log, Registrar, Server, Storage,
+    Tcp, Tenant, Transaction,
+};
+
+// ---------------------------------------------------------------------------
+// Key paths
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// A dotted key path such as `tenant[0].extension[2].number`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct KeyPath(Vec<Seg>);
+
+impl KeyPath {
+    fn of(keys: &[&str]) -> Self {
+        KeyPath(keys.iter().map(|k| Seg::Key((*k).to_owned())).collect())
+    }
+
+    fn key(&self, key: &str) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Key(key.to_owned()));
+        p
+    }
+
+    fn index(&self, index: usize) -> Self {
+        let mut p = self.clone();
+        p.0.push(Seg::Index(index));
+        p
+    }
+
+    fn from_serde(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment;
+        KeyPath(
+            path.iter()
+                .filter_map(|s| match s {
+                    Segment::Seq { index } => Some(Seg::Index(*index)),
+                    Segment::Map { key } | Segment::Enum { variant: key } => {
+                        Some(Seg::Key(key.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Index(index) => write!(f, "[{index}]")?,
+                Seg::Key(key) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    let bare = !key.is_empty()
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if bare {
+                        f.write_str(key)?;
+                    } else {
+                        write!(f, "{key:?}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Where every key is
+
+/// The document's shape with the byte span of every value.
+#[derive(Debug)]
+enum Node {
+    Table(BTreeMap<String, Spanned<Node>>),
+    Array(Vec<Spanned<Node>>),
+    /// A scalar, described the way serde describes what it found
+    /// (`integer `5``, `string "x"`), for messages.
+    Leaf(String),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+/// The key under which the toml deserializer hands out a datetime.
+const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Leaf(format!("boolean `{v}`")))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Leaf(format!("integer `{v}`")))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Leaf(format!("integer `{v}`")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Leaf(format!("floating point `{v}`")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Leaf(format!("string {v:?}")))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == TOML_DATETIME_KEY {
+                let datetime = map.next_value::<String>()?;
+                return Ok(Node::Leaf(format!("date-time `{datetime}`")));
+            }
+            let value = map.next_value::<Spanned<Node>>()?;
+            entries.insert(key, value);
+        }
+        Ok(Node::Table(entries))
+    }
+}
+
+impl Node {
+    /// The spanned values along `path`, as far as the document has them.
+    fn walk<'n>(&'n self, path: &KeyPath) -> Vec<&'n Spanned<Node>> {
+        let mut node = self;
+        let mut found = Vec::new();
+        for seg in &path.0 {
+            let next = match (node, seg) {
+                (Node::Table(entries), Seg::Key(key)) => entries.get(key),
+                (Node::Array(items), Seg::Index(index)) => items.get(*index),
+                _ => None,
+            };
+            match next {
+                Some(spanned) => {
+                    found.push(spanned);
+                    node = spanned.get_ref();
+                }
+                None => break,
+            }
+        }
+        found
+    }
+
+    /// The start of the value at `path`, or of its nearest ancestor present
+    /// in the document; None if not even the first key is there.
+    fn locate(&self, path: &KeyPath) -> Option<usize> {
+        self.walk(path).last().map(|s| s.span().start)
+    }
+
+    /// The value at exactly `path`, if the document sets it.
+    fn get(&self, path: &KeyPath) -> Option<&Node> {
+        let found = self.walk(path);
+        if found.len() == path.0.len() {
+            found.last().map(|s| s.get_ref())
+        } else {
+            None
+        }
+    }
+
+    /// Whether the document sets exactly this key.
+    fn contains(&self, path: &KeyPath) -> bool {
+        path.0.is_empty() || self.get(path).is_some()
+    }
+
+    /// How serde would describe the value at `path` (for messages).
+    fn describe(&self, path: &KeyPath) -> Option<String> {
+        match self.get(path)? {
+            Node::Table(_) => Some("a table".to_owned()),
+            Node::Array(_) => Some("an array".to_owned()),
+            Node::Leaf(description) => Some(description.clone()),
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+// ---------------------------------------------------------------------------
+// The file as written
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    tcp: Tcp,
+    #[serde(default)]
+    transaction: Transaction,
+    #[serde(default)]
+    registrar: Registrar,
+    #[serde(default)]
+    auth: Auth,
+    #[serde(default)]
+    storage: Storage,
+    #[serde(default)]
+    log: Log,
+    /// The default tenant's extensions.
+    #[serde(default)]
+    extension: Vec<Extension>,
+    #[serde(default)]
+    tenant: Vec<RawTenant>,
+}
+
+/// `[server]` with the listen addresses still strings, so that a bad one is
+/// reported by the validation with its own message.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: Vec<String>,
+    user_agent: String,
+    realm: String,
+    aliases: Vec<String>,
+    control_socket: PathBuf,
+    workers: usize,
+    max_message_bytes: usize,
+    udp_recv_buffer_bytes: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        let d = Server::default();
+        RawServer {
+            listen: d.listen.iter().map(|a| a.to_string()).collect(),
+            user_agent: d.user_agent,
+            realm: d.realm,
+            aliases: d.aliases,
+            control_socket: d.control_socket,
+            workers: d.workers,
+            max_message_bytes: d.max_message_bytes,
+            udp_recv_buffer_bytes: d.udp_recv_buffer_bytes,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    domain: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    extension: Vec<Extension>,
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+
+pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let doc: Node = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        at: Location {
+            origin: origin.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)),
+        },
+        message: one_line(e.message()),
+    })?;
+    let ctx = Ctx { text, origin, doc };
+    let raw: RawFile = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|e| ctx.deserialize_error(e))?;
+    ctx.validate(raw)
+}
+
+/// toml messages may span lines ("invalid table header\nexpected `.`, `]`").
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `quoted` names in a serde message: "expected one of `a`, `b`" -> a, b.
+fn backticked(s: &str) -> Vec<&str> {
+    s.split('`').skip(1).step_by(2).collect()
+}
+
+/// serde's name of the expected type, in TOML words.
+fn describe_expected(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u64" | "u128" | "usize" => "a non-negative integer".to_owned(),
+        "u32" => "an integer from 0 to 4294967295".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".to_owned(),
+        "a sequence" => "an array".to_owned(),
+        "path string" | "a borrowed path" => "a string".to_owned(),
+        e if e.starts_with("struct ") => "a table".to_owned(),
+        e if e.starts_with("enum ") => "a string".to_owned(),
+        e => e.to_owned(),
+    }
+}
+
+/// serde's name of what it found, in TOML words.
+fn describe_found(found: &str) -> String {
+    match found {
+        "map" => "a table".to_owned(),
+        "sequence" => "an array".to_owned(),
+        f => f.to_owned(),
+    }
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a str,
+    doc: Node,
+}
+
+impl Ctx<'_> {
+    fn at(&self, path: &KeyPath) -> Location {
+        Location {
+            origin: self.origin.to_owned(),
+            line: self.doc.locate(path).map(|o| line_of(self.text, o)),
+        }
+    }
+
+    fn at_offset(&self, offset: Option<usize>, path: &KeyPath) -> Location {
+        match offset {
+            Some(offset) => Location {
+                origin: self.origin.to_owned(),
+                line: Some(line_of(self.text, offset)),
+            },
+            None => self.at(path),
+        }
+    }
+
+    /// Turns a deserialization error into the matching [`ConfigError`].
+    fn deserialize_error(&self, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let path = KeyPath::from_serde(e.path());
+        let inner = e.inner();
+        let offset = inner.span().map(|s| s.start);
+        let message = one_line(inner.message());
+        let key = path.to_string();
+
+        if message.starts_with("unknown field `") {
+            let rest = message.split_once("`, ").map_or("", |(_, rest)| rest);
+            return ConfigError::UnknownKey {
+                at: self.at_offset(offset, &path),
+                key,
+                expected: backticked(rest).join(", "),
+            };
+        }
+        if let Some(rest) = message.strip_prefix("missing field `") {
+            let field = rest.split('`').next().unwrap_or_default();
+            let path = path.key(field);
+            return ConfigError::MissingKey {
+                at: self.at_offset(offset, &path),
+                key: path.to_string(),
+            };
+        }
+        if let Some(rest) = message.strip_prefix("unknown variant `") {
+            let (value, expected) = rest.split_once("`, ").unwrap_or((rest, ""));
+            return ConfigError::UnknownValue {
+                at: self.at_offset(offset, &path),
+                key,
+                value: value.to_owned(),
+                expected: backticked(expected).join(", "),
+            };
+        }
+        for (prefix, wrong_type) in [("invalid type: ", true), ("invalid value: ", false)] {
+            if let Some((found, expected)) = message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.rsplit_once(", expected "))
+            {
+                let mut found = describe_found(found);
+                // A date-time reaches serde as a table.
+                if found == "a table" {
+                    if let Some(actual) = self.doc.describe(&path) {
+                        found = actual;
+                    }
+                }
+                let (at, expected) = (self.at_offset(offset, &path), describe_expected(expected));
+                return if wrong_type {
+                    ConfigError::WrongType {
+                        at,
+                        key,
+                        expected,
+                        found,
+                    }
+                } else {
+                    ConfigError::InvalidValue {
+                        at,
+                        key,
+                        expected,
+                        found,
+                    }
+                };
+            }
+        }
+        // toml's own words for a non-string where a named value (enum) belongs.
+        if message == "wanted string or table" {
+            if let Some(found) = self.doc.describe(&path) {
+                return ConfigError::WrongType {
+                    at: self.at_offset(offset, &path),
+                    key,
+                    expected: "a string".to_owned(),
+                    found,
+                };
+            }
+        }
+        ConfigError::Invalid {
+            at: self.at_offset(offset, &path),
+            key,
+            message,
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Validation
+
+    fn validate(&self, raw: RawFile) -> Result<Config, ConfigError> {
+        let mut hosts = Hosts::default();
+        let server = self.server(raw.server, &mut hosts)?;
+        self.tcp(&raw.tcp)?;
+        self.transaction(&raw.transaction)?;
+        self.registrar(&raw.registrar)?;
+        self.auth(&raw.auth)?;
+        self.storage(&raw.storage)?;
+
+        let mut tenants = Vec::new();
+        if !raw.extension.is_empty() || raw.tenant.is_empty() {
+            let default = Tenant {
+                domain: None,
+                realm: server.realm.clone(),
+                aliases: server.aliases.clone(),
+                extensions: raw.extension,
+            };
+            self.extensions(&KeyPath::default(), &default)?;
+            tenants.push(default);
+        }
+        for (i, raw_tenant) in raw.tenant.into_iter().enumerate() {
+            let base = KeyPath::of(&["tenant"]).index(i);
+            let domain = self.host_name(&base.key("domain"), &raw_tenant.domain, &mut hosts)?;
+            let mut aliases = Vec::with_capacity(raw_tenant.aliases.len());
+            for (j, alias) in raw_tenant.aliases.iter().enumerate() {
+                aliases.push(self.host_name(&base.key("aliases").index(j), alias, &mut hosts)?);
+            }
+            let tenant = Tenant {
+                realm: domain.clone(),
+                domain: Some(domain),
+                aliases,
+                extensions: raw_tenant.extension,
+            };
+            self.extensions(&base, &tenant)?;
+            tenants.push(tenant);
+        }
+
+        Ok(Config {
+            server,
+            tcp: raw.tcp,
+            transaction: raw.transaction,
+            registrar: raw.registrar,
+            auth: raw.auth,
+            storage: raw.storage,
+            log: raw.log,
+            tenants,
+            origin: self.origin.to_owned(),
+        })
+    }
+
+    fn server(&self, raw: RawServer, hosts: &mut Hosts) -> Result<Server, ConfigError> {
+        let base = KeyPath::of(&["server"]);
+        let listen_path = base.key("listen");
+        if raw.listen.is_empty() {
+            return Err(self.empty(&listen_path));
+        }
+        let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
+        for (i, value) in raw.listen.iter().enumerate() {
+            let path = listen_path.index(i);
+            let addr: SocketAddr =
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::InvalidListenAddress {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        value: value.clone(),
+                    })?;
+            // Port 0 ("any free port") binds a new port each time.
+            if addr.port() != 0 && listen.contains(&addr) {
+                return Err(ConfigError::DuplicateListenAddress {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                    addr,
+                });
+            }
+            listen.push(addr);
+        }
+
+        self.header_text(&base.key("user_agent"), &raw.user_agent)?;
+        self.header_text(&base.key("realm"), &raw.realm)?;
+        if raw.realm.contains(['"', '\\']) {
+            let path = base.key("realm");
+            return Err(ConfigError::InvalidText {
+                at: self.at(&path),
+                key: path.to_string(),
+                reason: "must not contain '\"' or '\\'",
+            });
+        }
+
+        let mut aliases = Vec::with_capacity(raw.aliases.len());
+        for (i, alias) in raw.aliases.iter().enumerate() {
+            aliases.push(self.host_name(&base.key("aliases").index(i), alias, hosts)?);
+        }
+
+        self.non_empty_path(&base.key("control_socket"), &raw.control_socket)?;
+        self.at_least(
+            &base.key("max_message_bytes"),
+            raw.max_message_bytes as u64,
+            1500,
+        )?;
+
+        Ok(Server {
+            listen,
+            user_agent: raw.user_agent,
+            realm: raw.realm,
+            aliases,
+            control_socket: raw.control_socket,
+            workers: raw.workers,
+            max_message_bytes: raw.max_message_bytes,
+            udp_recv_buffer_bytes: raw.udp_recv_buffer_bytes,
+        })
+    }
+
+    fn tcp(&self, tcp: &Tcp) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["tcp"]);
+        self.at_least(&base.key("max_connections"), tcp.max_connections as u64, 1)?;
+        self.at_least(
+            &base.key("max_connections_per_source"),
+            tcp.max_connections_per_source as u64,
+            1,
+        )?;
+        self.at_least(&base.key("idle_timeout_ms"), tcp.idle_timeout_ms, 1)
+    }
+
+    fn transaction(&self, t: &Transaction) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["transaction"]);
+        // T1 = 0 would retransmit in a busy loop; t2 >= t1 follows. T4 = 0
+        // is allowed (Timer K = 0, as for reliable transports).
+        self.at_least(&base.key("t1_ms"), t.t1_ms, 1)?;
+        self.ordered((&base.key("t1_ms"), t.t1_ms), (&base.key("t2_ms"), t.t2_ms))
+    }
+
+    fn registrar(&self, r: &Registrar) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["registrar"]);
+        let min = (&base.key("min_expires_s"), u64::from(r.min_expires_s));
+        let default = (
+            &base.key("default_expires_s"),
+            u64::from(r.default_expires_s),
+        );
+        let max = (&base.key("max_expires_s"), u64::from(r.max_expires_s));
+        self.ordered(min, default)?;
+        self.ordered(default, max)?;
+        self.at_least(&base.key("max_contacts"), r.max_contacts as u64, 1)
+    }
+
+    fn auth(&self, auth: &Auth) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["auth"]);
+        self.at_least(&base.key("nonce_lifetime_ms"), auth.nonce_lifetime_ms, 1)?;
+        let path = base.key("algorithms");
+        if auth.algorithms.is_empty() {
+            return Err(self.empty(&path));
+        }
+        for (i, algorithm) in auth.algorithms.iter().enumerate() {
+            if auth.algorithms[..i].contains(algorithm) {
+                let path = path.index(i);
+                return Err(ConfigError::DuplicateAlgorithm {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                    algorithm: algorithm.as_str(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn storage(&self, s: &Storage) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["storage"]);
+        self.non_empty_path(&base.key("database"), &s.database)?;
+        self.at_least(&base.key("commit_batch_max"), s.commit_batch_max as u64, 1)?;
+        self.at_least(&base.key("purge_interval_ms"), s.purge_interval_ms, 1)
+    }
+
+    /// The extensions of one tenant; `base` is the tenant's path (empty for
+    /// the default tenant, whose extensions are top-level).
+    fn extensions(&self, base: &KeyPath, tenant: &Tenant) -> Result<(), ConfigError> {
+        let list = base.key("extension");
+        for (i, ext) in tenant.extensions.iter().enumerate() {
+            let at = list.index(i);
+            let number_path = at.key("number");
+            if !valid_number(&ext.number) {
+                return Err(ConfigError::InvalidExtensionNumber {
+                    at: self.at(&number_path),
+                    key: number_path.to_string(),
+                    number: ext.number.clone(),
+                });
+            }
+            if tenant.extensions[..i]
+                .iter()
+                .any(|e| e.number == ext.number)
+            {
+                return Err(ConfigError::DuplicateExtension {
+                    at: self.at(&number_path),
+                    key: number_path.to_string(),
+                    number: ext.number.clone(),
+                    tenant: tenant.describe(),
+                });
+            }
+            if ext.password.as_deref() == Some("") {
+                let path = at.key("password");
+                return Err(ConfigError::EmptyPassword {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                });
+            }
+            if let Some(name) = &ext.display_name {
+                if name.chars().any(char::is_control) {
+                    let path = at.key("display_name");
+                    return Err(ConfigError::InvalidText {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        reason: "must not contain control characters",
+                    });
+                }
+            }
+            if let Some(max) = ext.max_contacts {
+                self.at_least(&at.key("max_contacts"), max as u64, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A tenant domain or alias (or server alias): a valid host name, not an
+    /// IP literal, not used before. Returns it lowercased.
+    fn host_name(
+        &self,
+        path: &KeyPath,
+        value: &str,
+        hosts: &mut Hosts,
+    ) -> Result<String, ConfigError> {
+        if is_ip_literal(value) {
+            return Err(ConfigError::IpLiteralHost {
+                at: self.at(path),
+                key: path.to_string(),
+                host: value.to_owned(),
+            });
+        }
+        if !valid_host_name(value) {
+            return Err(ConfigError::InvalidHostName {
+                at: self.at(path),
+                key: path.to_string(),
+                host: value.to_owned(),
+            });
+        }
+        let host = value.to_ascii_lowercase();
+        if let Some(first) = hosts.0.get(&host) {
+            return Err(ConfigError::DuplicateHost {
+                at: self.at(path),
+                key: path.to_string(),
+                host,
+                first: first.to_string(),
+            });
+        }
+        hosts.0.insert(host.clone(), path.clone());
+        Ok(host)
+    }
+
+    /// Text that ends up in a SIP header: non-empty, no control characters.
+    fn header_text(&self, path: &KeyPath, value: &str) -> Result<(), ConfigError> {
+        if value.trim().is_empty() {
+            return Err(self.empty(path));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(ConfigError::InvalidText {
+                at: self.at(path),
+                key: path.to_string(),
+                reason: "must not contain control characters",
+            });
+        }
+        Ok(())
+    }
+
+    fn non_empty_path(&self, path: &KeyPath, value: &std::path::Path) -> Result<(), ConfigError> {
+        if value.as_os_str().is_empty() {
+            return Err(self.empty(path));
+        }
+        Ok(())
+    }
+
+    fn empty(&self, path: &KeyPath) -> ConfigError {
+        ConfigError::Empty {
+            at: self.at(path),
+            key: path.to_string(),
+        }
+    }
+
+    fn at_least(&self, path: &KeyPath, value: u64, min: u64) -> Result<(), ConfigError> {
+        if value < min {
+            return Err(ConfigError::TooSmall {
+                at: self.at(path),
+                key: path.to_string(),
+                value,
+                min,
+            });
+        }
+        Ok(())
+    }
+
+    /// `low <= high`. The error points at `low` unless only `high` is set in
+    /// the file (then `high` is the value the user got wrong).
+    fn ordered(&self, low: (&KeyPath, u64), high: (&KeyPath, u64)) -> Result<(), ConfigError> {
+        if low.1 <= high.1 {
+            return Ok(());
+        }
+        let ((path, value), (other, other_value), relation) =
+            if self.doc.contains(low.0) || !self.doc.contains(high.0) {
+                (low, high, "greater than")
+            } else {
+                (high, low, "less than")
+            };
+        Err(ConfigError::OutOfOrder {
+            at: self.at(path),
+            key: path.to_string(),
+            value,
+            relation,
+            other: other.to_string(),
+            other_value,
+        })
+    }
+}
+
+/// Host names in use (tenant domains and aliases, server aliases), with the
+/// key that claimed each first.
+#[derive(Default)]
+struct Hosts(HashMap<String, KeyPath>);
+
+/// 1-32 characters of `[A-Za-z0-9._-]`.
+fn valid_number(number: &str) -> bool {
+    (1..=32).contains(&number.len())
+        && number
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// RFC 3261 `hostname`: dot-separated labels of letters, digits and '-',
+/// not starting or ending with '-'; at most 253 characters.
+fn valid_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}

@@ -1,0 +1,650 @@
+//! Config tests: the shipped files parse, and every kind of error names the
+//! file, the line and the key with the exact text below.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::*;
+
+/// The error message for `text`, named `x.toml`.
+fn error(text: &str) -> String {
+    match Config::parse(text, "x.toml") {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, "x.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The shipped files
+
+#[test]
+fn embedded_default_parses_with_expected_values() {
+    let c = Config::embedded_default();
+    assert_eq!(c.origin, "<embedded default>");
+    assert_eq!(
+        c.server.listen,
+        vec![addr("127.0.0.1:5060"), addr("[::1]:5060")]
+    );
+    assert_eq!(c.server.user_agent, "sipfence");
+    assert_eq!(c.server.realm, "sipfence");
+    assert!(c.server.aliases.is_empty());
+    assert_eq!(c.server.control_socket, PathBuf::from("sipfence.sock"));
+    assert_eq!(c.server.workers, 0);
+    assert_eq!(c.server.max_message_bytes, 65535);
+    assert_eq!(c.server.udp_recv_buffer_bytes, 4 * 1024 * 1024);
+    assert_eq!(c.tcp.max_connections, 4096);
+    assert_eq!(c.tcp.max_connections_per_source, 32);
+    assert_eq!(c.tcp.idle_timeout_ms, 300_000);
+    assert_eq!(
+        (
+            c.transaction.t1_ms,
+            c.transaction.t2_ms,
+            c.transaction.t4_ms
+        ),
+        (500, 4000, 5000)
+    );
+    assert_eq!(c.registrar.min_expires_s, 60);
+    assert_eq!(c.registrar.max_expires_s, 3600);
+    assert_eq!(c.registrar.default_expires_s, 3600);
+    assert_eq!(c.registrar.max_contacts, 3);
+    assert_eq!(c.auth.nonce_lifetime_ms, 300_000);
+    assert_eq!(
+        c.auth.algorithms,
+        vec![AuthAlgorithm::Sha256, AuthAlgorithm::Md5]
+    );
+    assert_eq!(c.storage.database, PathBuf::from("sipfence.db"));
+    assert_eq!(c.storage.synchronous, Synchronous::Normal);
+    assert_eq!(c.storage.commit_batch_max, 512);
+    assert_eq!(c.storage.purge_interval_ms, 10_000);
+    assert_eq!(c.log.format, LogFormat::Text);
+
+    assert_eq!(c.tenants.len(), 1);
+    let t = &c.tenants[0];
+    assert_eq!(t.domain, None);
+    assert_eq!(t.realm, "sipfence");
+    let numbers: Vec<_> = t.extensions.iter().map(|e| e.number.as_str()).collect();
+    assert_eq!(numbers, ["100", "101"]);
+    assert!(t.extensions.iter().all(|e| e.password.is_none()));
+}
+
+/// The embedded file writes out every default; an empty file gets the same
+/// values from the code. The two must not drift apart.
+#[test]
+fn embedded_default_matches_code_defaults() {
+    let file = Config::embedded_default();
+    let empty = parse("");
+    assert_eq!(file.server, Server::default());
+    assert_eq!(file.server, empty.server);
+    assert_eq!(file.tcp, Tcp::default());
+    assert_eq!(file.transaction, Transaction::default());
+    assert_eq!(file.registrar, Registrar::default());
+    assert_eq!(file.auth, Auth::default());
+    assert_eq!(file.storage, Storage::default());
+    assert_eq!(file.log, Log::default());
+}
+
+#[test]
+fn multi_tenant_example_parses() {
+    let text = include_str!("../../../config/examples/multi-tenant.toml");
+    let c = Config::parse(text, "config/examples/multi-tenant.toml").unwrap();
+    assert!(c.server.listen.iter().all(|a| a.ip().is_loopback()));
+    assert_eq!(c.tenants.len(), 2);
+    assert_eq!(c.default_tenant(), None);
+    for (tenant, domain) in c.tenants.iter().zip(["a.example", "b.example"]) {
+        assert_eq!(tenant.domain.as_deref(), Some(domain));
+        assert_eq!(tenant.realm, domain);
+        let numbers: Vec<_> = tenant
+            .extensions
+            .iter()
+            .map(|e| e.number.as_str())
+            .collect();
+        assert_eq!(numbers, ["100", "101"]);
+        assert!(tenant.extensions.iter().all(|e| e.password.is_some()));
+    }
+    assert_eq!(c.tenants[0].aliases, ["sip.a.example"]);
+    assert_eq!(
+        c.tenants[0].extension("100").unwrap().password.as_deref(),
+        Some("secret-a-100")
+    );
+    assert_eq!(c.tenants[1].extension("101").unwrap().max_contacts, Some(1));
+}
+
+#[test]
+fn load_names_the_file() {
+    let path = std::env::temp_dir().join(format!("sipfence-config-{}.toml", std::process::id()));
+    std::fs::write(&path, "[server]\nlisten = []\n").unwrap();
+    let e = Config::load(&path).unwrap_err().to_string();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        e,
+        format!("{}:2: server.listen: must not be empty", path.display())
+    );
+
+    let missing = PathBuf::from("/nonexistent/sipfence.toml");
+    let e = Config::load(&missing).unwrap_err().to_string();
+    assert!(
+        e.starts_with("/nonexistent/sipfence.toml: cannot read the configuration: "),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Shapes
+
+#[test]
+fn empty_file_has_a_default_tenant_without_extensions() {
+    let c = parse("");
+    assert_eq!(c.tenants.len(), 1);
+    assert_eq!(c.tenants[0].domain, None);
+    assert!(c.tenants[0].extensions.is_empty());
+}
+
+#[test]
+fn default_tenant_comes_first_and_names_are_lowercased() {
+    let c = parse(
+        r#"
+[server]
+realm = "office"
+aliases = ["PBX.lan"]
+
+[[tenant]]
+domain = "A.Example"
+aliases = ["SIP.a.example"]
+
+[[extension]]
+number = "100"
+password = "pw"
+display_name = "Front desk"
+max_contacts = 5
+"#,
+    );
+    assert_eq!(c.server.aliases, ["pbx.lan"]);
+    assert_eq!(c.tenants.len(), 2);
+    let default = &c.tenants[0];
+    assert_eq!(default.domain, None);
+    assert_eq!(default.realm, "office");
+    assert_eq!(default.aliases, ["pbx.lan"]);
+    assert_eq!(
+        default.extensions,
+        [Extension {
+            number: "100".into(),
+            password: Some("pw".into()),
+            display_name: Some("Front desk".into()),
+            max_contacts: Some(5),
+        }]
+    );
+    let named = &c.tenants[1];
+    assert_eq!(named.domain.as_deref(), Some("a.example"));
+    assert_eq!(named.realm, "a.example");
+    assert_eq!(named.aliases, ["sip.a.example"]);
+}
+
+#[test]
+fn non_default_values() {
+    let c = parse(
+        r#"
+[server]
+listen = ["0.0.0.0:5070", "[::]:5070", "127.0.0.1:0", "127.0.0.1:0"]
+[transaction]
+t1_ms = 10
+t2_ms = 10
+t4_ms = 20
+[auth]
+algorithms = ["MD5"]
+[storage]
+synchronous = "full"
+[log]
+format = "json"
+"#,
+    );
+    assert_eq!(c.server.listen.len(), 4);
+    assert_eq!(c.transaction.t1_ms, 10);
+    assert_eq!(c.auth.algorithms, [AuthAlgorithm::Md5]);
+    assert_eq!(c.storage.synchronous, Synchronous::Full);
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+// ---------------------------------------------------------------------------
+// tenant_for_host
+
+const TENANTS: &str = r#"
+[server]
+aliases = ["pbx.lan"]
+
+[[extension]]
+number = "100"
+
+[[tenant]]
+domain = "a.example"
+aliases = ["sip.a.example"]
+
+[[tenant]]
+domain = "b.example"
+"#;
+
+fn served_by(c: &Config, host: &str) -> Option<Option<String>> {
+    c.tenant_for_host(host).map(|t| t.domain.clone())
+}
+
+#[test]
+fn tenant_for_host_routes_by_domain_alias_and_literal() {
+    let c = parse(TENANTS);
+    let a = Some(Some("a.example".to_owned()));
+    let b = Some(Some("b.example".to_owned()));
+    let default = Some(None);
+    assert_eq!(served_by(&c, "a.example"), a);
+    assert_eq!(served_by(&c, "sip.a.example"), a);
+    assert_eq!(served_by(&c, "b.example"), b);
+    assert_eq!(served_by(&c, "192.0.2.7"), default);
+    assert_eq!(served_by(&c, "::1"), default);
+    assert_eq!(served_by(&c, "[::1]"), default);
+    assert_eq!(served_by(&c, "[2001:db8::1]"), default);
+    assert_eq!(served_by(&c, "localhost"), default);
+    assert_eq!(served_by(&c, "pbx.lan"), default);
+    assert_eq!(served_by(&c, "c.example"), None);
+    assert_eq!(served_by(&c, "[192.0.2.7]"), None);
+    assert_eq!(served_by(&c, "example"), None);
+}
+
+#[test]
+fn tenant_for_host_without_default_tenant() {
+    let c = parse(
+        r#"
+[[tenant]]
+domain = "a.example"
+"#,
+    );
+    assert_eq!(c.tenants.len(), 1);
+    assert_eq!(
+        served_by(&c, "a.example"),
+        Some(Some("a.example".to_owned()))
+    );
+    assert_eq!(served_by(&c, "127.0.0.1"), None);
+    assert_eq!(served_by(&c, "[::1]"), None);
+    assert_eq!(served_by(&c, "localhost"), None);
+}
+
+// ---------------------------------------------------------------------------
+// Errors, one kind each: exact text
+
+#[test]
+fn syntax_error_names_the_line() {
+    let text = "[server]\nworkers = 1\nuser_agent = \"x\nlisten = []\n";
+    assert_eq!(error(text), "x.toml:3: invalid TOML: invalid basic string");
+}
+
+#[test]
+fn unknown_key_at_top_level() {
+    let text = "[server]\nworkers = 1\n\n[sever]\nworkers = 2\n";
+    assert_eq!(
+        error(text),
+        "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
+         registrar, auth, storage, log, extension, tenant)"
+    );
+}
+
+#[test]
+fn unknown_key_nested() {
+    let text = "[server]\nworkers = 1\nlisen = [\"127.0.0.1:5060\"]\n";
+    assert_eq!(
+        error(text),
+        "x.toml:3: server.lisen: unknown key (expected one of: listen, user_agent, \
+         realm, aliases, control_socket, workers, max_message_bytes, udp_recv_buffer_bytes)"
+    );
+    let text = "[[tenant]]\ndomain = \"a.example\"\n[[tenant.extension]]\nnumber = \"1\"\npasword = \"x\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:5: tenant[0].extension[0].pasword: unknown key (expected one of: \
+         number, password, display_name, max_contacts)"
+    );
+}
+
+#[test]
+fn unknown_key_in_inline_table() {
+    let text = "\nserver = { workers = 1, lisen = [] }\n";
+    assert!(
+        error(text).starts_with("x.toml:2: server.lisen: unknown key (expected one of: listen,"),
+        "{}",
+        error(text)
+    );
+}
+
+#[test]
+fn duplicate_key_is_a_syntax_error() {
+    let text = "[server]\nworkers = 1\nworkers = 2\n";
+    assert_eq!(
+        error(text),
+        "x.toml:3: invalid TOML: duplicate key `workers` in table `server`"
+    );
+}
+
+#[test]
+fn missing_key() {
+    let text = "[[tenant]]\naliases = [\"a.example\"]\n";
+    assert_eq!(
+        error(text),
+        "x.toml:1: tenant[0].domain: missing required key"
+    );
+    let text = "[[extension]]\nnumber = \"1\"\n\n[[extension]]\npassword = \"x\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:4: extension[1].number: missing required key"
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let text = "[tcp]\nmax_connections = \"many\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: tcp.max_connections: wrong type: expected a non-negative integer, \
+         found string \"many\""
+    );
+    let text = "server = 5\n";
+    assert_eq!(
+        error(text),
+        "x.toml:1: server: wrong type: expected a table, found integer `5`"
+    );
+    let text = "[server]\nworkers = 1979-05-27T07:32:00Z\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: server.workers: wrong type: expected a non-negative integer, \
+         found date-time `1979-05-27T07:32:00Z`"
+    );
+    let text = "[log]\nformat = 5\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: log.format: wrong type: expected a string, found integer `5`"
+    );
+    let text = "[server]\nlisten = \"127.0.0.1:5060\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: server.listen: wrong type: expected an array, found string \"127.0.0.1:5060\""
+    );
+}
+
+#[test]
+fn invalid_value() {
+    let text = "[registrar]\nmax_expires_s = -1\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: registrar.max_expires_s: invalid value: expected an integer from 0 \
+         to 4294967295, found integer `-1`"
+    );
+}
+
+#[test]
+fn bad_listen_address() {
+    let text = "[server]\nlisten = [\n  \"127.0.0.1:5060\",\n  \"127.0.0.1:99999\",\n]\n";
+    assert_eq!(
+        error(text),
+        "x.toml:4: server.listen[1]: invalid socket address \"127.0.0.1:99999\""
+    );
+}
+
+#[test]
+fn duplicate_listen_address() {
+    let text = "[server]\nlisten = [\"[::1]:5060\", \"[::1]:5060\"]\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: server.listen[1]: duplicate listen address \"[::1]:5060\""
+    );
+}
+
+#[test]
+fn empty_listen() {
+    assert_eq!(
+        error("[server]\nlisten = []\n"),
+        "x.toml:2: server.listen: must not be empty"
+    );
+}
+
+#[test]
+fn duplicate_extension() {
+    let text = r#"
+[[tenant]]
+domain = "a.example"
+[[tenant.extension]]
+number = "100"
+[[tenant.extension]]
+number = "101"
+[[tenant.extension]]
+number = "100"
+"#;
+    assert_eq!(
+        error(text),
+        "x.toml:9: tenant[0].extension[2].number: duplicate extension \"100\" in tenant \"a.example\""
+    );
+    let text = "[[extension]]\nnumber = \"7\"\n[[extension]]\nnumber = \"7\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:4: extension[1].number: duplicate extension \"7\" in the default tenant"
+    );
+}
+
+#[test]
+fn same_number_in_two_tenants_is_fine() {
+    let c = parse(
+        r#"
+[[extension]]
+number = "100"
+[[tenant]]
+domain = "a.example"
+[[tenant.extension]]
+number = "100"
+"#,
+    );
+    assert_eq!(c.tenants.len(), 2);
+}
+
+#[test]
+fn duplicate_domain() {
+    let text = r#"
+[[tenant]]
+domain = "a.example"
+
+[[tenant]]
+domain = "A.EXAMPLE"
+"#;
+    assert_eq!(
+        error(text),
+        "x.toml:6: tenant[1].domain: host name \"a.example\" is already used by tenant[0].domain"
+    );
+}
+
+#[test]
+fn alias_collides_with_other_tenant() {
+    let text = r#"
+[[tenant]]
+domain = "a.example"
+aliases = ["sip.a.example"]
+
+[[tenant]]
+domain = "b.example"
+aliases = ["sip.b.example", "sip.a.example"]
+"#;
+    assert_eq!(
+        error(text),
+        "x.toml:8: tenant[1].aliases[1]: host name \"sip.a.example\" is already used by \
+         tenant[0].aliases[0]"
+    );
+    let text = "[server]\naliases = [\"a.example\"]\n[[tenant]]\ndomain = \"a.example\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:4: tenant[0].domain: host name \"a.example\" is already used by server.aliases[0]"
+    );
+}
+
+#[test]
+fn invalid_domain() {
+    let text = "[[tenant]]\ndomain = \"a..example\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: tenant[0].domain: invalid host name \"a..example\" \
+         (dot-separated labels of letters, digits and '-')"
+    );
+    let text = "[[tenant]]\ndomain = \"192.0.2.1\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: tenant[0].domain: \"192.0.2.1\" is an IP literal, not a host name \
+         (requests for IP literals go to the default tenant)"
+    );
+}
+
+#[test]
+fn invalid_number_chars() {
+    let text = "[[extension]]\nnumber = \"100\"\n\n[[extension]]\nnumber = \"1 01\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:5: extension[1].number: invalid extension number \"1 01\" \
+         (1-32 characters of A-Z a-z 0-9 . _ -)"
+    );
+    let text = format!("[[extension]]\nnumber = \"{}\"\n", "1".repeat(33));
+    assert!(error(&text).starts_with("x.toml:2: extension[0].number: invalid extension number"));
+    parse(&format!(
+        "[[extension]]\nnumber = \"{}\"\n",
+        "a._-Z9".repeat(5)
+    ));
+}
+
+#[test]
+fn min_expires_greater_than_default() {
+    let text = "[registrar]\nmin_expires_s = 7200\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: registrar.min_expires_s: 7200 is greater than \
+         registrar.default_expires_s (3600)"
+    );
+    // Only the larger side is set: that is the one to point at.
+    let text = "[registrar]\n\ndefault_expires_s = 30\n";
+    assert_eq!(
+        error(text),
+        "x.toml:3: registrar.default_expires_s: 30 is less than registrar.min_expires_s (60)"
+    );
+    let text = "[registrar]\ndefault_expires_s = 7200\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: registrar.default_expires_s: 7200 is greater than \
+         registrar.max_expires_s (3600)"
+    );
+}
+
+#[test]
+fn t1_greater_than_t2() {
+    let text = "[transaction]\nt1_ms = 5000\nt2_ms = 4000\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: transaction.t1_ms: 5000 is greater than transaction.t2_ms (4000)"
+    );
+}
+
+#[test]
+fn value_too_small() {
+    let text = "[server]\nmax_message_bytes = 1000\n";
+    assert_eq!(
+        error(text),
+        "x.toml:2: server.max_message_bytes: 1000 is too small (minimum 1500)"
+    );
+    let text = "[[extension]]\nnumber = \"1\"\nmax_contacts = 0\n";
+    assert_eq!(
+        error(text),
+        "x.toml:3: extension[0].max_contacts: 0 is too small (minimum 1)"
+    );
+}
+
+#[test]
+fn empty_algorithms() {
+    assert_eq!(
+        error("[auth]\nalgorithms = []\n"),
+        "x.toml:2: auth.algorithms: must not be empty"
+    );
+}
+
+#[test]
+fn duplicate_algorithm() {
+    assert_eq!(
+        error("[auth]\nalgorithms = [\"MD5\", \"SHA-256\", \"MD5\"]\n"),
+        "x.toml:2: auth.algorithms[2]: duplicate algorithm \"MD5\""
+    );
+}
+
+#[test]
+fn unknown_algorithm() {
+    assert_eq!(
+        error("[auth]\nalgorithms = [\"SHA-256\",\n  \"SHA-512\"]\n"),
+        "x.toml:3: auth.algorithms[1]: unknown value \"SHA-512\" (expected one of: MD5, SHA-256)"
+    );
+    assert_eq!(
+        error("[log]\nformat = \"xml\"\n"),
+        "x.toml:2: log.format: unknown value \"xml\" (expected one of: text, json)"
+    );
+}
+
+#[test]
+fn empty_password() {
+    let text = "[[extension]]\nnumber = \"100\"\npassword = \"\"\n";
+    assert_eq!(
+        error(text),
+        "x.toml:3: extension[0].password: empty password (use no key to get a generated one)"
+    );
+}
+
+#[test]
+fn header_text_without_control_characters() {
+    assert_eq!(
+        error("[server]\nuser_agent = \"x\\r\\nVia: evil\"\n"),
+        "x.toml:2: server.user_agent: must not contain control characters"
+    );
+    assert_eq!(
+        error("[server]\nrealm = \"a\\\"b\"\n"),
+        "x.toml:2: server.realm: must not contain '\"' or '\\'"
+    );
+}
+
+#[test]
+fn key_paths_quote_unusual_keys() {
+    assert_eq!(
+        error("[server]\n\"a.b\" = 1\n")
+            .split(" (expected")
+            .next()
+            .unwrap(),
+        "x.toml:2: server.\"a.b\": unknown key"
+    );
+}
+
+/// Tests of other modules shrink timers and limits; those values must pass.
+#[test]
+fn small_values_for_fast_tests_are_accepted() {
+    let c = parse(
+        r#"
+[tcp]
+max_connections = 2
+idle_timeout_ms = 50
+[transaction]
+t1_ms = 1
+t2_ms = 4
+t4_ms = 0
+[registrar]
+min_expires_s = 0
+default_expires_s = 1
+max_expires_s = 2
+max_contacts = 1
+[auth]
+nonce_lifetime_ms = 20
+[storage]
+commit_batch_max = 1
+purge_interval_ms = 5
+"#,
+    );
+    assert_eq!(c.tcp.max_connections_per_source, 32);
+    assert_eq!(c.transaction.t4_ms, 0);
+    assert_eq!(c.registrar.min_expires_s, 0);
+}

@@ -1,0 +1,172 @@
+//! The control socket: a Unix socket (mode 0600) where `sipfence NOUN VERB`
+//! commands reach a running gateway, the way `kamcmd` and `fail2ban-client`
+//! do. One JSON request per line, one JSON answer per line:
+//! `{"command":"registrations.list"}` -> `{"ok":true,"result":[...]}`.
+//! The HTTP management API will call the same handlers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::server::{now_ms, Core};
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub command: String,
+}
+
+/// The answer to a request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One registration, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistrationRow {
+    /// The tenant's domain, "" for the default tenant.
+    pub tenant: String,
+    pub extension: String,
+    pub contact: String,
+    /// Where the REGISTER came from, with its transport.
+    pub source: String,
+    pub transport: String,
+    /// Seconds until the binding expires.
+    pub expires_in_s: u64,
+    pub user_agent: Option<String>,
+}
+
+/// Binds the socket, replacing a stale file from an earlier run, mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another gateway is running on this control socket",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves control connections until shutdown.
+pub async fn serve(listener: UnixListener, core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, &core).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_connection(stream: UnixStream, core: &Core) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => handle(&request, core),
+            Err(e) => Response {
+                ok: false,
+                result: None,
+                error: Some(format!("malformed request: {e}")),
+            },
+        };
+        let mut text = serde_json::to_string(&response).unwrap_or_default();
+        text.push('\n');
+        write.write_all(text.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Executes one command. Each command is one handler, shared with the HTTP API.
+pub fn handle(request: &Request, core: &Core) -> Response {
+    let result = match request.command.as_str() {
+        "registrations.list" => serde_json::to_value(registrations(core)),
+        "stats" => serde_json::to_value(
+            core.stats
+                .snapshot()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+        other => {
+            return Response {
+                ok: false,
+                result: None,
+                error: Some(format!("unknown command {other:?}")),
+            }
+        }
+    };
+    match result {
+        Ok(value) => Response {
+            ok: true,
+            result: Some(value),
+            error: None,
+        },
+        Err(e) => Response {
+            ok: false,
+            result: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Every current registration.
+pub fn registrations(core: &Core) -> Vec<RegistrationRow> {
+    let now = now_ms();
+    core.registrar
+        .location
+        .all(now)
+        .into_iter()
+        .map(|(aor, b)| RegistrationRow {
+            tenant: aor.tenant,
+            extension: aor.extension,
+            contact: b.contact.to_string(),
+            source: b.source.to_string(),
+            transport: b.transport.as_str().to_owned(),
+            expires_in_s: b.expires_at_ms.saturating_sub(now).div_ceil(1000),
+            user_agent: b.user_agent.as_deref().map(str::to_owned),
+        })
+        .collect()
+}
+
+/// Sends one command to a running gateway.
+pub async fn call(path: &Path, command: &str) -> std::io::Result<Response> {
+    let stream = UnixStream::connect(path).await?;
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(&Request {
+        command: command.to_owned(),
+    })?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    let line = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer"))?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}

@@ -1,0 +1,22 @@
+//! # sipfence
+//!
+//! An edge SIP security gateway and registrar. Every SIP message that reaches
+//! it passes the ban list, the parser and sanity checks, the transaction
+//! layer and authentication before the registrar sees it.
+//!
+//! ## Layout
+//! - [`config`]: the TOML configuration, with errors that name file, line and key.
+//! - [`sip`]: our SIP message model, parser and serializer (RFC 3261 section 7, 25).
+//! - [`auth`]: HTTP digest for SIP (RFC 3261 22, RFC 7616, RFC 8760).
+
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod registrar;
+pub mod run;
+pub mod server;
+pub mod sip;
+pub mod stats;
+pub mod store;
+pub mod transaction;
+pub mod transport;

@@ -1,0 +1,213 @@
+//! The `sipfence` command: `sipfence NOUN VERB`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use sipfence::config::{Config, LogFormat};
+use sipfence::control::{self, RegistrationRow};
+use sipfence::store;
+
+#[derive(Parser)]
+#[command(
+    name = "sipfence",
+    version,
+    about = "Edge SIP security gateway and registrar"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the embedded default config when no --config is given).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file without starting.
+    CheckConfig { file: PathBuf },
+    /// Registrations (bindings) of the gateway.
+    Registrations {
+        #[command(subcommand)]
+        verb: RegistrationsVerb,
+    },
+    /// Counters of a running gateway.
+    Stats {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistrationsVerb {
+    /// List current bindings: extension, contact, source, expires, user agent.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipfence: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded_default(),
+    })
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().context("starting the runtime")
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = load_config(&config)?;
+            init_logging(config.log.format);
+            tracing::info!(config = %config.origin, version = env!("CARGO_PKG_VERSION"), "starting sipfence");
+            let rt = runtime(config.server.workers)?;
+            rt.block_on(sipfence::run::run(config, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            let extensions: usize = config.tenants.iter().map(|t| t.extensions.len()).sum();
+            println!(
+                "{}: ok ({} listen address(es), {} tenant(s), {} extension(s))",
+                file.display(),
+                config.server.listen.len(),
+                config.tenants.len(),
+                extensions
+            );
+            Ok(())
+        }
+        Command::Registrations {
+            verb: RegistrationsVerb::List { config, json },
+        } => {
+            let config = load_config(&config)?;
+            let rows = list_registrations(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_registrations(&rows);
+            }
+            Ok(())
+        }
+        Command::Stats { config } => {
+            let config = load_config(&config)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let response = rt
+                .block_on(control::call(&config.server.control_socket, "stats"))
+                .with_context(|| {
+                    format!(
+                        "no gateway answers on {}",
+                        config.server.control_socket.display()
+                    )
+                })?;
+            println!("{}", serde_json::to_string_pretty(&response.result)?);
+            Ok(())
+        }
+    }
+}
+
+/// From the running gateway if there is one, else straight from the database.
+fn list_registrations(config: &Config) -> anyhow::Result<Vec<RegistrationRow>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if let Ok(response) = rt.block_on(control::call(
+        &config.server.control_socket,
+        "registrations.list",
+    )) {
+        if !response.ok {
+            bail!(response.error.unwrap_or_default());
+        }
+        return Ok(serde_json::from_value(response.result.unwrap_or_default())?);
+    }
+    let path = &config.storage.database;
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = store::open_read_only(path)?;
+    let now = sipfence::server::now_ms();
+    Ok(store::load_bindings(&conn, now)?
+        .into_iter()
+        .map(|b| RegistrationRow {
+            tenant: b.tenant,
+            extension: b.extension,
+            contact: b.contact,
+            source: b.source,
+            transport: b.transport,
+            expires_in_s: b.expires_at_ms.saturating_sub(now).div_ceil(1000),
+            user_agent: b.user_agent,
+        })
+        .collect())
+}
+
+fn print_registrations(rows: &[RegistrationRow]) {
+    println!(
+        "{:<24} {:<40} {:<28} {:>8}  USER AGENT",
+        "EXTENSION", "CONTACT", "SOURCE", "EXPIRES"
+    );
+    for r in rows {
+        let ext = if r.tenant.is_empty() {
+            r.extension.clone()
+        } else {
+            format!("{}@{}", r.extension, r.tenant)
+        };
+        println!(
+            "{:<24} {:<40} {:<28} {:>7}s  {}",
+            ext,
+            r.contact,
+            format!("{}/{}", r.source, r.transport),
+            r.expires_in_s,
+            r.user_agent.as_deref().unwrap_or("-")
+        );
+    }
+    println!("{} registration(s)", rows.len());
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

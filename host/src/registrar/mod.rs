@@ -1,0 +1,164 @@
+//! The registrar (RFC 3261 section 10.3): turns an authenticated REGISTER into
+//! binding changes, commits them, and says what to answer.
+//!
+//! - [`location`]: the bindings in memory, and the binding update rules.
+//!
+//! The answer waits for the store's commit: a 200 OK means the binding
+//! survives `kill -9`.
+
+pub mod location;
+
+use std::sync::Arc;
+
+use crate::config::Registrar as RegistrarConfig;
+use crate::sip::{Contact, Message};
+use crate::store::{Store, Write};
+use crate::transport::Source;
+use location::{Aor, Applied, Change, ContactChange, Location, Origin, Refused};
+
+/// What the registrar answers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub code: u16,
+    pub reason: String,
+    /// Extra headers, in order.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn new(code: u16, reason: impl Into<String>) -> Answer {
+        Answer {
+            code,
+            reason: reason.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The registrar: location service plus store.
+pub struct Registrar {
+    pub location: Arc<Location>,
+    store: Store,
+    config: RegistrarConfig,
+}
+
+impl Registrar {
+    pub fn new(location: Arc<Location>, store: Store, config: RegistrarConfig) -> Registrar {
+        Registrar {
+            location,
+            store,
+            config,
+        }
+    }
+
+    /// Handles an authenticated REGISTER for `aor`.
+    pub async fn register(
+        &self,
+        request: &Message,
+        aor: &Aor,
+        max_contacts: usize,
+        source: &Source,
+        now_ms: u64,
+    ) -> Answer {
+        let change = match interpret(request, &self.config) {
+            Ok(change) => change,
+            Err(answer) => return answer,
+        };
+        let origin = Origin {
+            call_id: request.call_id().unwrap_or_default().to_owned(),
+            cseq: request.cseq().map(|c| c.seq).unwrap_or(0),
+            source: source.addr,
+            transport: source.transport,
+            user_agent: request.headers.get("User-Agent").map(str::to_owned),
+        };
+        let Applied { current, writes } =
+            match self
+                .location
+                .apply(aor, &change, &origin, max_contacts, now_ms)
+            {
+                Ok(applied) => applied,
+                Err(Refused::OutOfOrder) => {
+                    return Answer::new(400, "Out-of-order CSeq for this Call-ID")
+                }
+            };
+        if !writes.is_empty() {
+            if let Err(e) = self.store.write(writes).await {
+                tracing::error!(error = %e, "binding not stored");
+                return Answer::new(500, "Binding not stored");
+            }
+        }
+        let mut answer = Answer::new(200, "OK");
+        for b in &current {
+            let remaining = b.expires_at_ms.saturating_sub(now_ms).div_ceil(1000);
+            answer
+                .headers
+                .push(("Contact", format!("<{}>;expires={}", b.contact, remaining)));
+        }
+        answer
+    }
+
+    /// Drops expired bindings from memory and the database.
+    pub fn purge(&self, now_ms: u64) {
+        let removed = self.location.purge(now_ms);
+        if removed > 0 {
+            tracing::debug!(removed, "expired bindings purged");
+        }
+        self.store
+            .write_detached(vec![Write::PurgeExpired { now_ms }]);
+    }
+}
+
+/// Reads what a REGISTER asks for (RFC 3261 10.3 steps 6–7), or the error answer.
+fn interpret(request: &Message, config: &RegistrarConfig) -> Result<Change, Answer> {
+    let contacts = request.contacts().map_err(|e| Answer::new(400, e.reason))?;
+    let header_expires = request
+        .expires()
+        .map_err(|_| Answer::new(400, "Malformed Expires"))?;
+    if contacts.is_empty() {
+        return Ok(Change::Fetch);
+    }
+    if contacts.iter().any(|c| matches!(c, Contact::Star)) {
+        // RFC 3261 10.3 step 6: "*" only alone and only with Expires: 0.
+        if contacts.len() > 1 || header_expires != Some(0) {
+            return Err(Answer::new(
+                400,
+                "Contact: * needs Expires: 0 and no other Contact",
+            ));
+        }
+        return Ok(Change::RemoveAll);
+    }
+    let mut changes = Vec::with_capacity(contacts.len());
+    for contact in contacts {
+        let Contact::Addr(addr) = contact else {
+            continue;
+        };
+        let expires = match addr.param("expires") {
+            Some(Some(v)) => v
+                .parse::<u32>()
+                .map_err(|_| Answer::new(400, "Malformed expires parameter"))?,
+            Some(None) => return Err(Answer::new(400, "Malformed expires parameter")),
+            None => header_expires.unwrap_or(config.default_expires_s),
+        };
+        if expires != 0 && expires < config.min_expires_s {
+            let mut answer = Answer::new(423, "Interval Too Brief");
+            answer
+                .headers
+                .push(("Min-Expires", config.min_expires_s.to_string()));
+            return Err(answer);
+        }
+        let expires = expires.min(config.max_expires_s);
+        let contact = addr.uri.to_string();
+        // RFC 5626 section 6: a binding is identified by instance and reg-id.
+        let key = match (addr.param("+sip.instance"), addr.param("reg-id")) {
+            (Some(Some(instance)), Some(Some(reg_id))) => format!("{instance};reg-id={reg_id}"),
+            (Some(Some(instance)), _) => instance.to_owned(),
+            _ => contact.clone(),
+        };
+        changes.push(ContactChange {
+            key,
+            contact,
+            expires_s: expires,
+        });
+    }
+    Ok(Change::Update(changes))
+}

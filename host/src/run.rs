@@ -1,0 +1,250 @@
+//! Starting and stopping the gateway: open the store, restore bindings,
+//! bind the listeners, serve until told to stop, then flush.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+use crate::auth::{Authenticator, Secrets};
+use crate::config::Config;
+use crate::control;
+use crate::registrar::location::Location;
+use crate::registrar::Registrar;
+use crate::server::{self, now_ms, tenant_key, Core, Gateway, SecretsTable, Sink};
+use crate::stats::Stats;
+use crate::store::{self, Store, Write};
+use crate::transaction::{Timers, Transactions};
+use crate::transport::{tcp, udp, Outbound};
+
+/// Errors that stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr} ({transport}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        transport: &'static str,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the gateway until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let store = Store::open(
+        &config.storage.database,
+        config.storage.synchronous,
+        config.storage.commit_batch_max,
+    )?;
+
+    // Bindings acknowledged before a restart (or a crash) come back.
+    let location = Arc::new(Location::default());
+    let now = now_ms();
+    let reader = store.reader()?;
+    let restored = location.restore(store::load_bindings(&reader, now)?);
+    store
+        .write(vec![Write::PurgeExpired { now_ms: now }])
+        .await?;
+    tracing::info!(restored, database = %config.storage.database.display(), "bindings restored");
+
+    let secrets = load_secrets(&config, &store, &reader).await?;
+    drop(reader);
+
+    let mut udp_sockets = Vec::new();
+    let mut tcp_listeners = Vec::new();
+    for addr in &config.server.listen {
+        let (socket, listener) = bind_pair(*addr, config.server.udp_recv_buffer_bytes)?;
+        let local = socket.local_addr().map_err(|source| StartError::Bind {
+            addr: *addr,
+            transport: "udp",
+            source,
+        })?;
+        tracing::info!(udp = %local, tcp = %local, "listening");
+        udp_sockets.push(Arc::new(socket));
+        tcp_listeners.push(listener);
+    }
+
+    let stats = Arc::new(Stats::default());
+    let out = Outbound::new(udp_sockets.clone());
+    let timers = Timers {
+        t1: Duration::from_millis(config.transaction.t1_ms),
+        t2: Duration::from_millis(config.transaction.t2_ms),
+        t4: Duration::from_millis(config.transaction.t4_ms),
+    };
+    let transactions = Transactions::new(timers);
+    let core = Arc::new(Core {
+        config: config.clone(),
+        secrets,
+        auth: Authenticator::new(
+            rand::random::<[u8; 32]>(),
+            Duration::from_millis(config.auth.nonce_lifetime_ms),
+        )
+        .accepting(&server::algorithms(&config)),
+        algorithms: server::algorithms(&config),
+        registrar: Registrar::new(location.clone(), store.clone(), config.registrar.clone()),
+        transactions: transactions.clone(),
+        out: out.clone(),
+        stats: stats.clone(),
+    });
+    let gateway = Gateway(core.clone());
+    let sink: Arc<dyn Sink> = Arc::new(gateway.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (index, socket) in udp_sockets.iter().enumerate() {
+        // Two receivers per socket keep both cores busy under load.
+        for _ in 0..2 {
+            tasks.push(tokio::spawn(udp::receive_loop(
+                socket.clone(),
+                index,
+                sink.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
+    let limits = tcp::Limits {
+        max_connections: config.tcp.max_connections,
+        max_per_source: config.tcp.max_connections_per_source,
+        idle_timeout: Duration::from_millis(config.tcp.idle_timeout_ms),
+        max_message_bytes: config.server.max_message_bytes,
+    };
+    for listener in tcp_listeners {
+        tasks.push(tokio::spawn(tcp::accept_loop(
+            listener,
+            out.connections().clone(),
+            limits,
+            sink.clone(),
+            stats.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let sweeper = transactions.spawn_sweeper(timers.t1.min(Duration::from_millis(500)));
+    let purger = {
+        let core = core.clone();
+        let period = Duration::from_millis(config.storage.purge_interval_ms.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                core.registrar.purge(now_ms());
+            }
+        })
+    };
+    let control_path = config.server.control_socket.clone();
+    let control_listener = control::bind(&control_path).map_err(|source| StartError::Control {
+        path: control_path.display().to_string(),
+        source,
+    })?;
+    tasks.push(tokio::spawn(control::serve(
+        control_listener,
+        core.clone(),
+        stop_rx.clone(),
+    )));
+    tracing::info!(control = %control_path.display(), "ready");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    sweeper.abort();
+    purger.abort();
+    let _ = std::fs::remove_file(&control_path);
+    store.flush().await?;
+    Ok(())
+}
+
+/// Binds UDP and TCP on the same address. For port 0 (tests) the kernel picks
+/// the UDP port and TCP takes the same one, retrying if it is taken.
+fn bind_pair(addr: SocketAddr, recv_buffer: usize) -> Result<(UdpSocket, TcpListener), StartError> {
+    let bind_err = |transport, source| StartError::Bind {
+        addr,
+        transport,
+        source,
+    };
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let socket = udp::bind(addr, recv_buffer).map_err(|e| bind_err("udp", e))?;
+        let local = socket.local_addr().map_err(|e| bind_err("udp", e))?;
+        match tcp::bind(local) {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(bind_err(
+        "tcp",
+        last_error.unwrap_or_else(|| std::io::Error::other("no port")),
+    ))
+}
+
+/// The digest secrets of every extension. An extension without a password
+/// gets a random one on first start: stored, and shown once in the log.
+async fn load_secrets(
+    config: &Config,
+    store: &Store,
+    reader: &rusqlite::Connection,
+) -> Result<SecretsTable, StartError> {
+    let mut table: SecretsTable = HashMap::new();
+    let mut generated = Vec::new();
+    for tenant in &config.tenants {
+        let key = tenant_key(tenant);
+        let users = table.entry(key.to_owned()).or_default();
+        for ext in &tenant.extensions {
+            let password = match &ext.password {
+                Some(p) => p.clone(),
+                None => match store::generated_password(reader, key, &ext.number)? {
+                    Some(p) => p,
+                    None => {
+                        let p = random_password();
+                        tracing::warn!(
+                            extension = %ext.number,
+                            tenant = %tenant.domain.as_deref().unwrap_or("(default)"),
+                            password = %p,
+                            "generated a password for an extension without one; it is shown only this once"
+                        );
+                        generated.push(Write::SetGeneratedPassword {
+                            tenant: key.to_owned(),
+                            extension: ext.number.clone(),
+                            password: p.clone(),
+                            created_at_ms: now_ms(),
+                        });
+                        p
+                    }
+                },
+            };
+            users.insert(
+                ext.number.clone(),
+                Secrets::new(&ext.number, &tenant.realm, &password),
+            );
+        }
+    }
+    if !generated.is_empty() {
+        store.write(generated).await?;
+    }
+    Ok(table)
+}
+
+/// 16 characters from an alphabet without look-alikes (~93 bits).
+fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..16)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}

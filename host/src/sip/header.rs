@@ -1,0 +1,837 @@
+//! The header list of a SIP message and the typed header values the server needs: name-addr (From/To/Contact), Via, CSeq, Contact lists (RFC 3261 7.3, 20, 25.1).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::message::ParseError;
+use super::method::Method;
+use super::text::{
+    find_param, is_token, parse_params, parse_u32, quoted_end, split_word, trim_ws, write_params,
+    write_quoted, SplitOutside,
+};
+use super::uri::{parse_hostport, Host, Uri};
+
+/// Canonical spelling of a well-known header name given in lowercase.
+fn known_lowercase(name: &[u8]) -> Option<&'static str> {
+    Some(match name {
+        b"accept" => "Accept",
+        b"accept-contact" => "Accept-Contact",
+        b"accept-encoding" => "Accept-Encoding",
+        b"accept-language" => "Accept-Language",
+        b"accept-resource-priority" => "Accept-Resource-Priority",
+        b"alert-info" => "Alert-Info",
+        b"allow" => "Allow",
+        b"allow-events" => "Allow-Events",
+        b"authentication-info" => "Authentication-Info",
+        b"authorization" => "Authorization",
+        b"call-id" => "Call-ID",
+        b"call-info" => "Call-Info",
+        b"contact" => "Contact",
+        b"content-disposition" => "Content-Disposition",
+        b"content-encoding" => "Content-Encoding",
+        b"content-language" => "Content-Language",
+        b"content-length" => "Content-Length",
+        b"content-type" => "Content-Type",
+        b"cseq" => "CSeq",
+        b"date" => "Date",
+        b"error-info" => "Error-Info",
+        b"event" => "Event",
+        b"expires" => "Expires",
+        b"flow-timer" => "Flow-Timer",
+        b"from" => "From",
+        b"history-info" => "History-Info",
+        b"identity" => "Identity",
+        b"identity-info" => "Identity-Info",
+        b"in-reply-to" => "In-Reply-To",
+        b"join" => "Join",
+        b"max-breadth" => "Max-Breadth",
+        b"max-forwards" => "Max-Forwards",
+        b"mime-version" => "MIME-Version",
+        b"min-expires" => "Min-Expires",
+        b"min-se" => "Min-SE",
+        b"organization" => "Organization",
+        b"p-asserted-identity" => "P-Asserted-Identity",
+        b"p-preferred-identity" => "P-Preferred-Identity",
+        b"path" => "Path",
+        b"priority" => "Priority",
+        b"privacy" => "Privacy",
+        b"proxy-authenticate" => "Proxy-Authenticate",
+        b"proxy-authorization" => "Proxy-Authorization",
+        b"proxy-require" => "Proxy-Require",
+        b"rack" => "RAck",
+        b"reason" => "Reason",
+        b"record-route" => "Record-Route",
+        b"refer-sub" => "Refer-Sub",
+        b"refer-to" => "Refer-To",
+        b"referred-by" => "Referred-By",
+        b"reject-contact" => "Reject-Contact",
+        b"replaces" => "Replaces",
+        b"reply-to" => "Reply-To",
+        b"request-disposition" => "Request-Disposition",
+        b"require" => "Require",
+        b"resource-priority" => "Resource-Priority",
+        b"retry-after" => "Retry-After",
+        b"route" => "Route",
+        b"rseq" => "RSeq",
+        b"security-client" => "Security-Client",
+        b"security-server" => "Security-Server",
+        b"security-verify" => "Security-Verify",
+        b"server" => "Server",
+        b"service-route" => "Service-Route",
+        b"session-expires" => "Session-Expires",
+        b"sip-etag" => "SIP-ETag",
+        b"sip-if-match" => "SIP-If-Match",
+        b"subject" => "Subject",
+        b"subscription-state" => "Subscription-State",
+        b"supported" => "Supported",
+        b"target-dialog" => "Target-Dialog",
+        b"timestamp" => "Timestamp",
+        b"to" => "To",
+        b"unsupported" => "Unsupported",
+        b"user-agent" => "User-Agent",
+        b"via" => "Via",
+        b"warning" => "Warning",
+        b"www-authenticate" => "WWW-Authenticate",
+        _ => return None,
+    })
+}
+
+/// Compact header forms (RFC 3261 7.3.3, 20; RFC 3265, 3515, 3892, 4028, 3841, 4474).
+fn compact_name(c: u8) -> Option<&'static str> {
+    Some(match c.to_ascii_lowercase() {
+        b'a' => "Accept-Contact",
+        b'b' => "Referred-By",
+        b'c' => "Content-Type",
+        b'd' => "Request-Disposition",
+        b'e' => "Content-Encoding",
+        b'f' => "From",
+        b'i' => "Call-ID",
+        b'j' => "Reject-Contact",
+        b'k' => "Supported",
+        b'l' => "Content-Length",
+        b'm' => "Contact",
+        b'o' => "Event",
+        b'r' => "Refer-To",
+        b's' => "Subject",
+        b't' => "To",
+        b'u' => "Allow-Events",
+        b'v' => "Via",
+        b'x' => "Session-Expires",
+        b'y' => "Identity",
+        _ => return None,
+    })
+}
+
+/// The canonical spelling of a header name: compact forms expanded, well-known
+/// names in their usual case; `None` for unknown names.
+pub fn canonical_name(name: &str) -> Option<&'static str> {
+    if let [c] = name.as_bytes() {
+        return compact_name(*c);
+    }
+    // Lowercase into a stack buffer, then one `match` (no allocation, no search).
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name.bytes()) {
+        *d = s.to_ascii_lowercase();
+    }
+    known_lowercase(lower)
+}
+
+fn canonical_cow(name: &str) -> Cow<'static, str> {
+    match canonical_name(name) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
+
+/// Expands a compact form given to a lookup; other names compare case-insensitively anyway.
+fn query_name(name: &str) -> &str {
+    match name.as_bytes() {
+        [c] => compact_name(*c).unwrap_or(name),
+        _ => name,
+    }
+}
+
+/// The header fields of a message, in order, one entry per header line
+/// (RFC 3261 7.3). Names are canonical (see [`canonical_name`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    list: Vec<(Cow<'static, str>, String)>,
+}
+
+impl Headers {
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers {
+            list: Vec::with_capacity(n),
+        }
+    }
+
+    /// The value of the first line with this name (case-insensitive; compact forms accepted).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let name = query_name(name);
+        self.list
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every line with this name, in order (values are not comma-split).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let name = query_name(name);
+        self.list
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Appends a line.
+    pub fn push(&mut self, name: &str, value: impl Into<String>) {
+        self.list.push((canonical_cow(name), value.into()));
+    }
+
+    /// Inserts a line at `index` (clamped to the end), e.g. a new top Via at 0.
+    pub fn insert(&mut self, index: usize, name: &str, value: impl Into<String>) {
+        let index = index.min(self.list.len());
+        self.list.insert(index, (canonical_cow(name), value.into()));
+    }
+
+    /// Replaces every line with this name by one line, at the place of the
+    /// first (or at the end when there was none).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let q = query_name(name);
+        match self
+            .list
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(q))
+        {
+            Some(first) => {
+                let mut i = 0;
+                self.list.retain(|(n, _)| {
+                    let keep = i <= first || !n.eq_ignore_ascii_case(q);
+                    i += 1;
+                    keep
+                });
+                if let Some(entry) = self.list.get_mut(first) {
+                    entry.1 = value.into();
+                }
+            }
+            None => self.push(name, value),
+        }
+    }
+
+    /// Removes every line with this name.
+    pub fn remove(&mut self, name: &str) {
+        let q = query_name(name);
+        self.list.retain(|(n, _)| !n.eq_ignore_ascii_case(q));
+    }
+
+    /// All lines as (name, value), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.list.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Appends a line whose name the parser has already canonicalised.
+    pub(crate) fn push_canonical(&mut self, name: Cow<'static, str>, value: String) {
+        self.list.push((name, value));
+    }
+}
+
+/// Splits a comma-separated header value (RFC 3261 7.3.1) at commas outside
+/// quoted-strings and `<...>`; items are trimmed and empty ones skipped.
+pub fn split_list(value: &str) -> Vec<&str> {
+    list_items(value).collect()
+}
+
+/// The items of [`split_list`], without collecting them.
+fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    SplitOutside::new(value, b',', true)
+        .map(trim_ws)
+        .filter(|s| !s.is_empty())
+}
+
+/// `name-addr / addr-spec` with header parameters: From, To, Contact, Route...
+/// (RFC 3261 20.10, 25.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameAddr {
+    /// Display name, unquoted and unescaped.
+    pub display: Option<String>,
+    pub uri: Uri,
+    /// Header parameters (after `>`, or after a bare addr-spec), names lowercased,
+    /// values raw (quoted values keep their quotes; see [`super::unquote`]).
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl NameAddr {
+    /// Parses `[display-name] <URI> *(;param)` or a bare `URI *(;param)`.
+    /// For a bare addr-spec, parameters belong to the header, not the URI (RFC 3261 20.10).
+    pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
+        parse_name_addr(trim_ws(s)).ok_or_else(|| ParseError::new("Bad name-addr"))
+    }
+
+    /// A header parameter by case-insensitive name.
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+
+    /// The `tag` parameter (RFC 3261 19.3).
+    pub fn tag(&self) -> Option<&str> {
+        self.param("tag").flatten()
+    }
+}
+
+fn unescape_quoted_pairs(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn parse_name_addr(s: &str) -> Option<NameAddr> {
+    let bytes = s.as_bytes();
+    let (display, rest) = if bytes.first() == Some(&b'"') {
+        // quoted-string display name (RFC 3261 25.1)
+        let end = quoted_end(bytes, 0)?;
+        let inner = s.get(1..end - 1)?;
+        (Some(unescape_quoted_pairs(inner)), trim_ws(&s[end..]))
+    } else if let Some(lt) = s.find('<') {
+        // *(token LWS) display name; read liberally, but no stray quotes.
+        let d = trim_ws(&s[..lt]);
+        if d.contains('"') {
+            return None;
+        }
+        ((!d.is_empty()).then(|| d.to_owned()), &s[lt..])
+    } else {
+        // Bare addr-spec: its ;params belong to the header (RFC 3261 20.10).
+        // Split at the first `;` after the userinfo, if any.
+        let after_at = s.find('@').map_or(0, |i| i + 1);
+        let (uri_s, params_s) = match s[after_at..].find(';') {
+            Some(i) => (&s[..after_at + i], Some(&s[after_at + i + 1..])),
+            None => (s, None),
+        };
+        let uri = parse_uri_opt(trim_ws(uri_s))?;
+        if uri.headers.is_some() {
+            // RFC 3261 20.10: a URI with `?` must be enclosed in <>.
+            return None;
+        }
+        let mut params = Vec::new();
+        if let Some(p) = params_s {
+            parse_params(p, &mut params)?;
+        }
+        return Some(NameAddr {
+            display: None,
+            uri,
+            params,
+        });
+    };
+    let inner_and_rest = rest.strip_prefix('<')?;
+    let gt = inner_and_rest.find('>')?;
+    let uri = parse_uri_opt(trim_ws(&inner_and_rest[..gt]))?;
+    let after = trim_ws(&inner_and_rest[gt + 1..]);
+    let mut params = Vec::new();
+    if !after.is_empty() {
+        parse_params(after.strip_prefix(';')?, &mut params)?;
+    }
+    Some(NameAddr {
+        display,
+        uri,
+        params,
+    })
+}
+
+fn parse_uri_opt(s: &str) -> Option<Uri> {
+    Uri::parse(s).ok()
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.display {
+            write_quoted(f, d)?;
+            f.write_str(" ")?;
+        }
+        write!(f, "<{}>", self.uri)?;
+        write_params(f, &self.params)
+    }
+}
+
+/// One Via value (RFC 3261 20.42): `SIP/2.0/UDP host:port;params`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Via {
+    /// protocol-name/version, e.g. "SIP/2.0" (name uppercased).
+    pub protocol: String,
+    /// Transport, uppercased: UDP, TCP, TLS, SCTP, WS, WSS...
+    pub transport: String,
+    pub host: Host,
+    pub port: Option<u16>,
+    /// via-params, names lowercased, values raw.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Via {
+    /// Parses one Via header line, which may hold several comma-separated values (RFC 3261 7.3.1).
+    pub fn parse_list(value: &str) -> Result<Vec<Via>, ParseError> {
+        let mut out = Vec::with_capacity(1);
+        for item in list_items(value) {
+            out.push(parse_via(item).ok_or_else(|| ParseError::new("Malformed Via"))?);
+        }
+        if out.is_empty() {
+            return Err(ParseError::new("Malformed Via"));
+        }
+        Ok(out)
+    }
+
+    /// The `branch` parameter (RFC 3261 8.1.1.7).
+    pub fn branch(&self) -> Option<&str> {
+        self.param("branch").flatten()
+    }
+
+    /// A parameter by case-insensitive name: `Some(None)` for a flag like `;rport`.
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+
+    /// Replaces the first parameter with this name, or appends it (e.g. `received`,
+    /// `rport` per RFC 3261 18.2.1 / RFC 3581 4).
+    pub fn set_param(&mut self, name: &str, value: Option<String>) {
+        match self
+            .params
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(p) => p.1 = value,
+            None => self.params.push((name.to_ascii_lowercase(), value)),
+        }
+    }
+}
+
+/// `sent-protocol LWS sent-by *( SEMI via-params )` (RFC 3261 25.1), with
+/// `SLASH = SWS "/" SWS` so `SIP / 2.0 / UDP` is accepted.
+fn parse_via(s: &str) -> Option<Via> {
+    let s = trim_ws(s);
+    let (name, rest) = s.split_once('/')?;
+    let (version, rest) = rest.split_once('/')?;
+    let (name, version) = (trim_ws(name), trim_ws(version));
+    if !is_token(name) || !is_token(version) {
+        return None;
+    }
+    let (transport, rest) = split_word(trim_ws(rest));
+    if !is_token(transport) || rest.is_empty() {
+        return None;
+    }
+    let (sent_by, params_s) = match rest.find(';') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (host, port) = parse_hostport(sent_by)?;
+    let mut params = Vec::new();
+    if let Some(p) = params_s {
+        parse_params(p, &mut params)?;
+    }
+    let protocol = if name.eq_ignore_ascii_case("SIP") && version == "2.0" {
+        String::from("SIP/2.0")
+    } else {
+        format!("{}/{}", name.to_ascii_uppercase(), version)
+    };
+    Some(Via {
+        protocol,
+        transport: transport.to_ascii_uppercase(),
+        host,
+        port,
+        params,
+    })
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} {}", self.protocol, self.transport, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write_params(f, &self.params)
+    }
+}
+
+/// One Contact value (RFC 3261 20.10): `*` or an address.
+// Boxing the address would make every match clumsier; `*` is rare and short-lived.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Contact {
+    Star,
+    Addr(NameAddr),
+}
+
+impl fmt::Display for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Contact::Star => f.write_str("*"),
+            Contact::Addr(a) => a.fmt(f),
+        }
+    }
+}
+
+/// Parses all Contact header lines, comma-split (RFC 3261 20.10). Err "Malformed Contact".
+pub fn parse_contacts<'a>(
+    values: impl Iterator<Item = &'a str>,
+) -> Result<Vec<Contact>, ParseError> {
+    let mut out = Vec::new();
+    for line in values {
+        for item in list_items(line) {
+            if item == "*" {
+                out.push(Contact::Star);
+            } else {
+                let addr =
+                    parse_name_addr(item).ok_or_else(|| ParseError::new("Malformed Contact"))?;
+                out.push(Contact::Addr(addr));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The CSeq header (RFC 3261 20.16): `1*DIGIT LWS Method`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CSeq {
+    pub seq: u32,
+    pub method: Method,
+}
+
+impl CSeq {
+    /// Parses a CSeq value; the number must fit in 32 bits (RFC 3261 8.1.1.5).
+    pub fn parse(s: &str) -> Result<CSeq, ParseError> {
+        let bad = || ParseError::new("Malformed CSeq");
+        let (num, method) = split_word(trim_ws(s));
+        let seq = parse_u32(num).ok_or_else(bad)?;
+        if !is_token(method) {
+            return Err(bad());
+        }
+        Ok(CSeq {
+            seq,
+            method: Method::from_token(method),
+        })
+    }
+}
+
+impl fmt::Display for CSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.seq, self.method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    static KNOWN_NAMES: &[&str] = &[
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Accept-Resource-Priority",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "Flow-Timer",
+        "From",
+        "History-Info",
+        "Identity",
+        "Identity-Info",
+        "In-Reply-To",
+        "Join",
+        "Max-Breadth",
+        "Max-Forwards",
+        "MIME-Version",
+        "Min-Expires",
+        "Min-SE",
+        "Organization",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Priority",
+        "Privacy",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-Sub",
+        "Refer-To",
+        "Referred-By",
+        "Reject-Contact",
+        "Replaces",
+        "Reply-To",
+        "Request-Disposition",
+        "Require",
+        "Resource-Priority",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Security-Client",
+        "Security-Server",
+        "Security-Verify",
+        "Server",
+        "Service-Route",
+        "Session-Expires",
+        "SIP-ETag",
+        "SIP-If-Match",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Target-Dialog",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    ];
+
+    #[test]
+    fn known_names_found() {
+        for n in KNOWN_NAMES {
+            assert_eq!(canonical_name(n), Some(*n));
+            assert_eq!(canonical_name(&n.to_ascii_uppercase()), Some(*n));
+            assert_eq!(canonical_name(&n.to_ascii_lowercase()), Some(*n));
+        }
+        assert_eq!(canonical_name("CALL-ID"), Some("Call-ID"));
+        assert_eq!(canonical_name("www-authenticate"), Some("WWW-Authenticate"));
+        assert_eq!(canonical_name("cseq"), Some("CSeq"));
+        assert_eq!(canonical_name("i"), Some("Call-ID"));
+        assert_eq!(canonical_name("V"), Some("Via"));
+        assert_eq!(canonical_name("X-Custom"), None);
+        assert_eq!(canonical_name("q"), None);
+        assert_eq!(canonical_name(""), None);
+    }
+
+    #[test]
+    fn headers_basic_ops() {
+        let mut h = Headers::new();
+        h.push("via", "SIP/2.0/UDP a");
+        h.push("X-Foo", "1");
+        h.push("v", "SIP/2.0/UDP b");
+        h.push("call-id", "abc");
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.get("Via"), Some("SIP/2.0/UDP a"));
+        assert_eq!(h.get("VIA"), Some("SIP/2.0/UDP a"));
+        assert_eq!(h.get("v"), Some("SIP/2.0/UDP a"));
+        assert_eq!(h.get("x-foo"), Some("1"));
+        assert_eq!(
+            h.get_all("Via").collect::<Vec<_>>(),
+            ["SIP/2.0/UDP a", "SIP/2.0/UDP b"]
+        );
+        let names: Vec<_> = h.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Via", "X-Foo", "Via", "Call-ID"]);
+        h.set("Via", "SIP/2.0/TCP c");
+        assert_eq!(h.get_all("Via").collect::<Vec<_>>(), ["SIP/2.0/TCP c"]);
+        assert_eq!(h.iter().next(), Some(("Via", "SIP/2.0/TCP c")));
+        h.set("Expires", "60");
+        assert_eq!(h.iter().last(), Some(("Expires", "60")));
+        h.insert(0, "Route", "<sip:p>");
+        h.insert(99, "Max-Forwards", "70");
+        assert_eq!(h.iter().next(), Some(("Route", "<sip:p>")));
+        assert_eq!(h.iter().last(), Some(("Max-Forwards", "70")));
+        h.remove("via");
+        assert_eq!(h.get("Via"), None);
+        assert!(!h.is_empty());
+        assert_eq!(h.len(), 5);
+    }
+
+    #[test]
+    fn split_list_cases() {
+        assert_eq!(
+            split_list(r#" "Doe, John" <sip:j@x>;q=0.5 , <sip:a,b@y>, sip:z@w ,,"#),
+            [r#""Doe, John" <sip:j@x>;q=0.5"#, "<sip:a,b@y>", "sip:z@w"]
+        );
+        assert_eq!(
+            split_list(r#""a \"quoted, \\" <sip:q@x>, <sip:r@x>"#),
+            [r#""a \"quoted, \\" <sip:q@x>"#, "<sip:r@x>"]
+        );
+        assert!(split_list("  ").is_empty());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(r#""Alice \"A\" Smith" <sip:alice@example.com>;tag=1928"#).unwrap();
+        assert_eq!(n.display.as_deref(), Some(r#"Alice "A" Smith"#));
+        assert_eq!(n.tag(), Some("1928"));
+        assert_eq!(
+            n.to_string(),
+            r#""Alice \"A\" Smith" <sip:alice@example.com>;tag=1928"#
+        );
+        let n = NameAddr::parse("Bob Jones <sip:bob@example.com;transport=tcp> ; tag = x").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Bob Jones"));
+        assert_eq!(n.uri.param("transport"), Some(Some("tcp")));
+        assert_eq!(n.tag(), Some("x"));
+        let n = NameAddr::parse("sip:carol@example.com;tag=77;user=phone").unwrap();
+        assert_eq!(n.display, None);
+        assert!(n.uri.params.is_empty());
+        assert_eq!(n.tag(), Some("77"));
+        assert_eq!(n.param("user"), Some(Some("phone")));
+        assert_eq!(n.to_string(), "<sip:carol@example.com>;tag=77;user=phone");
+        let n = NameAddr::parse("<sip:dave@example.com>").unwrap();
+        assert_eq!(n.tag(), None);
+        let n = NameAddr::parse(r#""" <sip:e@example.com>"#).unwrap();
+        assert_eq!(n.display.as_deref(), Some(""));
+        // Controls are written as quoted-pairs; CR/LF cannot be and become SP.
+        let mut n = n;
+        n.display = Some("a\u{7}b\r\nc\\".into());
+        assert_eq!(n.to_string(), "\"a\\\u{7}b  c\\\\\" <sip:e@example.com>");
+        assert_eq!(
+            NameAddr::parse(&n.to_string()).unwrap().display.as_deref(),
+            Some("a\u{7}b  c\\")
+        );
+        for bad in [
+            "",
+            "<sip:a@b",
+            "\"open <sip:a@b>",
+            "Alice sip:a@b",
+            "<sip:a@b> junk",
+            "<sip:a@b>;tag=\"x",
+            "<sip:a@b>, <sip:c@d>",
+            "sip:a@b, sip:c@d",
+            "\"x\" sip:a@b",
+            "<>",
+            "sip:a@b?subject=x;tag=1",
+        ] {
+            assert!(NameAddr::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn via_forms() {
+        let v =
+            Via::parse_list("SIP/2.0/UDP pc33.example.com:5066;branch=z9hG4bK776;rport").unwrap();
+        assert_eq!(v.len(), 1);
+        let v0 = &v[0];
+        assert_eq!(v0.protocol, "SIP/2.0");
+        assert_eq!(v0.transport, "UDP");
+        assert_eq!(v0.host, Host::Domain("pc33.example.com".into()));
+        assert_eq!(v0.port, Some(5066));
+        assert_eq!(v0.branch(), Some("z9hG4bK776"));
+        assert_eq!(v0.param("rport"), Some(None));
+        assert_eq!(
+            v0.to_string(),
+            "SIP/2.0/UDP pc33.example.com:5066;branch=z9hG4bK776;rport"
+        );
+        let v = Via::parse_list(" sip / 2.0 / tcp  [2001:db8::9] : 5070 ; Branch=z9hG4bKa, SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKb").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].transport, "TCP");
+        assert_eq!(
+            v[0].host,
+            Host::Ip("2001:db8::9".parse::<IpAddr>().unwrap())
+        );
+        assert_eq!(v[0].port, Some(5070));
+        assert_eq!(v[0].branch(), Some("z9hG4bKa"));
+        assert_eq!(
+            v[0].to_string(),
+            "SIP/2.0/TCP [2001:db8::9]:5070;branch=z9hG4bKa"
+        );
+        assert_eq!(v[1].transport, "WSS");
+        let mut v1 = v[1].clone();
+        v1.set_param("received", Some("192.0.2.7".into()));
+        v1.set_param("branch", Some("z9hG4bKc".into()));
+        assert_eq!(
+            v1.to_string(),
+            "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKc;received=192.0.2.7"
+        );
+        for bad in [
+            "",
+            "SIP/2.0/UDP",
+            "SIP/2.0 host",
+            "SIP/2.0/UDP ;branch=x",
+            "SIP/2.0/UDP host:port",
+            "SIP/2.0/UDP 2001:db8::1",
+            "SIP/2.0/UDP host;branch=a b",
+            "SIP/2.0/U@P host",
+            ",",
+        ] {
+            assert!(Via::parse_list(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cseq_forms() {
+        let c = CSeq::parse("  4711   REGISTER ").unwrap();
+        assert_eq!(c.seq, 4711);
+        assert_eq!(c.method, Method::Register);
+        assert_eq!(c.to_string(), "4711 REGISTER");
+        assert_eq!(CSeq::parse("4294967295 ACK").unwrap().seq, u32::MAX);
+        for bad in [
+            "",
+            "1",
+            "REGISTER",
+            "4294967296 REGISTER",
+            "-1 REGISTER",
+            "1 REGISTER extra",
+            "1.5 INVITE",
+        ] {
+            assert_eq!(
+                CSeq::parse(bad).unwrap_err().reason,
+                "Malformed CSeq",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn contacts_list() {
+        let lines = [
+            r#""Lee, \"Jr\"" <sip:lee@192.0.2.4>;expires=60, <sip:lee@[2001:db8::4]>"#,
+            "sip:lee@host.example;q=0.1",
+        ];
+        let c = parse_contacts(lines.into_iter()).unwrap();
+        assert_eq!(c.len(), 3);
+        match &c[0] {
+            Contact::Addr(a) => {
+                assert_eq!(a.display.as_deref(), Some(r#"Lee, "Jr""#));
+                assert_eq!(a.param("expires"), Some(Some("60")));
+            }
+            Contact::Star => panic!(),
+        }
+        assert_eq!(parse_contacts(["*"].into_iter()).unwrap(), [Contact::Star]);
+        assert_eq!(Contact::Star.to_string(), "*");
+        assert_eq!(
+            parse_contacts(["<sip:a@b>, garbage here"].into_iter())
+                .unwrap_err()
+                .reason,
+            "Malformed Contact"
+        );
+        assert!(parse_contacts(std::iter::empty()).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,401 @@
+//! Durable state in SQLite (WAL): registrations and generated passwords.
+//!
+//! All writes go through one writer thread that commits in groups: it takes
+//! the first waiting operation, drains whatever else is queued (up to
+//! `commit_batch_max`), applies them in one transaction and only then tells
+//! every waiter "committed". A REGISTER's 200 OK waits for that signal, so an
+//! acknowledged binding is on disk, yet a burst of REGISTERs costs one commit,
+//! not one each.
+//!
+//! Durability: with `synchronous = NORMAL` (the default) a committed
+//! transaction survives a crash of the process (`kill -9`): it is in the WAL,
+//! which the OS holds. Only a power loss or kernel crash can lose the last
+//! commits before a checkpoint. `synchronous = FULL` fsyncs every commit group
+//! and survives those too, at a cost per group.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::{params, Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::config::Synchronous;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Errors of the store; each names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or prepared.
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A statement failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The writer thread has stopped (the gateway is shutting down).
+    #[error("database writer has stopped")]
+    WriterGone,
+}
+
+/// One registration binding as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBinding {
+    /// Tenant key: the tenant's domain, or "" for the default tenant.
+    pub tenant: String,
+    pub extension: String,
+    /// What identifies the binding within the extension (instance/reg-id or contact URI).
+    pub key: String,
+    pub contact: String,
+    /// Source address the REGISTER came from ("ip:port").
+    pub source: String,
+    /// "UDP" or "TCP".
+    pub transport: String,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Unix time in milliseconds when the binding expires.
+    pub expires_at_ms: u64,
+    pub registered_at_ms: u64,
+    pub user_agent: Option<String>,
+}
+
+/// A change to durable state.
+#[derive(Debug)]
+pub enum Write {
+    UpsertBinding(StoredBinding),
+    DeleteBinding {
+        tenant: String,
+        extension: String,
+        key: String,
+    },
+    /// Removes every binding that expired at or before this Unix time (ms).
+    PurgeExpired {
+        now_ms: u64,
+    },
+    SetGeneratedPassword {
+        tenant: String,
+        extension: String,
+        password: String,
+        created_at_ms: u64,
+    },
+}
+
+struct Job {
+    writes: Vec<Write>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Handle to the database: a queue to the writer thread, and the path for readers.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    queue: mpsc::Sender<Job>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, migrates the schema and starts
+    /// the writer thread.
+    pub fn open(path: &Path, sync: Synchronous, batch_max: usize) -> Result<Store, StoreError> {
+        let conn = open_connection(path, sync)?;
+        schema::migrate(&conn).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (queue, jobs) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("sipfence-db-writer".into())
+            .spawn(move || writer_loop(conn, jobs, batch_max.max(1)))
+            .expect("spawning the database writer thread");
+        Ok(Store {
+            path: path.to_owned(),
+            queue,
+        })
+    }
+
+    /// Queues writes and resolves once they are committed.
+    pub async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Job {
+                writes,
+                done: Some(tx),
+            })
+            .map_err(|_| StoreError::WriterGone)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(
+                e.into(),
+            ))),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Queues writes without waiting for the commit (housekeeping).
+    pub fn write_detached(&self, writes: Vec<Write>) {
+        let _ = self.queue.send(Job { writes, done: None });
+    }
+
+    /// Waits until everything queued so far is committed (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(Vec::new()).await
+    }
+
+    /// A separate read connection (readers never block the writer in WAL mode).
+    pub fn reader(&self) -> Result<Connection, StoreError> {
+        open_read_only(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens a database for reading only, e.g. for `sipfence registrations list`
+/// when the gateway is not running.
+pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let open = || -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let level = match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", level)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Keep the page cache small: the location set lives in memory already.
+        conn.pragma_update(None, "cache_size", -2048)?;
+        Ok(conn)
+    };
+    open().map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, batch_max: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = apply(&mut conn, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = batch.len(), "database commit failed");
+        }
+        for job in batch.drain(..) {
+            if let Some(done) = job.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn apply(conn: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for write in batch.iter().flat_map(|job| job.writes.iter()) {
+        match write {
+            Write::UpsertBinding(b) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO bindings (tenant, extension, key, contact, source, \
+                     transport, call_id, cseq, expires_at_ms, registered_at_ms, user_agent) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?
+                .execute(params![
+                    b.tenant,
+                    b.extension,
+                    b.key,
+                    b.contact,
+                    b.source,
+                    b.transport,
+                    b.call_id,
+                    b.cseq,
+                    b.expires_at_ms as i64,
+                    b.registered_at_ms as i64,
+                    b.user_agent,
+                ])?;
+            }
+            Write::DeleteBinding {
+                tenant,
+                extension,
+                key,
+            } => {
+                tx.prepare_cached(
+                    "DELETE FROM bindings WHERE tenant = ?1 AND extension = ?2 AND key = ?3",
+                )?
+                .execute(params![tenant, extension, key])?;
+            }
+            Write::PurgeExpired { now_ms } => {
+                tx.prepare_cached("DELETE FROM bindings WHERE expires_at_ms <= ?1")?
+                    .execute(params![*now_ms as i64])?;
+            }
+            Write::SetGeneratedPassword {
+                tenant,
+                extension,
+                password,
+                created_at_ms,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO generated_passwords \
+                     (tenant, extension, password, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    tenant,
+                    extension,
+                    password,
+                    *created_at_ms as i64
+                ])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// Every binding that has not expired at `now_ms`.
+pub fn load_bindings(conn: &Connection, now_ms: u64) -> Result<Vec<StoredBinding>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT tenant, extension, key, contact, source, transport, call_id, cseq, \
+         expires_at_ms, registered_at_ms, user_agent FROM bindings \
+         WHERE expires_at_ms > ?1 ORDER BY tenant, extension, registered_at_ms",
+    )?;
+    let rows = stmt.query_map(params![now_ms as i64], |r| {
+        Ok(StoredBinding {
+            tenant: r.get(0)?,
+            extension: r.get(1)?,
+            key: r.get(2)?,
+            contact: r.get(3)?,
+            source: r.get(4)?,
+            transport: r.get(5)?,
+            call_id: r.get(6)?,
+            cseq: r.get(7)?,
+            expires_at_ms: r.get::<_, i64>(8)? as u64,
+            registered_at_ms: r.get::<_, i64>(9)? as u64,
+            user_agent: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The password generated earlier for an extension without one, if any.
+pub fn generated_password(
+    conn: &Connection,
+    tenant: &str,
+    extension: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT password FROM generated_passwords WHERE tenant = ?1 AND extension = ?2",
+    )?;
+    let mut rows = stmt.query(params![tenant, extension])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(key: &str, expires_at_ms: u64) -> StoredBinding {
+        StoredBinding {
+            tenant: String::new(),
+            extension: "100".into(),
+            key: key.into(),
+            contact: format!("sip:100@127.0.0.1:{key}"),
+            source: "127.0.0.1:5062".into(),
+            transport: "UDP".into(),
+            call_id: "c1".into(),
+            cseq: 1,
+            expires_at_ms,
+            registered_at_ms: 1,
+            user_agent: Some("test".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_writes_are_visible_to_a_new_connection() {
+        let dir = tempdir();
+        let path = dir.join("t.db");
+        let store = Store::open(&path, Synchronous::Normal, 16).unwrap();
+        store
+            .write(vec![
+                Write::UpsertBinding(binding("a", 10_000)),
+                Write::UpsertBinding(binding("b", 500)),
+            ])
+            .await
+            .unwrap();
+        let reader = open_read_only(&path).unwrap();
+        let live = load_bindings(&reader, 1_000).unwrap();
+        assert_eq!(live, vec![binding("a", 10_000)]);
+
+        store
+            .write(vec![Write::PurgeExpired { now_ms: 1_000 }])
+            .await
+            .unwrap();
+        let all = load_bindings(&reader, 0).unwrap();
+        assert_eq!(all.len(), 1);
+
+        store
+            .write(vec![Write::DeleteBinding {
+                tenant: String::new(),
+                extension: "100".into(),
+                key: "a".into(),
+            }])
+            .await
+            .unwrap();
+        assert!(load_bindings(&reader, 0).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn generated_passwords_persist() {
+        let dir = tempdir();
+        let path = dir.join("t.db");
+        let store = Store::open(&path, Synchronous::Full, 16).unwrap();
+        store
+            .write(vec![Write::SetGeneratedPassword {
+                tenant: "a.example".into(),
+                extension: "100".into(),
+                password: "pw".into(),
+                created_at_ms: 5,
+            }])
+            .await
+            .unwrap();
+        let reader = store.reader().unwrap();
+        assert_eq!(
+            generated_password(&reader, "a.example", "100").unwrap(),
+            Some("pw".into())
+        );
+        assert_eq!(generated_password(&reader, "", "100").unwrap(), None);
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sipfence-store-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,209 @@
+//! SIP transports: UDP sockets and TCP connections on the same port
+//! (RFC 3261 section 18), IPv4 and IPv6.
+//!
+//! - [`udp`]: one receive loop per socket; each datagram is one message.
+//! - [`tcp`]: accept loop with per-source and total connection limits, one
+//!   task per connection that frames messages by Content-Length and answers
+//!   CRLF keep-alives, and an idle timeout.
+//! - [`Outbound`]: where responses leave: the UDP socket the request came in
+//!   on, or the TCP connection it came over.
+
+pub mod tcp;
+pub mod udp;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// The transport a message came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Reliable transports need no retransmissions (RFC 3261 17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one accepted TCP connection.
+pub type ConnId = u64;
+
+/// Where a message came from, and so where its answer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// The peer's address as seen on the wire.
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    /// For UDP: index of the receiving socket in [`Outbound`]; for TCP: the connection.
+    pub via: Route,
+}
+
+/// The local end a message used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    UdpSocket(usize),
+    TcpConn(ConnId),
+}
+
+/// Sends bytes back to peers. Cloned into every task that answers.
+#[derive(Clone)]
+pub struct Outbound {
+    udp: Arc<Vec<Arc<UdpSocket>>>,
+    tcp: Arc<Connections>,
+}
+
+impl Outbound {
+    pub fn new(udp: Vec<Arc<UdpSocket>>) -> Outbound {
+        Outbound {
+            udp: Arc::new(udp),
+            tcp: Arc::new(Connections::default()),
+        }
+    }
+
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.tcp
+    }
+
+    /// Sends one message to where `to` came from. Failures are logged, never
+    /// fatal: the peer may have gone.
+    pub fn send(&self, to: &Source, bytes: Arc<[u8]>) {
+        match to.via {
+            Route::UdpSocket(index) => {
+                let Some(socket) = self.udp.get(index) else {
+                    return;
+                };
+                // A non-blocking send: UDP either takes the datagram now or drops it,
+                // which a retransmission repairs.
+                if let Err(e) = socket.try_send_to(&bytes, to.addr) {
+                    tracing::debug!(peer = %to.addr, error = %e, "udp send failed");
+                }
+            }
+            Route::TcpConn(id) => {
+                if !self.tcp.send(id, bytes) {
+                    tracing::debug!(peer = %to.addr, conn = id, "tcp connection gone");
+                }
+            }
+        }
+    }
+}
+
+/// Open TCP connections: a queue to each connection's writer.
+#[derive(Default)]
+pub struct Connections {
+    next_id: AtomicU64,
+    inner: Mutex<ConnTable>,
+}
+
+/// The queue feeding one connection's writer.
+pub type Writer = mpsc::Sender<Arc<[u8]>>;
+
+#[derive(Default)]
+struct ConnTable {
+    writers: HashMap<ConnId, (SocketAddr, Writer)>,
+    per_source: HashMap<std::net::IpAddr, usize>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    TooManyTotal,
+    TooManyFromSource,
+}
+
+impl Connections {
+    /// Registers a new connection if the limits allow it.
+    pub fn admit(
+        &self,
+        peer: SocketAddr,
+        writer: Writer,
+        max_total: usize,
+        max_per_source: usize,
+    ) -> Result<ConnId, Refusal> {
+        let mut table = self.inner.lock().unwrap();
+        if table.writers.len() >= max_total {
+            return Err(Refusal::TooManyTotal);
+        }
+        let count = table.per_source.entry(peer.ip()).or_insert(0);
+        if *count >= max_per_source {
+            return Err(Refusal::TooManyFromSource);
+        }
+        *count += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        table.writers.insert(id, (peer, writer));
+        Ok(id)
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove(&self, id: ConnId) {
+        let mut table = self.inner.lock().unwrap();
+        if let Some((peer, _)) = table.writers.remove(&id) {
+            if let Some(count) = table.per_source.get_mut(&peer.ip()) {
+                *count -= 1;
+                if *count == 0 {
+                    table.per_source.remove(&peer.ip());
+                }
+            }
+        }
+    }
+
+    /// Queues bytes for a connection's writer; false if it is gone or choked.
+    pub fn send(&self, id: ConnId, bytes: Arc<[u8]>) -> bool {
+        let writer = {
+            let table = self.inner.lock().unwrap();
+            match table.writers.get(&id) {
+                Some((_, w)) => w.clone(),
+                None => return false,
+            }
+        };
+        writer.try_send(bytes).is_ok()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.lock().unwrap().writers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_source_limit_counts_connections_and_frees_them() {
+        let conns = Connections::default();
+        let peer: SocketAddr = "127.0.0.2:4000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.3:4000".parse().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let a = conns.admit(peer, tx.clone(), 10, 2).unwrap();
+        let _b = conns.admit(peer, tx.clone(), 10, 2).unwrap();
+        assert_eq!(
+            conns.admit(peer, tx.clone(), 10, 2),
+            Err(Refusal::TooManyFromSource)
+        );
+        assert!(conns.admit(other, tx.clone(), 10, 2).is_ok());
+        conns.remove(a);
+        assert!(conns.admit(peer, tx.clone(), 10, 2).is_ok());
+        assert_eq!(conns.admit(other, tx, 3, 9), Err(Refusal::TooManyTotal));
+    }
+}
