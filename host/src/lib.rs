@@ -12,6 +12,8 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod directory;
+pub mod plugins;
 pub mod registrar;
 pub mod run;
 pub mod server;

@@ -1,20 +1,23 @@
 //! Starting and stopping the gateway: open the store, restore bindings,
 //! bind the listeners, serve until told to stop, then flush.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{Authenticator, Secrets};
 use crate::config::Config;
 use crate::control;
+use crate::directory::{self, Directory};
 use crate::registrar::location::Location;
 use crate::registrar::Registrar;
-use crate::server::{self, now_ms, tenant_key, Core, Gateway, SecretsTable, Sink};
+use crate::server::{self, now_ms, tenant_key, Core, Gateway, Sink};
 use crate::stats::Stats;
 use crate::store::{self, Store, Write};
 use crate::transaction::{Timers, Transactions};
@@ -60,7 +63,7 @@ pub async fn run(
         .await?;
     tracing::info!(restored, database = %config.storage.database.display(), "bindings restored");
 
-    let secrets = load_secrets(&config, &store, &reader).await?;
+    let directory = load_directory(&config, &store, &reader).await?;
     drop(reader);
 
     let mut udp_sockets = Vec::new();
@@ -87,7 +90,7 @@ pub async fn run(
     let transactions = Transactions::new(timers);
     let core = Arc::new(Core {
         config: config.clone(),
-        secrets,
+        directory,
         auth: Authenticator::new(
             rand::random::<[u8; 32]>(),
             Duration::from_millis(config.auth.nonce_lifetime_ms),
@@ -103,18 +106,28 @@ pub async fn run(
     let sink: Arc<dyn Sink> = Arc::new(gateway.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
+    let receivers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
     for (index, socket) in udp_sockets.iter().enumerate() {
-        // Two receivers per socket keep both cores busy under load.
-        for _ in 0..2 {
-            tasks.push(tokio::spawn(udp::receive_loop(
-                socket.clone(),
-                index,
-                sink.clone(),
-                stop_rx.clone(),
-            )));
-        }
+        let threads = udp::spawn_receivers(
+            socket.clone(),
+            index,
+            sink.clone(),
+            udp_stop.clone(),
+            receivers,
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.server.listen[index],
+            transport: "udp",
+            source,
+        })?;
+        udp_threads.extend(threads);
     }
+    let mut tasks = Vec::new();
     let limits = tcp::Limits {
         max_connections: config.tcp.max_connections,
         max_per_source: config.tcp.max_connections_per_source,
@@ -158,8 +171,12 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    udp_stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
+    }
+    for thread in udp_threads {
+        let _ = thread.join();
     }
     sweeper.abort();
     purger.abort();
@@ -194,16 +211,15 @@ fn bind_pair(addr: SocketAddr, recv_buffer: usize) -> Result<(UdpSocket, TcpList
 
 /// The digest secrets of every extension. An extension without a password
 /// gets a random one on first start: stored, and shown once in the log.
-async fn load_secrets(
+async fn load_directory(
     config: &Config,
     store: &Store,
     reader: &rusqlite::Connection,
-) -> Result<SecretsTable, StartError> {
-    let mut table: SecretsTable = HashMap::new();
+) -> Result<Directory, StartError> {
+    let mut table = Directory::default();
     let mut generated = Vec::new();
     for tenant in &config.tenants {
         let key = tenant_key(tenant);
-        let users = table.entry(key.to_owned()).or_default();
         for ext in &tenant.extensions {
             let password = match &ext.password {
                 Some(p) => p.clone(),
@@ -227,9 +243,13 @@ async fn load_secrets(
                     }
                 },
             };
-            users.insert(
-                ext.number.clone(),
-                Secrets::new(&ext.number, &tenant.realm, &password),
+            table.insert(
+                key,
+                &ext.number,
+                directory::Entry {
+                    secrets: Secrets::new(&ext.number, &tenant.realm, &password),
+                    max_contacts: ext.max_contacts.unwrap_or(config.registrar.max_contacts),
+                },
             );
         }
     }

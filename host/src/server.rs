@@ -9,15 +9,13 @@
 //! ```
 //! Every request runs in its own task under a `tracing` span.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::Instrument;
-
-use crate::auth::{Algorithm, Authenticator, Failure, Secrets, Verdict};
+use crate::auth::{Algorithm, Authenticator, Failure, Verdict};
 use crate::config::{AuthAlgorithm, Config, Tenant};
+use crate::directory::Directory;
 use crate::registrar::location::Aor;
 use crate::registrar::{Answer, Registrar};
 use crate::sip::{Message, Method, StartLine};
@@ -42,9 +40,6 @@ pub trait Sink: Send + Sync + 'static {
 /// Methods this gateway serves; listed in `Allow`.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
 
-/// The digest secrets of every extension, by tenant key then extension.
-pub type SecretsTable = HashMap<String, HashMap<String, Secrets>>;
-
 /// The tenant key used in storage: its domain, or "" for the default tenant.
 pub fn tenant_key(tenant: &Tenant) -> &str {
     tenant.domain.as_deref().unwrap_or("")
@@ -61,7 +56,7 @@ pub fn now_ms() -> u64 {
 /// Everything the message path needs, shared by all tasks.
 pub struct Core {
     pub config: Arc<Config>,
-    pub secrets: SecretsTable,
+    pub directory: Directory,
     pub auth: Authenticator,
     pub algorithms: Vec<Algorithm>,
     pub registrar: Registrar,
@@ -113,22 +108,37 @@ impl Sink for Gateway {
             Stats::inc(&core.stats.dropped_responses);
             return;
         }
-        let core = self.0.clone();
-        tokio::spawn(async move {
-            let span = tracing::info_span!(
-                "request",
-                method = %message.method().map(Method::as_str).unwrap_or("?"),
-                call_id = message.call_id().unwrap_or(""),
-                peer = %source.addr,
-                transport = %source.transport,
-            );
-            core.handle_request(message, source).instrument(span).await;
-        });
+        let span = tracing::debug_span!(
+            "request",
+            method = %message.method().map(Method::as_str).unwrap_or("?"),
+            call_id = message.call_id().unwrap_or(""),
+            peer = %source.addr,
+            transport = %source.transport,
+        );
+        let _entered = span.enter();
+        self.0.handle_request(message, source);
+    }
+}
+
+/// How a request is answered.
+enum Reply {
+    /// Answer now with this final response.
+    Now(u16, Message),
+    /// The answer leaves later (after a commit) through the transaction.
+    Later,
+}
+
+impl From<(u16, Message)> for Reply {
+    fn from((code, response): (u16, Message)) -> Reply {
+        Reply::Now(code, response)
     }
 }
 
 impl Core {
-    async fn handle_request(self: &Arc<Self>, mut request: Message, source: Source) {
+    /// Runs one request through the message path, on the receiving thread:
+    /// no task is spawned and nothing waits, so a request costs what its work
+    /// costs. Only the registrar's commit defers the answer.
+    fn handle_request(self: &Arc<Self>, mut request: Message, source: Source) {
         if let Err(reason) = request.check_request() {
             Stats::inc(&self.stats.bad_requests);
             if request.can_answer() {
@@ -163,62 +173,80 @@ impl Core {
             }
             Incoming::AckAbsorbed | Incoming::StrayAck => return,
         }
-        let (code, response) = self.process(&request, &method, &source).await;
-        Stats::inc(&self.stats.responses_out);
-        self.transactions
-            .respond(&key, response.to_bytes().into(), code, &source, &self.out);
+        if let Reply::Now(code, response) = self.process(request, &method, &source, &key) {
+            self.send_final(&key, code, &response, &source);
+        }
     }
 
-    /// Does the work of a new request and builds its final response.
-    async fn process(&self, request: &Message, method: &Method, source: &Source) -> (u16, Message) {
+    /// Sends a transaction's final response and records it there.
+    fn send_final(&self, key: &Key, code: u16, response: &Message, to: &Source) {
+        Stats::inc(&self.stats.responses_out);
+        self.transactions
+            .respond(key, response.to_bytes().into(), code, to, &self.out);
+    }
+
+    /// Does the work of a new request: its final response, or `Later`.
+    fn process(
+        self: &Arc<Self>,
+        request: Message,
+        method: &Method,
+        source: &Source,
+        key: &Key,
+    ) -> Reply {
         if let Ok(Some(0)) = request.max_forwards() {
             if *method != Method::Options {
-                return self.reply(request, 483, "Too Many Hops");
+                return self.reply(&request, 483, "Too Many Hops").into();
             }
         }
         if *method == Method::Cancel {
             // No INVITE is ever left pending here yet, so nothing can be cancelled.
-            return self.reply(request, 481, "Call/Transaction Does Not Exist");
+            return self
+                .reply(&request, 481, "Call/Transaction Does Not Exist")
+                .into();
         }
         let Some(uri) = request.request_uri() else {
-            return self.reply(request, 400, "Bad Request-URI");
+            return self.reply(&request, 400, "Bad Request-URI").into();
         };
         let host = uri.host.to_string();
         let Some(tenant) = self.config.tenant_for_host(host.trim_matches(['[', ']'])) else {
             // Never a relay: a domain we do not serve is refused, not forwarded.
-            return self.reply(request, 404, "Domain not served here");
+            return self.reply(&request, 404, "Domain not served here").into();
         };
+        let request = &request;
         match method {
-            Method::Register => self.register(request, tenant, source).await,
+            Method::Register => self.register(request, tenant, source, key),
             Method::Options => {
                 let (code, mut response) = self.reply(request, 200, "OK");
                 response.headers.push("Allow", ALLOW);
                 response.headers.push("Accept", "application/sdp");
                 response.headers.push("Supported", "path, outbound");
-                (code, response)
+                Reply::Now(code, response)
             }
-            Method::Invite => self.invite(request, tenant, source),
-            Method::Bye => self.reply(request, 481, "Call/Transaction Does Not Exist"),
-            Method::Other(_) => self.reply(request, 501, "Not Implemented"),
+            Method::Invite => self.invite(request, tenant, source).into(),
+            Method::Bye => self
+                .reply(request, 481, "Call/Transaction Does Not Exist")
+                .into(),
+            Method::Other(_) => self.reply(request, 501, "Not Implemented").into(),
             _ => {
                 let (code, mut response) = self.reply(request, 405, "Method Not Allowed");
                 response.headers.push("Allow", ALLOW);
-                (code, response)
+                Reply::Now(code, response)
             }
         }
     }
 
-    async fn register(
-        &self,
+    fn register(
+        self: &Arc<Self>,
         request: &Message,
         tenant: &Tenant,
         source: &Source,
-    ) -> (u16, Message) {
+        key: &Key,
+    ) -> Reply {
         let Ok(to) = request.to() else {
-            return self.reply(request, 400, "Malformed To");
+            return self.reply(request, 400, "Malformed To").into();
         };
         let Some(extension) = to.uri.user.clone() else {
-            return self.reply(request, 400, "To has no extension");
+            return self.reply(request, 400, "To has no extension").into();
         };
         let to_host = to.uri.host.to_string();
         let same_tenant = self
@@ -226,27 +254,48 @@ impl Core {
             .tenant_for_host(to_host.trim_matches(['[', ']']))
             .is_some_and(|t| std::ptr::eq(t, tenant));
         if !same_tenant {
-            return self.reply(request, 403, "To domain does not match Request-URI");
+            return self
+                .reply(request, 403, "To domain does not match Request-URI")
+                .into();
         }
         if let Some(answer) = self.authenticate(request, tenant, &extension, source, false) {
-            return answer;
+            return answer.into();
         }
         Stats::inc(&self.stats.registers);
-        let max_contacts = tenant
-            .extensions
-            .iter()
-            .find(|e| e.number == extension)
-            .and_then(|e| e.max_contacts)
-            .unwrap_or(self.config.registrar.max_contacts);
+        let max_contacts = self
+            .directory
+            .get(tenant_key(tenant), &extension)
+            .map_or(self.config.registrar.max_contacts, |e| e.max_contacts);
         let aor = Aor {
             tenant: tenant_key(tenant).to_owned(),
             extension,
         };
-        let answer = self
-            .registrar
-            .register(request, &aor, max_contacts, source, now_ms())
-            .await;
-        self.reply_with(request, answer)
+        let (answer, writes) =
+            self.registrar
+                .register(request, &aor, max_contacts, source, now_ms());
+        let (code, response) = self.reply_with(request, answer);
+        if writes.is_empty() {
+            return Reply::Now(code, response);
+        }
+        // The 200 OK leaves from the store's writer thread once the binding is
+        // committed, never before.
+        let core = self.clone();
+        let key = key.clone();
+        let to = *source;
+        self.registrar.commit(writes, move |committed| {
+            if committed {
+                core.send_final(&key, code, &response, &to);
+            } else {
+                let mut failed = response;
+                failed.start = StartLine::Response {
+                    code: 500,
+                    reason: "Binding not stored".into(),
+                };
+                failed.headers.remove("Contact");
+                core.send_final(&key, 500, &failed, &to);
+            }
+        });
+        Reply::Later
     }
 
     /// INVITE: the caller must authenticate as the From extension. Routing comes
@@ -264,7 +313,7 @@ impl Core {
         let callee = request.request_uri().and_then(|u| u.user.clone());
         let known = callee
             .as_deref()
-            .is_some_and(|c| tenant.extensions.iter().any(|e| e.number == c));
+            .is_some_and(|c| self.directory.get(tenant_key(tenant), c).is_some());
         if !known {
             return self.reply(request, 404, "Not Found");
         }
@@ -296,7 +345,7 @@ impl Core {
             .or_else(|| request.headers.get(header_name));
         let method = request.method().map(Method::as_str).unwrap_or("");
         let now = now_ms();
-        let users = self.secrets.get(tenant_key(tenant));
+        let tenant_key = tenant_key(tenant);
         let verdict = self.auth.verify(
             header,
             method,
@@ -304,7 +353,11 @@ impl Core {
             user,
             source.addr.ip(),
             now,
-            |name| users.and_then(|u| u.get(name)).cloned(),
+            |name| {
+                self.directory
+                    .get(tenant_key, name)
+                    .map(|e| e.secrets.clone())
+            },
         );
         let stale = match verdict {
             Verdict::Authenticated => {

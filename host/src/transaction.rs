@@ -100,20 +100,26 @@ struct Entry {
 pub struct Transactions {
     timers: Timers,
     table: Mutex<Table>,
+    /// Where retransmission timers run (responses may be sent from plain threads).
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Default)]
 struct Table {
-    entries: HashMap<Key, Entry>,
+    /// foldhash: fast, and seeded per process, so chosen branches cannot
+    /// force collisions.
+    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
     /// (deadline, key) of transactions that have finished, oldest first.
     expiry: VecDeque<(Instant, Key)>,
 }
 
 impl Transactions {
+    /// Must be called within a tokio runtime, whose handle runs the timers.
     pub fn new(timers: Timers) -> Arc<Transactions> {
         Arc::new(Transactions {
             timers,
             table: Mutex::new(Table::default()),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -208,7 +214,7 @@ impl Transactions {
         out: Outbound,
     ) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let started = Instant::now();
             let mut interval = this.timers.t1;
             loop {

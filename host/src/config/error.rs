@@ -126,6 +126,59 @@ pub enum ConfigError {
         min: u64,
     },
 
+    /// A number above the key's maximum.
+    #[error("{at}: {key}: {value} is too large (maximum {max})")]
+    TooLarge {
+        at: Location,
+        key: String,
+        value: u64,
+        max: u64,
+    },
+
+    /// A `bans.never_ban` entry that is neither an address nor a CIDR network.
+    #[error("{at}: {key}: invalid network \"{value}\" (an address or a CIDR network such as 192.0.2.0/24 or 2001:db8::/32)")]
+    InvalidNetwork {
+        at: Location,
+        key: String,
+        value: String,
+    },
+
+    /// A plugin name outside 1-64 characters of `[A-Za-z0-9._-]`.
+    #[error("{at}: {key}: invalid plugin name \"{name}\" (1-64 characters of A-Z a-z 0-9 . _ -)")]
+    InvalidPluginName {
+        at: Location,
+        key: String,
+        name: String,
+    },
+
+    /// Two `[[plugin]]` entries with the same name.
+    #[error("{at}: {key}: duplicate plugin name \"{name}\" (first used by {first})")]
+    DuplicatePlugin {
+        at: Location,
+        key: String,
+        name: String,
+        /// The key path of the first use.
+        first: String,
+    },
+
+    /// `path = "builtin:NAME"` with a NAME no built-in plugin has.
+    #[error("{at}: {key}: unknown built-in plugin \"{name}\" (built-ins: {known})")]
+    UnknownBuiltin {
+        at: Location,
+        key: String,
+        name: String,
+        /// The built-in names, comma-separated.
+        known: String,
+    },
+
+    /// The same capability twice in a plugin's `grants`.
+    #[error("{at}: {key}: duplicate grant \"{grant}\"")]
+    DuplicateGrant {
+        at: Location,
+        key: String,
+        grant: &'static str,
+    },
+
     /// Two keys whose values must be ordered are not
     /// (`registrar.min_expires_s` > `registrar.default_expires_s`, `t1_ms` > `t2_ms`).
     #[error("{at}: {key}: {value} is {relation} {other} ({other_value})")]

@@ -18,9 +18,11 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use error::{ConfigError, Location};
@@ -43,6 +45,10 @@ pub struct Config {
     pub log: Log,
     /// Normalised: the default tenant (if any) first, then [[tenant]] entries.
     pub tenants: Vec<Tenant>,
+    pub bans: Bans,
+    /// `[[plugin]]` entries in chain order, disabled ones included (they are
+    /// validated too). No entry: no plugins.
+    pub plugins: Vec<PluginSpec>,
     /// Where it came from, for messages ("<embedded default>" for the built-in one).
     pub origin: String,
 }
@@ -247,6 +253,113 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[bans]`: the ban list that plugins' ban verdicts and reactions fill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bans {
+    /// IPv6 sources are banned by this prefix (1-128): one host usually
+    /// owns a whole /64.
+    pub ipv6_prefix_len: u8,
+    /// Networks never banned, whatever a plugin says. Empty by default:
+    /// loopback is not exempt, so tests can exercise bans.
+    pub never_ban: Vec<IpNet>,
+    /// Duration of a ban that does not say (at least 1).
+    pub default_duration_ms: u64,
+}
+
+impl Default for Bans {
+    fn default() -> Self {
+        Bans {
+            ipv6_prefix_len: 64,
+            never_ban: Vec::new(),
+            default_duration_ms: 3_600_000,
+        }
+    }
+}
+
+/// `[[plugin]]`: one plugin of the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginSpec {
+    /// Unique in the config; 1-64 characters of `[A-Za-z0-9._-]`. Names the
+    /// plugin in logs, errors and stats, and keys its counters (which
+    /// survive reloads under the same name).
+    pub name: String,
+    /// `path`: `builtin:NAME` or a `.wasm` component file.
+    pub source: PluginSource,
+    /// What a failed call (trap, deadline, memory cap) counts as.
+    pub on_error: OnError,
+    /// Capabilities beyond `log` and `clock`; no duplicates.
+    pub grants: Vec<Grant>,
+    /// Linear memory cap per instance (at least 65536, one wasm page).
+    pub memory_limit_bytes: u64,
+    /// Deadline of one call (at least 1).
+    pub timeout_ms: u64,
+    /// A disabled plugin is validated but not loaded.
+    pub enabled: bool,
+    /// `[plugin.config]`, the plugin's own table, as JSON (`{}` when absent):
+    /// passed to its `init`.
+    pub config: serde_json::Value,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginSource {
+    /// `builtin:NAME`: embedded in the binary.
+    Builtin(String),
+    /// A component file. [`Config::load`] makes a relative path relative to
+    /// the config file's folder; [`Config::parse`] leaves it as written.
+    File(PathBuf),
+}
+
+impl fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A plugin's failure policy: "fail-open" or "fail-closed".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// A failed call counts as `continue` (no objection).
+    FailOpen,
+    /// A failed call counts as `drop` (security plugins: an attacker who
+    /// makes the plugin fail gains nothing).
+    #[default]
+    FailClosed,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::FailOpen => "fail-open",
+            OnError::FailClosed => "fail-closed",
+        }
+    }
+}
+
+/// A capability beyond `log` and `clock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grant {
+    /// `sipfence:plugin/counter`: shared windowed counters.
+    Counter,
+    /// `sipfence:plugin/kv`: a shared key-value store with expiry.
+    Kv,
+}
+
+impl Grant {
+    /// The name written in `grants`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::Counter => "counter",
+            Grant::Kv => "kv",
+        }
+    }
+}
+
 /// A tenant: a domain with its own extensions and digest realm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenant {
@@ -302,7 +415,16 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        for plugin in &mut config.plugins {
+            if let PluginSource::File(file) = &mut plugin.source {
+                if file.is_relative() {
+                    *file = folder.join(&*file);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `origin` names it in messages.

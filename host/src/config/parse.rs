@@ -12,16 +12,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use ipnet::IpNet;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    is_ip_literal, Auth, Config, ConfigError, Extension, Location, Log, Registrar, Server, Storage,
-    Tcp, Tenant, Transaction,
+    is_ip_literal, Auth, Bans, Config, ConfigError, Extension, Grant, Location, Log, OnError,
+    PluginSource, PluginSpec, Registrar, Server, Storage, Tcp, Tenant, Transaction,
 };
 
 // ---------------------------------------------------------------------------
@@ -255,6 +256,65 @@ struct RawFile {
     extension: Vec<Extension>,
     #[serde(default)]
     tenant: Vec<RawTenant>,
+    #[serde(default)]
+    bans: RawBans,
+    /// The plugin chain, in order.
+    #[serde(default)]
+    plugin: Vec<RawPlugin>,
+}
+
+/// `[bans]` with the prefix length wide and the networks still strings, so
+/// that bad ones get their own messages.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBans {
+    ipv6_prefix_len: u64,
+    never_ban: Vec<String>,
+    default_duration_ms: u64,
+}
+
+impl Default for RawBans {
+    fn default() -> Self {
+        let d = Bans::default();
+        RawBans {
+            ipv6_prefix_len: u64::from(d.ipv6_prefix_len),
+            never_ban: Vec::new(),
+            default_duration_ms: d.default_duration_ms,
+        }
+    }
+}
+
+/// `[[plugin]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    path: String,
+    #[serde(default)]
+    on_error: OnError,
+    #[serde(default)]
+    grants: Vec<Grant>,
+    #[serde(default = "default_memory_limit_bytes")]
+    memory_limit_bytes: u64,
+    #[serde(default = "default_plugin_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    #[serde(default)]
+    config: Option<toml::Table>,
+}
+
+/// 16 MiB: a Rust plugin needs a little over 1 MiB.
+fn default_memory_limit_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
+fn default_plugin_timeout_ms() -> u64 {
+    10
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// `[server]` with the listen addresses still strings, so that a bad one is
@@ -337,6 +397,7 @@ fn describe_expected(expected: &str) -> String {
         "u32" => "an integer from 0 to 4294967295".to_owned(),
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".to_owned(),
         "a sequence" => "an array".to_owned(),
+        "a map" => "a table".to_owned(),
         "path string" | "a borrowed path" => "a string".to_owned(),
         e if e.starts_with("struct ") => "a table".to_owned(),
         e if e.starts_with("enum ") => "a string".to_owned(),
@@ -498,6 +559,9 @@ impl Ctx<'_> {
             tenants.push(tenant);
         }
 
+        let bans = self.bans(raw.bans)?;
+        let plugins = self.plugins(raw.plugin)?;
+
         Ok(Config {
             server,
             tcp: raw.tcp,
@@ -507,6 +571,8 @@ impl Ctx<'_> {
             storage: raw.storage,
             log: raw.log,
             tenants,
+            bans,
+            plugins,
             origin: self.origin.to_owned(),
         })
     }
@@ -634,6 +700,108 @@ impl Ctx<'_> {
         self.at_least(&base.key("purge_interval_ms"), s.purge_interval_ms, 1)
     }
 
+    fn bans(&self, raw: RawBans) -> Result<Bans, ConfigError> {
+        let base = KeyPath::of(&["bans"]);
+        let prefix_path = base.key("ipv6_prefix_len");
+        self.at_least(&prefix_path, raw.ipv6_prefix_len, 1)?;
+        self.at_most(&prefix_path, raw.ipv6_prefix_len, 128)?;
+        let mut never_ban = Vec::with_capacity(raw.never_ban.len());
+        for (i, value) in raw.never_ban.iter().enumerate() {
+            let text = value.trim();
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    let path = base.key("never_ban").index(i);
+                    ConfigError::InvalidNetwork {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        value: value.clone(),
+                    }
+                })?;
+            never_ban.push(net.trunc());
+        }
+        self.at_least(&base.key("default_duration_ms"), raw.default_duration_ms, 1)?;
+        Ok(Bans {
+            ipv6_prefix_len: raw.ipv6_prefix_len as u8,
+            never_ban,
+            default_duration_ms: raw.default_duration_ms,
+        })
+    }
+
+    fn plugins(&self, raw: Vec<RawPlugin>) -> Result<Vec<PluginSpec>, ConfigError> {
+        let list = KeyPath::of(&["plugin"]);
+        let mut plugins: Vec<PluginSpec> = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let at = list.index(i);
+            let name_path = at.key("name");
+            if !valid_plugin_name(&p.name) {
+                return Err(ConfigError::InvalidPluginName {
+                    at: self.at(&name_path),
+                    key: name_path.to_string(),
+                    name: p.name,
+                });
+            }
+            if let Some(first) = plugins.iter().position(|q| q.name == p.name) {
+                return Err(ConfigError::DuplicatePlugin {
+                    at: self.at(&name_path),
+                    key: name_path.to_string(),
+                    name: p.name,
+                    first: list.index(first).key("name").to_string(),
+                });
+            }
+            let source = self.plugin_source(&at.key("path"), &p.path)?;
+            for (j, grant) in p.grants.iter().enumerate() {
+                if p.grants[..j].contains(grant) {
+                    let path = at.key("grants").index(j);
+                    return Err(ConfigError::DuplicateGrant {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        grant: grant.as_str(),
+                    });
+                }
+            }
+            self.at_least(&at.key("memory_limit_bytes"), p.memory_limit_bytes, 65536)?;
+            self.at_least(&at.key("timeout_ms"), p.timeout_ms, 1)?;
+            let config = match p.config {
+                Some(table) => toml_to_json(&toml::Value::Table(table)),
+                None => serde_json::Value::Object(serde_json::Map::new()),
+            };
+            plugins.push(PluginSpec {
+                name: p.name,
+                source,
+                on_error: p.on_error,
+                grants: p.grants,
+                memory_limit_bytes: p.memory_limit_bytes,
+                timeout_ms: p.timeout_ms,
+                enabled: p.enabled,
+                config,
+            });
+        }
+        Ok(plugins)
+    }
+
+    /// `builtin:NAME` (a built-in this gateway knows) or a file path.
+    fn plugin_source(&self, path: &KeyPath, value: &str) -> Result<PluginSource, ConfigError> {
+        if value.trim().is_empty() {
+            return Err(self.empty(path));
+        }
+        let Some(name) = value.strip_prefix("builtin:") else {
+            return Ok(PluginSource::File(PathBuf::from(value)));
+        };
+        if crate::plugins::builtin::component(name).is_none() {
+            return Err(ConfigError::UnknownBuiltin {
+                at: self.at(path),
+                key: path.to_string(),
+                name: name.to_owned(),
+                known: crate::plugins::builtin::names()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(PluginSource::Builtin(name.to_owned()))
+    }
+
     /// The extensions of one tenant; `base` is the tenant's path (empty for
     /// the default tenant, whose extensions are top-level).
     fn extensions(&self, base: &KeyPath, tenant: &Tenant) -> Result<(), ConfigError> {
@@ -759,6 +927,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    fn at_most(&self, path: &KeyPath, value: u64, max: u64) -> Result<(), ConfigError> {
+        if value > max {
+            return Err(ConfigError::TooLarge {
+                at: self.at(path),
+                key: path.to_string(),
+                value,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// `low <= high`. The error points at `low` unless only `high` is set in
     /// the file (then `high` is the value the user got wrong).
     fn ordered(&self, low: (&KeyPath, u64), high: (&KeyPath, u64)) -> Result<(), ConfigError> {
@@ -793,6 +973,34 @@ fn valid_number(number: &str) -> bool {
         && number
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// 1-64 characters of `[A-Za-z0-9._-]`.
+fn valid_plugin_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A plugin's config table as the JSON its `init` receives. Date-times
+/// become their TOML text; a NaN or infinite float becomes null.
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(items.iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => J::Object(
+            table
+                .iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// RFC 3261 `hostname`: dot-separated labels of letters, digits and '-',

@@ -89,6 +89,29 @@ fn embedded_default_matches_code_defaults() {
     assert_eq!(file.auth, Auth::default());
     assert_eq!(file.storage, Storage::default());
     assert_eq!(file.log, Log::default());
+    assert_eq!(file.bans, Bans::default());
+    assert_eq!(empty.bans, Bans::default());
+}
+
+/// Fail-to-ban is on by default, with no configuration of its own.
+#[test]
+fn embedded_default_runs_fail_to_ban() {
+    let c = Config::embedded_default();
+    assert_eq!(
+        c.plugins,
+        [PluginSpec {
+            name: "fail-to-ban".into(),
+            source: PluginSource::Builtin("fail-to-ban".into()),
+            on_error: OnError::FailClosed,
+            grants: vec![Grant::Counter, Grant::Kv],
+            memory_limit_bytes: 16 * 1024 * 1024,
+            timeout_ms: 10,
+            enabled: true,
+            config: serde_json::json!({}),
+        }]
+    );
+    // A file without [[plugin]] entries runs no plugin.
+    assert!(parse("").plugins.is_empty());
 }
 
 #[test]
@@ -287,7 +310,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(
         error(text),
         "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
-         registrar, auth, storage, log, extension, tenant)"
+         registrar, auth, storage, log, extension, tenant, bans, plugin)"
     );
 }
 
@@ -647,4 +670,200 @@ purge_interval_ms = 5
     assert_eq!(c.tcp.max_connections_per_source, 32);
     assert_eq!(c.transaction.t4_ms, 0);
     assert_eq!(c.registrar.min_expires_s, 0);
+}
+
+// ---------------------------------------------------------------------------
+// [bans] and [[plugin]]
+
+#[test]
+fn bans_section() {
+    let c = parse(
+        r#"
+[bans]
+ipv6_prefix_len = 48
+never_ban = ["192.0.2.0/24", "2001:db8::1", " 10.1.2.3/8 "]
+default_duration_ms = 1000
+"#,
+    );
+    assert_eq!(c.bans.ipv6_prefix_len, 48);
+    let nets: Vec<String> = c.bans.never_ban.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["192.0.2.0/24", "2001:db8::1/128", "10.0.0.0/8"]);
+    assert_eq!(c.bans.default_duration_ms, 1000);
+}
+
+#[test]
+fn bans_errors() {
+    assert_eq!(
+        error("[bans]\nipv6_prefix_len = 0\n"),
+        "x.toml:2: bans.ipv6_prefix_len: 0 is too small (minimum 1)"
+    );
+    assert_eq!(
+        error("[bans]\nipv6_prefix_len = 129\n"),
+        "x.toml:2: bans.ipv6_prefix_len: 129 is too large (maximum 128)"
+    );
+    assert_eq!(
+        error("[bans]\nnever_ban = [\"192.0.2.0/24\",\n  \"192.0.2.0/33\"]\n"),
+        "x.toml:3: bans.never_ban[1]: invalid network \"192.0.2.0/33\" (an address or a CIDR \
+         network such as 192.0.2.0/24 or 2001:db8::/32)"
+    );
+    assert_eq!(
+        error("[bans]\ndefault_duration_ms = 0\n"),
+        "x.toml:2: bans.default_duration_ms: 0 is too small (minimum 1)"
+    );
+    assert_eq!(
+        error("[bans]\nnever = []\n"),
+        "x.toml:2: bans.never: unknown key (expected one of: ipv6_prefix_len, never_ban, \
+         default_duration_ms)"
+    );
+}
+
+const TWO_PLUGINS: &str = r#"
+[[plugin]]
+name = "fail-to-ban"
+path = "builtin:fail-to-ban"
+
+[[plugin]]
+name = "number-analysis"
+path = "plugins/number_analysis.wasm"
+on_error = "fail-open"
+grants = ["kv"]
+memory_limit_bytes = 1048576
+timeout_ms = 5
+enabled = false
+[plugin.config]
+threshold = 5
+prefixes = ["1", "2"]
+rates = { a = 1.5, b = true }
+since = 1979-05-27T07:32:00Z
+"#;
+
+#[test]
+fn plugins_in_order_with_defaults_and_their_config_as_json() {
+    let c = parse(TWO_PLUGINS);
+    assert_eq!(c.plugins.len(), 2);
+    let f2b = &c.plugins[0];
+    assert_eq!(f2b.name, "fail-to-ban");
+    assert_eq!(f2b.source, PluginSource::Builtin("fail-to-ban".into()));
+    assert_eq!(f2b.on_error, OnError::FailClosed);
+    assert!(f2b.grants.is_empty());
+    assert_eq!(f2b.memory_limit_bytes, 16 * 1024 * 1024);
+    assert_eq!(f2b.timeout_ms, 10);
+    assert!(f2b.enabled);
+    assert_eq!(f2b.config, serde_json::json!({}));
+    let numbers = &c.plugins[1];
+    assert_eq!(
+        numbers.source,
+        PluginSource::File(PathBuf::from("plugins/number_analysis.wasm"))
+    );
+    assert_eq!(numbers.on_error, OnError::FailOpen);
+    assert_eq!(numbers.grants, [Grant::Kv]);
+    assert_eq!(numbers.memory_limit_bytes, 1048576);
+    assert_eq!(numbers.timeout_ms, 5);
+    assert!(!numbers.enabled);
+    assert_eq!(
+        numbers.config,
+        serde_json::json!({
+            "threshold": 5,
+            "prefixes": ["1", "2"],
+            "rates": {"a": 1.5, "b": true},
+            "since": "1979-05-27T07:32:00Z",
+        })
+    );
+}
+
+#[test]
+fn plugin_paths_are_relative_to_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("sipfence-config-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gw.toml");
+    std::fs::write(
+        &path,
+        "[[plugin]]\nname = \"a\"\npath = \"p/a.wasm\"\n\
+         [[plugin]]\nname = \"b\"\npath = \"/abs/b.wasm\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        c.plugins[0].source,
+        PluginSource::File(dir.join("p/a.wasm"))
+    );
+    assert_eq!(
+        c.plugins[1].source,
+        PluginSource::File(PathBuf::from("/abs/b.wasm"))
+    );
+}
+
+#[test]
+fn plugin_errors() {
+    let one =
+        |extra: &str| format!("[[plugin]]\nname = \"p\"\npath = \"builtin:fail-to-ban\"\n{extra}");
+    assert_eq!(
+        error(&one("grants = [\"counter\",\n  \"mail\"]\n")),
+        "x.toml:5: plugin[0].grants[1]: unknown value \"mail\" (expected one of: counter, kv)"
+    );
+    assert_eq!(
+        error(&one("grants = [\"kv\", \"kv\"]\n")),
+        "x.toml:4: plugin[0].grants[1]: duplicate grant \"kv\""
+    );
+    assert_eq!(
+        error(&one("on_error = \"ignore\"\n")),
+        "x.toml:4: plugin[0].on_error: unknown value \"ignore\" (expected one of: fail-open, \
+         fail-closed)"
+    );
+    assert_eq!(
+        error(&one("memory_limit_bytes = 1024\n")),
+        "x.toml:4: plugin[0].memory_limit_bytes: 1024 is too small (minimum 65536)"
+    );
+    assert_eq!(
+        error(&one("timeout_ms = 0\n")),
+        "x.toml:4: plugin[0].timeout_ms: 0 is too small (minimum 1)"
+    );
+    assert_eq!(
+        error(&one("config = 5\n")),
+        "x.toml:4: plugin[0].config: wrong type: expected a table, found integer `5`"
+    );
+    assert_eq!(
+        error(&one("grant = []\n")),
+        "x.toml:4: plugin[0].grant: unknown key (expected one of: name, path, on_error, grants, \
+         memory_limit_bytes, timeout_ms, enabled, config)"
+    );
+    assert_eq!(
+        error("[[plugin]]\npath = \"x.wasm\"\n"),
+        "x.toml:1: plugin[0].name: missing required key"
+    );
+    assert_eq!(
+        error("[[plugin]]\nname = \"p\"\npath = \"\"\n"),
+        "x.toml:3: plugin[0].path: must not be empty"
+    );
+    assert_eq!(
+        error("[[plugin]]\nname = \"p\"\npath = \"builtin:fail-to-bam\"\n"),
+        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban)"
+    );
+    assert_eq!(
+        error("[[plugin]]\nname = \"a b\"\npath = \"x.wasm\"\n"),
+        "x.toml:2: plugin[0].name: invalid plugin name \"a b\" (1-64 characters of A-Z a-z 0-9 . _ -)"
+    );
+}
+
+#[test]
+fn duplicate_plugin_names() {
+    let text = r#"
+[[plugin]]
+name = "f2b"
+path = "builtin:fail-to-ban"
+
+[[plugin]]
+name = "other"
+path = "other.wasm"
+
+[[plugin]]
+name = "f2b"
+path = "f2b.wasm"
+enabled = false
+"#;
+    assert_eq!(
+        error(text),
+        "x.toml:11: plugin[2].name: duplicate plugin name \"f2b\" (first used by plugin[0].name)"
+    );
 }

@@ -51,18 +51,20 @@ impl Registrar {
         }
     }
 
-    /// Handles an authenticated REGISTER for `aor`.
-    pub async fn register(
+    /// Handles an authenticated REGISTER for `aor`: the answer, and the
+    /// writes that must be committed (with [`Registrar::commit`]) before the
+    /// answer may leave.
+    pub fn register(
         &self,
         request: &Message,
         aor: &Aor,
         max_contacts: usize,
         source: &Source,
         now_ms: u64,
-    ) -> Answer {
+    ) -> (Answer, Vec<Write>) {
         let change = match interpret(request, &self.config) {
             Ok(change) => change,
-            Err(answer) => return answer,
+            Err(answer) => return (answer, Vec::new()),
         };
         let origin = Origin {
             call_id: request.call_id().unwrap_or_default().to_owned(),
@@ -78,15 +80,12 @@ impl Registrar {
             {
                 Ok(applied) => applied,
                 Err(Refused::OutOfOrder) => {
-                    return Answer::new(400, "Out-of-order CSeq for this Call-ID")
+                    return (
+                        Answer::new(400, "Out-of-order CSeq for this Call-ID"),
+                        Vec::new(),
+                    )
                 }
             };
-        if !writes.is_empty() {
-            if let Err(e) = self.store.write(writes).await {
-                tracing::error!(error = %e, "binding not stored");
-                return Answer::new(500, "Binding not stored");
-            }
-        }
         let mut answer = Answer::new(200, "OK");
         for b in &current {
             let remaining = b.expires_at_ms.saturating_sub(now_ms).div_ceil(1000);
@@ -94,7 +93,21 @@ impl Registrar {
                 .headers
                 .push(("Contact", format!("<{}>;expires={}", b.contact, remaining)));
         }
-        answer
+        (answer, writes)
+    }
+
+    /// Commits binding changes; `done` runs on the store's writer thread
+    /// right after the commit, with whether it succeeded.
+    pub fn commit(&self, writes: Vec<Write>, done: impl FnOnce(bool) + Send + 'static) {
+        self.store.write_then(
+            writes,
+            Box::new(move |committed| {
+                if let Err(e) = &committed {
+                    tracing::error!(error = %e, "binding not stored");
+                }
+                done(committed.is_ok())
+            }),
+        );
     }
 
     /// Drops expired bindings from memory and the database.

@@ -85,9 +85,19 @@ pub enum Write {
     },
 }
 
+/// Runs on the writer thread once a job's writes are committed (or failed).
+pub type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 struct Job {
     writes: Vec<Write>,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    done: Done,
+}
+
+/// Who is told that a job is committed.
+enum Done {
+    Nobody,
+    Waiter(oneshot::Sender<Result<(), String>>),
+    Callback(Completion),
 }
 
 /// Handle to the database: a queue to the writer thread, and the path for readers.
@@ -123,7 +133,7 @@ impl Store {
         self.queue
             .send(Job {
                 writes,
-                done: Some(tx),
+                done: Done::Waiter(tx),
             })
             .map_err(|_| StoreError::WriterGone)?;
         match rx.await {
@@ -135,9 +145,26 @@ impl Store {
         }
     }
 
+    /// Queues writes; `done` runs on the writer thread right after the commit.
+    /// This is how a REGISTER's 200 OK leaves: no task waits, no thread is
+    /// woken just to send it.
+    pub fn write_then(&self, writes: Vec<Write>, done: Completion) {
+        if let Err(mpsc::SendError(job)) = self.queue.send(Job {
+            writes,
+            done: Done::Callback(done),
+        }) {
+            if let Done::Callback(done) = job.done {
+                done(Err("database writer has stopped".into()));
+            }
+        }
+    }
+
     /// Queues writes without waiting for the commit (housekeeping).
     pub fn write_detached(&self, writes: Vec<Write>) {
-        let _ = self.queue.send(Job { writes, done: None });
+        let _ = self.queue.send(Job {
+            writes,
+            done: Done::Nobody,
+        });
     }
 
     /// Waits until everything queued so far is committed (used at shutdown).
@@ -205,8 +232,12 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, batch_max: usize
             tracing::error!(error = %e, writes = batch.len(), "database commit failed");
         }
         for job in batch.drain(..) {
-            if let Some(done) = job.done {
-                let _ = done.send(result.clone());
+            match job.done {
+                Done::Nobody => {}
+                Done::Waiter(tx) => {
+                    let _ = tx.send(result.clone());
+                }
+                Done::Callback(f) => f(result.clone()),
             }
         }
     }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// The transport a message came over.
@@ -94,9 +94,9 @@ impl Outbound {
                 let Some(socket) = self.udp.get(index) else {
                     return;
                 };
-                // A non-blocking send: UDP either takes the datagram now or drops it,
-                // which a retransmission repairs.
-                if let Err(e) = socket.try_send_to(&bytes, to.addr) {
+                // UDP either takes the datagram now or drops it, which a
+                // retransmission repairs.
+                if let Err(e) = socket.send_to(&bytes, to.addr) {
                     tracing::debug!(peer = %to.addr, error = %e, "udp send failed");
                 }
             }

@@ -1,0 +1,185 @@
+//! The chain: the configured plugins, in order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::runtime::{Plugin, PluginEngine};
+use super::state::SharedState;
+use super::{builtin, conversions, Event, PluginError, PluginSpec, Reaction, RequestView, Verdict};
+
+/// The loaded plugins of one configuration. Immutable once loaded: share it
+/// as `Arc<Chain>` and swap in a new one to reload (counters survive in the
+/// [`SharedState`]; calls in flight finish on the old chain).
+pub struct Chain {
+    pub(super) plugins: Vec<Plugin>,
+    /// Indices into `plugins` of those with an `on-request` hook, in order.
+    request_hooks: Vec<usize>,
+    /// Indices of those with an `on-event` hook.
+    event_hooks: Vec<usize>,
+}
+
+/// One plugin's counters and health, for `sipfence stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginStats {
+    pub name: String,
+    /// Calls that entered the guest.
+    pub calls: u64,
+    /// Traps other than deadline and memory (instance replaced).
+    pub traps: u64,
+    /// Calls stopped by the deadline (instance replaced).
+    pub timeouts: u64,
+    /// Calls stopped by the memory cap (instance replaced).
+    pub out_of_memory: u64,
+    /// Answers the host refused (e.g. reject with status 200).
+    pub bad_answers: u64,
+    /// Failed attempts to create an instance (instantiate or `init`).
+    pub new_instance_failures: u64,
+    /// Calls answered by the failure policy during a backoff.
+    pub skipped: u64,
+    pub instances_created: u64,
+    pub idle_instances: usize,
+    /// Time in calls, creating instances included.
+    pub total_call_ns: u64,
+    pub avg_call_ns: u64,
+    pub health: PluginHealth,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PluginHealth {
+    Healthy,
+    /// Failing: not entered until `until_ms` (UNIX milliseconds); its
+    /// failure policy answers meanwhile.
+    Backoff {
+        until_ms: u64,
+    },
+}
+
+impl Chain {
+    /// A chain without plugins: every request continues.
+    pub fn empty() -> Chain {
+        Chain {
+            plugins: Vec::new(),
+            request_hooks: Vec::new(),
+            event_hooks: Vec::new(),
+        }
+    }
+
+    /// Loads the enabled plugins of `specs`, in order: reads (or finds the
+    /// built-in) component, compiles it (once per distinct component for the
+    /// engine's life), checks its imports against its grants, links it,
+    /// creates a first instance (`init` with its config) and asks `hooks`.
+    /// The first plugin that fails stops the load; the error names it.
+    pub fn load(
+        specs: &[PluginSpec],
+        engine: &PluginEngine,
+        state: Arc<SharedState>,
+    ) -> Result<Chain, PluginError> {
+        let mut chain = Chain::empty();
+        for spec in specs.iter().filter(|s| s.enabled) {
+            if chain.plugins.iter().any(|p| *p.name == *spec.name) {
+                return Err(PluginError::Duplicate {
+                    plugin: spec.name.clone(),
+                });
+            }
+            let bytes = builtin::bytes_of(spec)?;
+            let plugin = Plugin::load(spec, &bytes, engine, &state)?;
+            let index = chain.plugins.len();
+            if plugin.on_request {
+                chain.request_hooks.push(index);
+            }
+            if plugin.on_event {
+                chain.event_hooks.push(index);
+            }
+            tracing::info!(
+                plugin = spec.name,
+                source = %spec.source,
+                on_request = plugin.on_request,
+                on_event = plugin.on_event,
+                on_error = spec.on_error.as_str(),
+                "plugin loaded"
+            );
+            chain.plugins.push(plugin);
+        }
+        Ok(chain)
+    }
+
+    /// Runs the plugins with an `on-request` hook in order; the first
+    /// verdict other than [`Verdict::Continue`] wins and is returned with the
+    /// name of the plugin that gave it. A plugin that fails gives its
+    /// policy's verdict (`fail-closed`: [`Verdict::Drop`]).
+    pub fn on_request(&self, request: &RequestView) -> (Verdict, Option<String>) {
+        for &index in &self.request_hooks {
+            let plugin = &self.plugins[index];
+            let verdict = plugin.on_request(request);
+            if verdict != Verdict::Continue {
+                return (verdict, Some(plugin.name.to_string()));
+            }
+        }
+        (Verdict::Continue, None)
+    }
+
+    /// Tells every plugin with an `on-event` hook; returns the reactions
+    /// other than [`Reaction::None`], with the plugin that asked.
+    pub fn on_event(&self, event: &Event) -> Vec<(String, Reaction)> {
+        if self.event_hooks.is_empty() {
+            return Vec::new();
+        }
+        let event = conversions::event(event);
+        let mut reactions = Vec::new();
+        for &index in &self.event_hooks {
+            let plugin = &self.plugins[index];
+            let reaction = plugin.on_event(&event);
+            if reaction != Reaction::None {
+                reactions.push((plugin.name.to_string(), reaction));
+            }
+        }
+        reactions
+    }
+
+    /// The plugins' names, in chain order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.plugins.iter().map(|p| &*p.name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.plugins.len()
+    }
+
+    pub fn stats(&self) -> Vec<PluginStats> {
+        self.plugins
+            .iter()
+            .map(|p| {
+                let c = &p.counters;
+                let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let calls = get(&c.calls);
+                let total = get(&c.total_ns);
+                let now = p.engine().now_ms();
+                let health = match p.backoff_until(now) {
+                    Some(until) => PluginHealth::Backoff {
+                        until_ms: crate::server::now_ms() + (until - now),
+                    },
+                    None => PluginHealth::Healthy,
+                };
+                PluginStats {
+                    name: p.name.to_string(),
+                    calls,
+                    traps: get(&c.traps),
+                    timeouts: get(&c.timeouts),
+                    out_of_memory: get(&c.out_of_memory),
+                    bad_answers: get(&c.bad_answers),
+                    new_instance_failures: get(&c.new_instance_failures),
+                    skipped: get(&c.skipped),
+                    instances_created: get(&c.instances_created),
+                    idle_instances: p.idle_instances(),
+                    total_call_ns: total,
+                    avg_call_ns: total.checked_div(calls).unwrap_or(0),
+                    health,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,165 @@
+//! Between the WIT types of [`super::bindings`] and the plain types of
+//! [`super`]. Values coming from a guest are untrusted: status codes are
+//! checked and reason texts made safe for a SIP status line or a log.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::bindings::sipfence::plugin::types as wit;
+use super::{AuthAttempt, AuthFailure, Event, Reaction, Registration, Verdict};
+use crate::transport::Transport;
+
+/// Longest reason text kept from a plugin (a SIP reason phrase or a ban's
+/// evidence); longer ones are cut.
+pub(super) const MAX_REASON_BYTES: usize = 200;
+
+/// Which hooks a plugin implements: (on-request, on-event).
+pub(super) fn hooks(h: wit::Hooks) -> (bool, bool) {
+    (
+        h.contains(wit::Hooks::ON_REQUEST),
+        h.contains(wit::Hooks::ON_EVENT),
+    )
+}
+
+/// A guest's verdict, or why it is unusable (then the plugin's failure
+/// policy applies, as for a trap).
+pub(super) fn verdict(v: wit::Verdict) -> Result<Verdict, String> {
+    Ok(match v {
+        wit::Verdict::Continue => Verdict::Continue,
+        wit::Verdict::Reject(r) => {
+            if !(400..=699).contains(&r.code) {
+                return Err(format!("reject with status {} (must be 400-699)", r.code));
+            }
+            Verdict::Reject {
+                code: r.code,
+                reason: one_line(r.reason),
+            }
+        }
+        wit::Verdict::Drop => Verdict::Drop,
+        wit::Verdict::Ban(b) => Verdict::Ban {
+            duration: Duration::from_millis(b.duration_ms),
+            reason: one_line(b.reason),
+        },
+        wit::Verdict::Trust(t) => Verdict::Trust {
+            tenant: t.tenant,
+            extension: t.extension,
+        },
+    })
+}
+
+pub(super) fn reaction(r: wit::Reaction) -> Reaction {
+    match r {
+        wit::Reaction::None => Reaction::None,
+        wit::Reaction::Ban(b) => Reaction::Ban {
+            duration: Duration::from_millis(b.duration_ms),
+            reason: one_line(b.reason),
+        },
+    }
+}
+
+/// Text fit for a status line or a log field: control characters become
+/// spaces, at most [`MAX_REASON_BYTES`].
+pub(super) fn one_line(mut s: String) -> String {
+    if s.len() > MAX_REASON_BYTES {
+        let mut cut = MAX_REASON_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    if s.chars().any(char::is_control) {
+        s = s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+    }
+    s
+}
+
+pub(super) fn address(a: SocketAddr) -> wit::Address {
+    wit::Address {
+        ip: a.ip().to_string(),
+        port: a.port(),
+    }
+}
+
+pub(super) fn transport(t: Transport) -> wit::Transport {
+    match t {
+        Transport::Udp => wit::Transport::Udp,
+        Transport::Tcp => wit::Transport::Tcp,
+    }
+}
+
+fn attempt(a: &AuthAttempt) -> wit::AuthAttempt {
+    wit::AuthAttempt {
+        source: address(a.source),
+        transport: transport(a.transport),
+        tenant: a.tenant.clone(),
+        user: a.user.clone(),
+        user_agent: a.user_agent.clone(),
+    }
+}
+
+fn registration(r: &Registration) -> wit::Registration {
+    wit::Registration {
+        source: address(r.source),
+        tenant: r.tenant.clone(),
+        extension: r.extension.clone(),
+        contact: r.contact.clone(),
+    }
+}
+
+/// Converted once per event, then lent to every plugin of the chain.
+pub(super) fn event(e: &Event) -> wit::Event {
+    match e {
+        Event::AuthFailed {
+            attempt: a,
+            failure,
+        } => wit::Event::AuthFailed(wit::AuthFailed {
+            attempt: attempt(a),
+            failure: match failure {
+                AuthFailure::WrongPassword => wit::AuthFailure::WrongPassword,
+                AuthFailure::UnknownUser => wit::AuthFailure::UnknownUser,
+                AuthFailure::UserMismatch => wit::AuthFailure::UserMismatch,
+                AuthFailure::RealmMismatch => wit::AuthFailure::RealmMismatch,
+            },
+        }),
+        Event::AuthSucceeded(a) => wit::Event::AuthSucceeded(attempt(a)),
+        Event::Registered(r) => wit::Event::Registered(registration(r)),
+        Event::Unregistered(r) => wit::Event::Unregistered(registration(r)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_codes_outside_4xx_6xx_are_refused() {
+        let reject = |code| {
+            verdict(wit::Verdict::Reject(wit::Rejection {
+                code,
+                reason: "x".into(),
+            }))
+        };
+        assert!(reject(200).is_err());
+        assert!(reject(399).is_err());
+        assert!(reject(700).is_err());
+        assert_eq!(
+            reject(403),
+            Ok(Verdict::Reject {
+                code: 403,
+                reason: "x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn reasons_are_one_short_line() {
+        assert_eq!(one_line("a\r\nVia: x".into()), "a  Via: x");
+        let long = "é".repeat(300);
+        let cut = one_line(long);
+        assert!(cut.len() <= MAX_REASON_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,333 @@
+//! The host side of the plugin world's imports: the `request` getters,
+//! `log`, `clock`, `counter` and `kv`, implemented on [`HostState`], the data
+//! of every plugin store.
+//!
+//! Which of these a plugin's linker gets is decided in
+//! [`super::capabilities`]; here every function just does its job. Host
+//! functions return `Err` (a trap) only for host bugs, such as a request
+//! handle that is not in the table.
+
+use std::sync::Arc;
+
+use wasmtime::component::{Resource, ResourceTable};
+
+use super::bindings::sipfence::plugin::{clock, counter, kv, log, types};
+use super::conversions;
+use super::state::PluginState;
+use super::RequestView;
+
+/// Longest log message kept from a plugin.
+const MAX_LOG_BYTES: usize = 2048;
+
+/// The data of one plugin store.
+pub(super) struct HostState {
+    /// The plugin's name, for its log lines.
+    pub plugin: Arc<str>,
+    /// The request of the call in progress (one entry, during `on-request`).
+    pub table: ResourceTable,
+    /// Memory and table caps.
+    pub limiter: Limiter,
+    /// The plugin's counters and values (reachable only when granted).
+    pub state: Arc<PluginState>,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<str>, memory_limit: usize, state: Arc<PluginState>) -> HostState {
+        let mut table = ResourceTable::new();
+        // Plugins cannot create requests; one per call is all there is.
+        table.set_max_capacity(4);
+        HostState {
+            plugin,
+            table,
+            limiter: Limiter {
+                memory_limit,
+                memory_exceeded: false,
+            },
+            state,
+        }
+    }
+
+    fn request(&self, r: &Resource<RequestView>) -> wasmtime::Result<&RequestView> {
+        Ok(self.table.get(r)?)
+    }
+}
+
+/// The per-store resource caps. Unlike `wasmtime::StoreLimits` it records
+/// that the memory cap was hit, so a memory bomb is reported as such and not
+/// as an anonymous trap.
+pub(super) struct Limiter {
+    /// Largest linear memory, in bytes.
+    pub memory_limit: usize,
+    /// Set when a memory grew past the limit (reset before each call).
+    pub memory_exceeded: bool,
+}
+
+/// Elements per table: generous for function tables, small enough that a
+/// `table.grow` bomb stays harmless.
+const TABLE_ELEMENTS_LIMIT: usize = 100_000;
+
+/// The error a memory bomb traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: wanted {desired} bytes, the limit is {limit}")]
+pub(super) struct MemoryLimitExceeded {
+    pub desired: usize,
+    pub limit: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            // A trap rather than memory.grow returning -1: a guest would
+            // abort anyway, and this way the log says what happened.
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                desired,
+                limit: self.memory_limit,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_LIMIT)
+    }
+
+    fn instances(&self) -> usize {
+        // A component is a handful of core instances.
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+// ---------------------------------------------------------------------------
+// types: the request resource
+
+impl types::Host for HostState {}
+
+impl types::HostRequest for HostState {
+    fn method(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
+        Ok(self.request(&r)?.method().to_owned())
+    }
+
+    fn request_uri(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
+        Ok(self
+            .request(&r)?
+            .message()
+            .request_uri()
+            .map(ToString::to_string)
+            .unwrap_or_default())
+    }
+
+    fn from_user(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.from().and_then(|f| f.uri.user.clone()))
+    }
+
+    fn from_uri(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
+        Ok(self
+            .request(&r)?
+            .from()
+            .map(|f| f.uri.to_string())
+            .unwrap_or_default())
+    }
+
+    fn to_user(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.to().and_then(|t| t.uri.user.clone()))
+    }
+
+    fn to_uri(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
+        Ok(self
+            .request(&r)?
+            .to()
+            .map(|t| t.uri.to_string())
+            .unwrap_or_default())
+    }
+
+    fn contact(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.contact().map(str::to_owned))
+    }
+
+    fn call_id(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
+        Ok(self
+            .request(&r)?
+            .message()
+            .call_id()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    fn cseq(&mut self, r: Resource<RequestView>) -> wasmtime::Result<u32> {
+        Ok(self.request(&r)?.message().cseq().map_or(0, |c| c.seq))
+    }
+
+    fn user_agent(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .request(&r)?
+            .message()
+            .headers
+            .get("User-Agent")
+            .map(str::to_owned))
+    }
+
+    fn tenant(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
+        Ok(self.request(&r)?.info().tenant.clone())
+    }
+
+    fn source(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::Address> {
+        Ok(conversions::address(self.request(&r)?.info().source))
+    }
+
+    fn transport(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::Transport> {
+        Ok(conversions::transport(self.request(&r)?.info().transport))
+    }
+
+    fn source_verified(&mut self, r: Resource<RequestView>) -> wasmtime::Result<bool> {
+        Ok(self.request(&r)?.info().source_verified)
+    }
+
+    fn auth_user(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.info().auth_user.clone())
+    }
+
+    fn header(
+        &mut self,
+        r: Resource<RequestView>,
+        name: String,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .request(&r)?
+            .message()
+            .headers
+            .get(&name)
+            .map(str::to_owned))
+    }
+
+    fn headers(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .request(&r)?
+            .message()
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect())
+    }
+
+    fn drop(&mut self, _r: Resource<RequestView>) -> wasmtime::Result<()> {
+        // Guests only ever borrow requests; the host removes the entry after
+        // the call.
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// log and clock: always granted
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let message = log_text(message);
+        let plugin = &*self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+/// A plugin's log text: at most [`MAX_LOG_BYTES`], one line.
+fn log_text(mut message: String) -> String {
+    if message.len() > MAX_LOG_BYTES {
+        let mut cut = MAX_LOG_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    if message.contains(['\r', '\n']) {
+        message = message.replace(['\r', '\n'], " ");
+    }
+    message
+}
+
+impl clock::Host for HostState {
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(crate::server::now_ms())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// counter and kv: granted per plugin
+
+impl counter::Host for HostState {
+    fn add(&mut self, key: String, by: u32, window_ms: u64) -> wasmtime::Result<u64> {
+        let now = self.state.now();
+        Ok(self.state.counter_add(&key, by, window_ms, now))
+    }
+
+    fn get(&mut self, key: String, window_ms: u64) -> wasmtime::Result<u64> {
+        let now = self.state.now();
+        Ok(self.state.counter_get(&key, window_ms, now))
+    }
+
+    fn add_distinct(
+        &mut self,
+        key: String,
+        member: String,
+        window_ms: u64,
+    ) -> wasmtime::Result<u64> {
+        let now = self.state.now();
+        Ok(self
+            .state
+            .counter_add_distinct(&key, &member, window_ms, now))
+    }
+
+    fn reset(&mut self, key: String) -> wasmtime::Result<()> {
+        self.state.counter_reset(&key);
+        Ok(())
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let now = self.state.now();
+        Ok(self.state.kv_get(&key, now))
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: u64) -> wasmtime::Result<()> {
+        let now = self.state.now();
+        let len = value.len();
+        if !self.state.kv_set(&key, value, ttl_ms, now) {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                bytes = len,
+                "kv value too large, not stored"
+            );
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.state.kv_delete(&key);
+        Ok(())
+    }
+}

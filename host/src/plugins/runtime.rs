@@ -1,0 +1,628 @@
+//! Running plugins: the process-wide engine, and per plugin a pre-linked
+//! component, a pool of ready instances, the sandbox applied to every call,
+//! failure handling and restart backoff.
+//!
+//! ## One call
+//! 1. If the plugin is in backoff, its failure policy answers at once (the
+//!    guest is not entered).
+//! 2. An instance (store + bindings) is popped from the plugin's pool, or
+//!    created when the pool is empty: instantiate from the `InstancePre`,
+//!    then `init(config)`. The pool's lock is held only to pop and push.
+//! 3. The store gets its deadline (`timeout_ms`, in 1 ms epoch ticks) and the
+//!    call runs. The memory cap is the store's limiter.
+//! 4. Success: the instance goes back to the pool (up to
+//!    [`EngineOptions::max_idle_instances`]; extras are dropped).
+//!    Failure (trap, deadline, memory cap): logged at warn with the plugin's
+//!    name, counted; the instance is dropped — a trapped instance cannot be
+//!    entered again — and the policy answers. After
+//!    [`RestartPolicy::failures`] failures in a row the plugin goes into
+//!    backoff (first [`RestartPolicy::first_backoff`], doubling up to
+//!    [`RestartPolicy::max_backoff`]); after a backoff one more failure is
+//!    enough for the next, one success ends it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Resource};
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{self, sipfence::plugin::types as wit};
+use super::capabilities;
+use super::conversions;
+use super::imports::HostState;
+use super::state::SharedState;
+use super::{OnError, PluginError, PluginSpec, Reaction, RequestView, Verdict};
+
+/// `init` may take longer than a request: it gets at least this long.
+const INIT_TIMEOUT_MS: u64 = 1000;
+
+/// Compiled components kept for reloads (a SIGHUP recompiles nothing that
+/// did not change).
+const COMPILED_CACHE_ENTRIES: usize = 32;
+
+/// When a failing plugin is restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Failures in a row before the first backoff.
+    pub failures: u32,
+    /// The first backoff; each next one doubles.
+    pub first_backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            failures: 3,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Engine-wide settings (per-plugin ones come from [`PluginSpec`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    pub restart: RestartPolicy,
+    /// Ready instances kept per plugin. Calls run on the worker threads, so
+    /// about one per thread is enough; more concurrent calls create
+    /// instances that are dropped afterwards.
+    pub max_idle_instances: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineOptions {
+            restart: RestartPolicy::default(),
+            max_idle_instances: (threads * 2).max(4),
+        }
+    }
+}
+
+/// The wasmtime engine of the process (Cranelift, component model, epoch
+/// interruption). Cheap to clone. A background thread increments the epoch
+/// every millisecond for as long as the engine lives.
+#[derive(Clone)]
+pub struct PluginEngine(Arc<EngineInner>);
+
+struct EngineInner {
+    engine: Engine,
+    /// The zero of [`PluginEngine::now_ms`] (backoff times).
+    started: Instant,
+    options: EngineOptions,
+    /// Compiled components by the SHA-256 of their bytes.
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
+}
+
+impl PluginEngine {
+    pub fn new() -> Result<PluginEngine, PluginError> {
+        PluginEngine::with_options(EngineOptions::default())
+    }
+
+    pub fn with_options(options: EngineOptions) -> Result<PluginEngine, PluginError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine {
+            message: format!("{e:#}"),
+        })?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(1));
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| PluginError::Engine {
+                message: format!("cannot start the epoch thread: {e}"),
+            })?;
+        Ok(PluginEngine(Arc::new(EngineInner {
+            engine,
+            started: Instant::now(),
+            options,
+            compiled: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.0.options
+    }
+
+    /// Milliseconds since the engine started (monotonic).
+    pub(super) fn now_ms(&self) -> u64 {
+        self.0.started.elapsed().as_millis() as u64
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    /// Compiles `bytes`, or returns the component compiled from the same
+    /// bytes before.
+    fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        check_magic(plugin, bytes)?;
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(component) = lock(&self.0.compiled).get(&hash) {
+            return Ok(component.clone());
+        }
+        let component = Component::new(self.engine(), bytes).map_err(|e| PluginError::Compile {
+            plugin: plugin.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let mut cache = lock(&self.0.compiled);
+        if cache.len() >= COMPILED_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(hash, component.clone());
+        Ok(component)
+    }
+}
+
+/// A component starts with `\0asm` and the component-model layer; a core
+/// module has version 1, layer 0.
+fn check_magic(plugin: &str, bytes: &[u8]) -> Result<(), PluginError> {
+    let what = match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => return Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            "a core module; build for wasm32-wasip2 or run wasm-tools component new"
+        }
+        _ if bytes.is_empty() => "the file is empty",
+        _ => "no WebAssembly header",
+    };
+    Err(PluginError::NotAComponent {
+        plugin: plugin.to_owned(),
+        what,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// One plugin
+
+/// A ready instance: its store and the bindings to its exports.
+pub(super) struct Instance {
+    store: Store<HostState>,
+    bindings: bindings::Plugin,
+}
+
+/// A loaded plugin: everything needed to create instances, the pool of
+/// ready ones, its health and counters.
+pub(super) struct Plugin {
+    pub name: Arc<str>,
+    engine: PluginEngine,
+    pre: bindings::PluginPre<HostState>,
+    /// The `[plugin.config]` table as JSON, for `init` of every new instance.
+    config_json: String,
+    on_error: OnError,
+    memory_limit: usize,
+    /// Epoch ticks (ms) a call may run.
+    deadline_ticks: u64,
+    /// Epoch ticks (ms) instantiation plus `init` may run.
+    init_ticks: u64,
+    pub on_request: bool,
+    pub on_event: bool,
+    state: Arc<super::PluginState>,
+    pool: Mutex<Vec<Instance>>,
+    pub health: Health,
+    pub counters: Counters,
+}
+
+/// Why a call did not produce a usable answer.
+#[derive(Debug)]
+enum Failure {
+    /// The epoch deadline passed.
+    Timeout,
+    /// A memory grew past the plugin's limit.
+    OutOfMemory(String),
+    /// Any other trap (`unreachable`, out-of-bounds access, a trapping WASI
+    /// stub, stack overflow...).
+    Trap(String),
+    /// Creating a new instance (instantiation or `init`) failed.
+    NewInstance(String),
+    /// The guest answered something the host cannot use.
+    BadAnswer(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => f.write_str("deadline exceeded"),
+            Failure::OutOfMemory(e) => write!(f, "out of memory: {e}"),
+            Failure::Trap(e) => write!(f, "trap: {e}"),
+            Failure::NewInstance(e) => write!(f, "cannot create an instance: {e}"),
+            Failure::BadAnswer(e) => write!(f, "unusable answer: {e}"),
+        }
+    }
+}
+
+impl Failure {
+    fn classify(error: &wasmtime::Error, memory_exceeded: bool) -> Failure {
+        if memory_exceeded {
+            return Failure::OutOfMemory(error_text(error));
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Failure::Timeout,
+            _ => Failure::Trap(error_text(error)),
+        }
+    }
+}
+
+/// An error and its causes on one line (wasm backtraces are multi-line).
+fn error_text(error: &wasmtime::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        let first = cause.lines().next().unwrap_or("").trim_end_matches(':');
+        if first.is_empty() || text.contains(first) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(first);
+    }
+    text
+}
+
+impl Plugin {
+    /// Compiles and links `bytes`, creates the first instance (`init`) and
+    /// asks it for its `hooks`.
+    pub fn load(
+        spec: &PluginSpec,
+        bytes: &[u8],
+        engine: &PluginEngine,
+        shared: &SharedState,
+    ) -> Result<Plugin, PluginError> {
+        let name = spec.name.as_str();
+        let component = engine.compile(name, bytes)?;
+        capabilities::check_imports(name, engine.engine(), &component, &spec.grants)?;
+        let link_error = |e: wasmtime::Error| PluginError::Link {
+            plugin: name.to_owned(),
+            message: error_text(&e),
+        };
+        let linker =
+            capabilities::linker(engine.engine(), &component, &spec.grants).map_err(link_error)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(bindings::PluginPre::new)
+            .map_err(link_error)?;
+        let timeout_ms = spec.timeout_ms.max(1);
+        let mut plugin = Plugin {
+            name: name.into(),
+            engine: engine.clone(),
+            pre,
+            config_json: spec.config.to_string(),
+            on_error: spec.on_error,
+            memory_limit: usize::try_from(spec.memory_limit_bytes).unwrap_or(usize::MAX),
+            deadline_ticks: timeout_ms.saturating_add(1),
+            init_ticks: timeout_ms.max(INIT_TIMEOUT_MS).saturating_add(1),
+            on_request: false,
+            on_event: false,
+            state: shared.plugin(name),
+            pool: Mutex::new(Vec::new()),
+            health: Health::default(),
+            counters: Counters::default(),
+        };
+        let mut first = plugin.instantiate().map_err(|message| PluginError::Init {
+            plugin: name.to_owned(),
+            message,
+        })?;
+        first.store.set_epoch_deadline(plugin.init_ticks);
+        let hooks =
+            first
+                .bindings
+                .call_hooks(&mut first.store)
+                .map_err(|e| PluginError::Hooks {
+                    plugin: name.to_owned(),
+                    message: Failure::classify(&e, first.store.data().limiter.memory_exceeded)
+                        .to_string(),
+                })?;
+        (plugin.on_request, plugin.on_event) = conversions::hooks(hooks);
+        lock(&plugin.pool).push(first);
+        Ok(plugin)
+    }
+
+    /// A new instance with `init` done, or why not.
+    pub(super) fn instantiate(&self) -> Result<Instance, String> {
+        let state = HostState::new(self.name.clone(), self.memory_limit, self.state.clone());
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.init_ticks);
+        let failed = |e: wasmtime::Error, store: &Store<HostState>| {
+            Failure::classify(&e, store.data().limiter.memory_exceeded).to_string()
+        };
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => return Err(failed(e, &store)),
+        };
+        match bindings.call_init(&mut store, &self.config_json) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(conversions::one_line(message)),
+            Err(e) => return Err(failed(e, &store)),
+        }
+        self.counters
+            .instances_created
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Instance { store, bindings })
+    }
+
+    /// Runs `f` on a ready instance under the sandbox. None: the call failed
+    /// (logged, counted) and the failure policy must answer.
+    fn call<R>(
+        &self,
+        hook: &'static str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<R, String>>,
+    ) -> Option<R> {
+        let now = self.engine.now_ms();
+        if self.health.in_backoff(now) {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let span = tracing::debug_span!("plugin", plugin = &*self.name, hook);
+        let _entered = span.enter();
+        let started = Instant::now();
+        let popped = lock(&self.pool).pop();
+        let mut instance = match popped {
+            Some(instance) => instance,
+            None => match self.instantiate() {
+                Ok(instance) => instance,
+                Err(e) => {
+                    self.counters
+                        .new_instance_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.failed(hook, Failure::NewInstance(e), now);
+                    return None;
+                }
+            },
+        };
+        instance.store.set_epoch_deadline(self.deadline_ticks);
+        instance.store.data_mut().limiter.memory_exceeded = false;
+        let result = f(&mut instance);
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .total_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(Ok(answer)) => {
+                self.give_back(instance);
+                self.health.succeeded();
+                Some(answer)
+            }
+            Ok(Err(unusable)) => {
+                // The guest is fine; its answer is not.
+                self.give_back(instance);
+                self.counters.bad_answers.fetch_add(1, Ordering::Relaxed);
+                self.failed(hook, Failure::BadAnswer(unusable), now);
+                None
+            }
+            Err(e) => {
+                let failure = Failure::classify(&e, instance.store.data().limiter.memory_exceeded);
+                // Never reused: a trapped instance cannot be entered again.
+                drop(instance);
+                let counter = match failure {
+                    Failure::Timeout => &self.counters.timeouts,
+                    Failure::OutOfMemory(_) => &self.counters.out_of_memory,
+                    _ => &self.counters.traps,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.failed(hook, failure, now);
+                None
+            }
+        }
+    }
+
+    fn give_back(&self, instance: Instance) {
+        let mut pool = lock(&self.pool);
+        if pool.len() < self.engine.options().max_idle_instances {
+            pool.push(instance);
+            return;
+        }
+        drop(pool);
+        drop(instance);
+    }
+
+    fn failed(&self, hook: &'static str, failure: Failure, now: u64) {
+        tracing::warn!(
+            plugin = &*self.name,
+            hook,
+            error = %failure,
+            policy = self.on_error.as_str(),
+            "plugin call failed; its failure policy answers"
+        );
+        if let Some(backoff) = self.health.failed(now, &self.engine.options().restart) {
+            // Restart from scratch after the backoff.
+            let drained = std::mem::take(&mut *lock(&self.pool));
+            drop(drained);
+            tracing::warn!(
+                plugin = &*self.name,
+                backoff_ms = backoff.as_millis() as u64,
+                policy = self.on_error.as_str(),
+                "plugin keeps failing: its failure policy answers every call until it is restarted"
+            );
+        }
+    }
+
+    /// `on-request`: the plugin's verdict, or its policy's when it failed.
+    pub fn on_request(&self, request: &RequestView) -> Verdict {
+        let answer = self.call("on-request", |instance| {
+            Plugin::run_on_request(instance, request)
+        });
+        answer.unwrap_or(match self.on_error {
+            OnError::FailOpen => Verdict::Continue,
+            OnError::FailClosed => Verdict::Drop,
+        })
+    }
+
+    /// Calls `on-request` on `instance`: the request goes into the store's
+    /// table for the call, the guest gets a borrowed handle to it.
+    pub(super) fn run_on_request(
+        instance: &mut Instance,
+        request: &RequestView,
+    ) -> wasmtime::Result<Result<Verdict, String>> {
+        let handle = instance.store.data_mut().table.push(request.clone())?;
+        let borrowed = Resource::new_borrow(handle.rep());
+        let result = instance
+            .bindings
+            .call_on_request(&mut instance.store, borrowed);
+        instance.store.data_mut().table.delete(handle)?;
+        Ok(conversions::verdict(result?))
+    }
+
+    /// `on-event`: the plugin's reaction; none when it failed (whatever the
+    /// policy: an event has no request left to drop).
+    pub fn on_event(&self, event: &wit::Event) -> Reaction {
+        self.call("on-event", |instance| {
+            let reaction = instance
+                .bindings
+                .call_on_event(&mut instance.store, event)?;
+            Ok(Ok(conversions::reaction(reaction)))
+        })
+        .unwrap_or(Reaction::None)
+    }
+
+    /// Instances ready in the pool.
+    pub fn idle_instances(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    /// When the current backoff ends, on the engine clock (None: healthy).
+    pub fn backoff_until(&self, now: u64) -> Option<u64> {
+        let until = self.health.backoff_until.load(Ordering::Relaxed);
+        (now < until).then_some(until)
+    }
+
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+}
+
+/// Counters of one plugin (the chain reports them as `PluginStats`).
+#[derive(Default)]
+pub(super) struct Counters {
+    /// Calls that entered the guest.
+    pub calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub out_of_memory: AtomicU64,
+    /// Answers the host could not use (e.g. reject with status 200).
+    pub bad_answers: AtomicU64,
+    /// Failed attempts to create an instance (instantiate or `init`).
+    pub new_instance_failures: AtomicU64,
+    /// Calls answered by the failure policy during a backoff.
+    pub skipped: AtomicU64,
+    pub instances_created: AtomicU64,
+    /// Time spent in calls (including creating instances), nanoseconds.
+    pub total_ns: AtomicU64,
+}
+
+/// Failures in a row and the backoff they caused. Atomics: the healthy path
+/// costs two relaxed loads.
+#[derive(Default)]
+pub(super) struct Health {
+    /// Engine-clock ms before which the guest is not entered; 0: none.
+    pub backoff_until: AtomicU64,
+    /// Failures since the last success or backoff.
+    consecutive: AtomicU32,
+    /// Backoffs since the last success: the next lasts 2^level times the first.
+    level: AtomicU32,
+}
+
+impl Health {
+    pub fn in_backoff(&self, now: u64) -> bool {
+        now < self.backoff_until.load(Ordering::Relaxed)
+    }
+
+    pub fn succeeded(&self) {
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        if self.level.load(Ordering::Relaxed) != 0 {
+            self.level.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure at `now`; returns the backoff it starts, if any.
+    pub fn failed(&self, now: u64, policy: &RestartPolicy) -> Option<Duration> {
+        let level = self.level.load(Ordering::Relaxed);
+        let threshold = if level > 0 { 1 } else { policy.failures.max(1) };
+        let failures = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < threshold {
+            return None;
+        }
+        self.consecutive.store(0, Ordering::Relaxed);
+        let level = self.level.fetch_add(1, Ordering::Relaxed);
+        let backoff = policy
+            .first_backoff
+            .saturating_mul(1u32 << level.min(20))
+            .min(policy.max_backoff);
+        self.backoff_until.store(
+            now.saturating_add(backoff.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+        Some(backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_and_a_success_ends_it() {
+        let policy = RestartPolicy::default();
+        let h = Health::default();
+        assert_eq!(h.failed(0, &policy), None);
+        assert_eq!(h.failed(1, &policy), None);
+        assert_eq!(h.failed(2, &policy), Some(Duration::from_millis(100)));
+        assert!(h.in_backoff(2) && h.in_backoff(101));
+        assert!(!h.in_backoff(102));
+        // After a backoff, one failure is enough for the next, twice as long.
+        assert_eq!(h.failed(102, &policy), Some(Duration::from_millis(200)));
+        let mut now = 302;
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            last = h.failed(now, &policy).unwrap();
+            now += last.as_millis() as u64;
+        }
+        assert_eq!(last, Duration::from_secs(30));
+        h.succeeded();
+        assert_eq!(h.failed(now, &policy), None);
+    }
+
+    #[test]
+    fn magic_tells_modules_from_components() {
+        assert!(check_magic("p", b"\0asm\x0d\0\x01\0").is_ok());
+        let e = check_magic("p", b"\0asm\x01\0\0\0")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "plugin \"p\": not a WebAssembly component (a core module; build for \
+             wasm32-wasip2 or run wasm-tools component new)"
+        );
+        let e = check_magic("p", b"").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "plugin \"p\": not a WebAssembly component (the file is empty)"
+        );
+        let e = check_magic("p", b"MZ\x90\0\x03\0\0\0")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "plugin \"p\": not a WebAssembly component (no WebAssembly header)"
+        );
+    }
+}

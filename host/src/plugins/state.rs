@@ -1,0 +1,665 @@
+//! The host side of the `counter` and `kv` imports: state that plugins keep
+//! outside their own linear memory.
+//!
+//! [`SharedState`] outlives every [`Chain`](super::Chain): it maps a plugin's
+//! name to its [`PluginState`], so all instances of a plugin see the same
+//! counters, and a reloaded chain (SIGHUP) finds the counts of the old one.
+//!
+//! Everything here is bounded, because plugins put attacker-chosen text
+//! (addresses, user names, user agents) into keys:
+//! - at most [`StateLimits::max_keys`] keys per plugin in each of the three
+//!   maps (windowed counters, distinct counters, kv); a new key beyond that
+//!   first sweeps the expired keys, then evicts the stalest eighth of its shard;
+//! - at most [`StateLimits::max_members`] members per distinct counter (the
+//!   least recently seen goes);
+//! - keys and members longer than [`MAX_KEY_BYTES`] are shortened to a prefix
+//!   and a hash of the whole; kv values over [`StateLimits::max_value_bytes`]
+//!   are refused.
+//!
+//! Times are milliseconds of a monotonic clock that starts with the
+//! [`SharedState`] ([`SharedState::now`]): wall-clock jumps do not stretch or
+//! shrink windows. The logic takes `now` explicitly so tests can drive time.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+/// Keys (and distinct members) longer than this are stored as a prefix plus
+/// a hash of the whole key.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Buckets per window: a windowed counter counts over its window give or
+/// take one bucket (1/16 of the window).
+const BUCKETS: u64 = 16;
+
+/// Ring slots: the buckets of one window plus the partly elapsed one.
+const SLOTS: usize = BUCKETS as usize + 1;
+
+/// Mutex shards per map, so workers touching different keys rarely wait on
+/// each other.
+const SHARDS: usize = 16;
+
+/// Bounds on what one plugin may keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Keys per plugin, in each of: windowed counters, distinct counters, kv.
+    pub max_keys: usize,
+    /// Members remembered per distinct counter.
+    pub max_members: usize,
+    /// Largest kv value accepted.
+    pub max_value_bytes: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            max_keys: 100_000,
+            max_members: 256,
+            max_value_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The state of every plugin, by plugin name. Create one per process and
+/// hand it to every [`Chain::load`](super::Chain::load).
+pub struct SharedState {
+    /// The zero of [`SharedState::now`].
+    started: Instant,
+    limits: StateLimits,
+    /// One entry per plugin name ever loaded; never shrinks (names come from
+    /// the config, not from the network).
+    plugins: Mutex<HashMap<String, Arc<PluginState>>>,
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState::new(StateLimits::default())
+    }
+}
+
+impl SharedState {
+    pub fn new(limits: StateLimits) -> SharedState {
+        SharedState {
+            started: Instant::now(),
+            limits,
+            plugins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Milliseconds since this state was created (monotonic).
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The state of the plugin called `name`, created on first use.
+    pub fn plugin(&self, name: &str) -> Arc<PluginState> {
+        let mut plugins = lock(&self.plugins);
+        plugins
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(PluginState::new(self.started, self.limits)))
+            .clone()
+    }
+}
+
+/// One plugin's counters and values, shared by all its instances.
+pub struct PluginState {
+    started: Instant,
+    limits: StateLimits,
+    counters: Sharded<Window>,
+    distinct: Sharded<Distinct>,
+    kv: Sharded<Value>,
+}
+
+impl PluginState {
+    fn new(started: Instant, limits: StateLimits) -> PluginState {
+        PluginState {
+            started,
+            limits,
+            counters: Sharded::new(limits.max_keys),
+            distinct: Sharded::new(limits.max_keys),
+            kv: Sharded::new(limits.max_keys),
+        }
+    }
+
+    /// Milliseconds on the clock of the [`SharedState`] this belongs to.
+    pub fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// `counter.add`: adds `by` and returns the total over the last
+    /// `window_ms` (give or take one bucket, 1/16 of the window the key was
+    /// created with). The bucket size of a key is fixed by the window of its
+    /// first `add`; a later call with another window reads the same buckets
+    /// (a longer window sees at most 17 buckets of history).
+    pub fn counter_add(&self, key: &str, by: u32, window_ms: u64, now: u64) -> u64 {
+        let key = bounded(key);
+        let mut shard = self.counters.shard(&key);
+        let window = shard.get_or_insert(key, now, || Window::new(window_ms));
+        window.add(by, now);
+        window.total(window_ms, now)
+    }
+
+    /// `counter.get`: the total over the last `window_ms`; 0 for an unknown key.
+    pub fn counter_get(&self, key: &str, window_ms: u64, now: u64) -> u64 {
+        let key = bounded(key);
+        let shard = self.counters.shard(&key);
+        shard
+            .map
+            .get(key.as_ref())
+            .map_or(0, |w| w.total(window_ms, now))
+    }
+
+    /// `counter.add-distinct`: records `member` under `key` and returns how
+    /// many distinct members were seen within the last `window_ms` (at most
+    /// [`StateLimits::max_members`]).
+    pub fn counter_add_distinct(&self, key: &str, member: &str, window_ms: u64, now: u64) -> u64 {
+        let key = bounded(key);
+        let member = bounded(member);
+        let max_members = self.limits.max_members;
+        let mut shard = self.distinct.shard(&key);
+        let distinct = shard.get_or_insert(key, now, Distinct::default);
+        distinct.add(&member, window_ms, now, max_members)
+    }
+
+    /// `counter.reset`: forgets `key` (windowed and distinct).
+    pub fn counter_reset(&self, key: &str) {
+        let key = bounded(key);
+        self.counters.shard(&key).map.remove(key.as_ref());
+        self.distinct.shard(&key).map.remove(key.as_ref());
+    }
+
+    /// `kv.get`: the value unless it expired.
+    pub fn kv_get(&self, key: &str, now: u64) -> Option<String> {
+        let key = bounded(key);
+        let mut shard = self.kv.shard(&key);
+        let expired = shard.map.get(key.as_ref())?.expired(now);
+        if expired {
+            shard.map.remove(key.as_ref());
+            return None;
+        }
+        shard.map.get(key.as_ref()).map(|v| v.value.clone())
+    }
+
+    /// `kv.set`: `ttl_ms` 0 keeps the value until it is deleted (or evicted
+    /// as the stalest when the plugin reaches its key limit). Returns false
+    /// (and stores nothing) for a value over the size limit.
+    pub fn kv_set(&self, key: &str, value: String, ttl_ms: u64, now: u64) -> bool {
+        if value.len() > self.limits.max_value_bytes {
+            return false;
+        }
+        let key = bounded(key);
+        let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
+        let mut shard = self.kv.shard(&key);
+        let entry = shard.get_or_insert(key, now, || Value {
+            value: String::new(),
+            expires: None,
+            touched: now,
+        });
+        entry.value = value;
+        entry.expires = expires;
+        entry.touched = now;
+        true
+    }
+
+    /// `kv.delete`.
+    pub fn kv_delete(&self, key: &str) {
+        let key = bounded(key);
+        self.kv.shard(&key).map.remove(key.as_ref());
+    }
+
+    /// Keys held: (windowed counters, distinct counters, kv), expired ones
+    /// not yet swept included.
+    pub fn key_counts(&self) -> (usize, usize, usize) {
+        (self.counters.len(), self.distinct.len(), self.kv.len())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+
+/// The key as stored: itself when short, else a prefix plus a 128-bit hash
+/// of the whole (deterministic, so every instance finds the same entry).
+fn bounded(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.len() <= MAX_KEY_BYTES {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let mut cut = MAX_KEY_BYTES - 40;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    std::borrow::Cow::Owned(format!("{}#{}", &key[..cut], hex::encode(&digest[..16])))
+}
+
+// ---------------------------------------------------------------------------
+// Sharded maps with a key limit
+
+/// What a bounded map needs to know about its values.
+trait Entry {
+    /// Nothing left worth keeping at `now`.
+    fn expired(&self, now: u64) -> bool;
+    /// When it was last written: the stalest go first when the map is full.
+    fn touched(&self) -> u64;
+}
+
+struct Sharded<V> {
+    hasher: RandomState,
+    shards: Vec<Mutex<Shard<V>>>,
+}
+
+struct Shard<V> {
+    /// Keys allowed in this shard (the plugin's limit divided by the shards).
+    cap: usize,
+    map: HashMap<String, V>,
+}
+
+impl<V: Entry> Sharded<V> {
+    fn new(max_keys: usize) -> Sharded<V> {
+        let shard_cap = max_keys.div_ceil(SHARDS).max(1);
+        Sharded {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        cap: shard_cap,
+                        map: HashMap::new(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        lock(&self.shards[index])
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).map.len()).sum()
+    }
+}
+
+impl<V: Entry> Shard<V> {
+    /// The entry for `key`, made by `make` if absent (making room first).
+    fn get_or_insert(
+        &mut self,
+        key: std::borrow::Cow<'_, str>,
+        now: u64,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
+        if !self.map.contains_key(key.as_ref()) {
+            if self.map.len() >= self.cap {
+                self.make_room(now);
+            }
+            self.map.insert(key.clone().into_owned(), make());
+        }
+        self.map
+            .get_mut(key.as_ref())
+            .expect("present: inserted above")
+    }
+
+    /// Sweeps expired entries; if that frees nothing, evicts the stalest
+    /// eighth, so a flood of new keys pays one scan per cap/8 insertions.
+    fn make_room(&mut self, now: u64) {
+        self.map.retain(|_, v| !v.expired(now));
+        if self.map.len() < self.cap {
+            return;
+        }
+        let evict = (self.cap / 8).max(1);
+        let mut touched: Vec<u64> = self.map.values().map(Entry::touched).collect();
+        let (_, cutoff, _) = touched.select_nth_unstable(evict - 1);
+        let cutoff = *cutoff;
+        let mut left = evict;
+        self.map.retain(|_, v| {
+            if left > 0 && v.touched() <= cutoff {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a shard leaves plain counts behind: keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Windowed counter
+
+/// Counts in time buckets: `counts[b % SLOTS]` holds bucket `b` (the bucket
+/// covering `[b * bucket_ms, (b + 1) * bucket_ms)`) for `head - 16 <= b <= head`.
+struct Window {
+    bucket_ms: u64,
+    /// The newest bucket written.
+    head: u64,
+    counts: [u32; SLOTS],
+}
+
+impl Window {
+    fn new(window_ms: u64) -> Window {
+        Window {
+            bucket_ms: (window_ms / BUCKETS).max(1),
+            head: 0,
+            counts: [0; SLOTS],
+        }
+    }
+
+    fn add(&mut self, by: u32, now: u64) {
+        let bucket = now / self.bucket_ms;
+        if bucket > self.head {
+            // Clear the slots of the buckets skipped since `head`.
+            let skipped = (bucket - self.head).min(SLOTS as u64);
+            for b in (bucket + 1 - skipped)..=bucket {
+                self.counts[(b % SLOTS as u64) as usize] = 0;
+            }
+            self.head = bucket;
+        } else if self.head - bucket >= SLOTS as u64 {
+            // Older than anything kept (the clock cannot run backwards, but
+            // stay safe): nothing to count into.
+            return;
+        }
+        let slot = &mut self.counts[(bucket % SLOTS as u64) as usize];
+        *slot = slot.saturating_add(by);
+    }
+
+    /// The sum of the buckets that overlap `(now - window_ms, now]`.
+    fn total(&self, window_ms: u64, now: u64) -> u64 {
+        let current = now / self.bucket_ms;
+        // The oldest bucket overlapping the window, whose first instant is
+        // `now - window_ms + 1`.
+        let oldest = now.saturating_add(1).saturating_sub(window_ms.max(1)) / self.bucket_ms;
+        let kept_from = self.head.saturating_sub(SLOTS as u64 - 1);
+        let from = oldest.max(kept_from);
+        let to = current.min(self.head);
+        if from > to {
+            return 0;
+        }
+        (from..=to)
+            .map(|b| u64::from(self.counts[(b % SLOTS as u64) as usize]))
+            .sum()
+    }
+}
+
+impl Entry for Window {
+    fn expired(&self, now: u64) -> bool {
+        // Every kept bucket is older than the ring can hold.
+        now / self.bucket_ms >= self.head.saturating_add(SLOTS as u64)
+    }
+
+    fn touched(&self) -> u64 {
+        self.head.saturating_mul(self.bucket_ms)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Distinct counter
+
+/// Members with the time each was last seen; a few hundred at most, so a
+/// vector beats a map.
+#[derive(Default)]
+struct Distinct {
+    members: Vec<(Box<str>, u64)>,
+    /// The longest window asked for: members older than that are dropped.
+    longest_window: u64,
+    touched: u64,
+}
+
+impl Distinct {
+    fn add(&mut self, member: &str, window_ms: u64, now: u64, max_members: usize) -> u64 {
+        self.longest_window = self.longest_window.max(window_ms);
+        self.touched = now;
+        let longest = self.longest_window.max(1);
+        self.members
+            .retain(|(_, seen)| seen.saturating_add(longest) > now);
+        match self.members.iter_mut().find(|(m, _)| **m == *member) {
+            Some((_, seen)) => *seen = now,
+            None => {
+                if self.members.len() >= max_members.max(1) {
+                    // Forget the least recently seen member.
+                    if let Some(oldest) = self
+                        .members
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, seen))| *seen)
+                        .map(|(i, _)| i)
+                    {
+                        self.members.swap_remove(oldest);
+                    }
+                }
+                self.members.push((member.into(), now));
+            }
+        }
+        let window = window_ms.max(1);
+        self.members
+            .iter()
+            .filter(|(_, seen)| seen.saturating_add(window) > now)
+            .count() as u64
+    }
+}
+
+impl Entry for Distinct {
+    fn expired(&self, now: u64) -> bool {
+        now.saturating_sub(self.touched) >= self.longest_window.max(1)
+    }
+
+    fn touched(&self) -> u64 {
+        self.touched
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key-value
+
+struct Value {
+    value: String,
+    /// None: kept until deleted.
+    expires: Option<u64>,
+    touched: u64,
+}
+
+impl Entry for Value {
+    fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
+
+    fn touched(&self) -> u64 {
+        self.touched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(limits: StateLimits) -> PluginState {
+        PluginState::new(Instant::now(), limits)
+    }
+
+    fn default_state() -> PluginState {
+        state(StateLimits::default())
+    }
+
+    #[test]
+    fn windowed_counter_counts_within_the_window() {
+        let s = default_state();
+        // Window 1600 ms: buckets of 100 ms.
+        assert_eq!(s.counter_add("ip", 1, 1600, 10_000), 1);
+        assert_eq!(s.counter_add("ip", 2, 1600, 10_050), 3);
+        assert_eq!(s.counter_add("ip", 1, 1600, 11_000), 4);
+        assert_eq!(s.counter_get("ip", 1600, 11_500), 4);
+        // 10_000 and 10_050 sit in bucket 100 ([10_000, 10_100)); it leaves
+        // the window (now - 1600, now] once that starts at 10_100.
+        assert_eq!(s.counter_get("ip", 1600, 11_698), 4);
+        assert_eq!(s.counter_get("ip", 1600, 11_699), 1);
+        assert_eq!(s.counter_get("ip", 1600, 12_700), 0);
+        // A shorter window over the same buckets.
+        assert_eq!(s.counter_get("ip", 500, 11_050), 1);
+        assert_eq!(s.counter_get("other", 1600, 11_000), 0);
+    }
+
+    #[test]
+    fn windowed_counter_is_never_below_the_exact_count() {
+        // Sliding-window property: events within (now - window, now] are
+        // always counted; at most one extra bucket of older events.
+        let s = default_state();
+        let window = 60_000;
+        let mut events = Vec::new();
+        let mut now = 1_000_000u64;
+        for i in 0..500u64 {
+            now += 137 + (i * 7919) % 1000;
+            s.counter_add("k", 1, window, now);
+            events.push(now);
+            let exact = events.iter().filter(|&&t| t > now - window).count() as u64;
+            let upper = events
+                .iter()
+                .filter(|&&t| t > now - window - window / 16)
+                .count() as u64;
+            let got = s.counter_get("k", window, now);
+            assert!(exact <= got && got <= upper, "{exact} <= {got} <= {upper}");
+        }
+    }
+
+    #[test]
+    fn windowed_counter_after_a_long_silence_starts_over() {
+        let s = default_state();
+        assert_eq!(s.counter_add("k", 5, 1000, 100), 5);
+        assert_eq!(s.counter_add("k", 1, 1000, 1_000_000), 1);
+        assert_eq!(s.counter_add("k", 1, 1000, 1_000_001), 2);
+    }
+
+    #[test]
+    fn tiny_and_huge_windows() {
+        let s = default_state();
+        // Under 16 ms: buckets of 1 ms.
+        assert_eq!(s.counter_add("a", 1, 3, 10), 1);
+        assert_eq!(s.counter_add("a", 1, 3, 12), 2);
+        assert_eq!(s.counter_get("a", 3, 13), 1);
+        assert_eq!(s.counter_add("z", 1, 0, 10), 1);
+        assert_eq!(
+            s.counter_add("b", u32::MAX, u64::MAX, u64::MAX - 1),
+            4294967295
+        );
+        // Bucket counts saturate rather than wrap.
+        assert_eq!(s.counter_add("b", u32::MAX, u64::MAX, u64::MAX), 4294967295);
+    }
+
+    #[test]
+    fn reset_forgets_a_key() {
+        let s = default_state();
+        s.counter_add("k", 3, 1000, 10);
+        s.counter_add_distinct("k", "alice", 1000, 10);
+        s.counter_reset("k");
+        assert_eq!(s.counter_get("k", 1000, 11), 0);
+        assert_eq!(s.counter_add_distinct("k", "bob", 1000, 11), 1);
+    }
+
+    #[test]
+    fn distinct_counter_counts_members_in_the_window() {
+        let s = default_state();
+        assert_eq!(s.counter_add_distinct("ip", "100", 1000, 0), 1);
+        assert_eq!(s.counter_add_distinct("ip", "101", 1000, 100), 2);
+        assert_eq!(s.counter_add_distinct("ip", "100", 1000, 200), 2);
+        assert_eq!(s.counter_add_distinct("ip", "102", 1000, 300), 3);
+        // "100" was seen again at 200: still in at 1100; "101" (100) is out.
+        assert_eq!(s.counter_add_distinct("ip", "103", 1000, 1100), 3);
+        assert_eq!(s.counter_add_distinct("ip", "103", 1000, 5000), 1);
+    }
+
+    #[test]
+    fn distinct_counter_is_bounded() {
+        let s = state(StateLimits {
+            max_members: 4,
+            ..StateLimits::default()
+        });
+        for i in 0..100u64 {
+            let n = s.counter_add_distinct("ip", &format!("user{i}"), 60_000, i);
+            assert_eq!(n, (i + 1).min(4));
+        }
+    }
+
+    #[test]
+    fn key_limit_evicts_the_stalest() {
+        let s = state(StateLimits {
+            max_keys: 160,
+            ..StateLimits::default()
+        });
+        // An "attacker" varying addresses: memory stays bounded.
+        for i in 0..10_000u64 {
+            s.counter_add(&format!("198.51.100.{i}"), 1, 60_000, 1000 + i);
+            s.counter_add_distinct(&format!("d{i}"), "x", 60_000, 1000 + i);
+            s.kv_set(&format!("kv{i}"), "v".into(), 0, 1000 + i);
+        }
+        let (counters, distinct, kv) = s.key_counts();
+        assert!(counters <= 160, "{counters}");
+        assert!(distinct <= 160, "{distinct}");
+        assert!(kv <= 160, "{kv}");
+        // The newest keys survive, the oldest went.
+        assert_eq!(s.counter_get("198.51.100.9999", 60_000, 11_000), 1);
+        assert_eq!(s.counter_get("198.51.100.0", 60_000, 11_000), 0);
+        assert_eq!(s.kv_get("kv9999", 11_000).as_deref(), Some("v"));
+        assert_eq!(s.kv_get("kv0", 11_000), None);
+    }
+
+    #[test]
+    fn expired_keys_are_swept_before_evicting_live_ones() {
+        let s = state(StateLimits {
+            max_keys: 16, // one key per shard
+            ..StateLimits::default()
+        });
+        for i in 0..200u64 {
+            s.counter_add(&format!("old{i}"), 1, 1000, 0);
+        }
+        // Long after: the old keys are expired, new ones replace them.
+        for i in 0..200u64 {
+            s.counter_add(&format!("new{i}"), 1, 1000, 100_000);
+        }
+        assert!(s.key_counts().0 <= 16);
+    }
+
+    #[test]
+    fn long_keys_are_hashed_not_mixed_up() {
+        let s = default_state();
+        let a = format!("{}a", "x".repeat(1000));
+        let b = format!("{}b", "x".repeat(1000));
+        s.counter_add(&a, 1, 1000, 0);
+        s.counter_add(&b, 2, 1000, 0);
+        assert_eq!(s.counter_get(&a, 1000, 1), 1);
+        assert_eq!(s.counter_get(&b, 1000, 1), 2);
+        assert!(bounded(&a).len() <= MAX_KEY_BYTES);
+        let multibyte = "é".repeat(300);
+        assert!(bounded(&multibyte).len() <= MAX_KEY_BYTES);
+    }
+
+    #[test]
+    fn kv_with_ttl() {
+        let s = default_state();
+        assert!(s.kv_set("k", "v1".into(), 100, 1000));
+        assert_eq!(s.kv_get("k", 1099).as_deref(), Some("v1"));
+        assert_eq!(s.kv_get("k", 1100), None);
+        assert!(s.kv_set("k", "v2".into(), 0, 2000));
+        assert_eq!(s.kv_get("k", u64::MAX).as_deref(), Some("v2"));
+        s.kv_delete("k");
+        assert_eq!(s.kv_get("k", 2001), None);
+        assert!(!s.kv_set("big", "x".repeat(64 * 1024 + 1), 0, 0));
+        assert_eq!(s.kv_get("big", 0), None);
+    }
+
+    #[test]
+    fn shared_state_hands_out_one_state_per_name() {
+        let shared = SharedState::default();
+        let a1 = shared.plugin("a");
+        let a2 = shared.plugin("a");
+        let b = shared.plugin("b");
+        a1.counter_add("k", 1, 1000, 5);
+        assert_eq!(a2.counter_get("k", 1000, 5), 1);
+        assert_eq!(b.counter_get("k", 1000, 5), 0);
+        assert!(Arc::ptr_eq(&a1, &a2));
+    }
+}

@@ -1,0 +1,401 @@
+//! Tiny plugin components written in WebAssembly text, for tests: no wasm
+//! toolchain needed, and a sandbox test can make a guest misbehave in
+//! exactly one way.
+//!
+//! [`TestPlugin`] renders a component that implements the `plugin` world of
+//! `wit/sipfence.wit` by hand, the way `wit-component` would:
+//!
+//! ```text
+//! (component
+//!   import sipfence:plugin/types@0.1.0   the request resource, getters used,
+//!                                        and the named types of the exports
+//!   import counter / kv / wasi / ...     only those the test asks for
+//!   core module $Mem                     memory + a bump `realloc`: the host
+//!                                        writes strings it passes in (init's
+//!                                        config, events, getter results) here
+//!   canon lower ...                      imports as core functions
+//!   core module $Main                    the test's code: hooks, init,
+//!                                        on-request, on-event
+//!   canon lift ... / export ...          the four exports of the world
+//! )
+//! ```
+//!
+//! ## The canonical ABI in two paragraphs
+//! A function whose results flatten to more than one core value returns a
+//! pointer to them in linear memory instead. So `on-request` returns an
+//! `i32` address of a `verdict` laid out as: discriminant byte at +0 (0
+//! continue, 1 reject, 2 drop, 3 ban, 4 trust), payload at +8: reject = u16
+//! code at +8, reason (ptr, len) at +12/+16; ban = u64 duration at +8,
+//! reason at +16/+20; trust = tenant at +8/+12, extension at +16/+20.
+//! `reaction` is the same with 0 none, 1 ban. `init`'s `result<_, string>`:
+//! discriminant at +0 (0 ok, 1 err), message (ptr, len) at +4/+8.
+//! [`verdict_bytes`] and friends write those layouts as data segments.
+//!
+//! Parameters flatten too: `borrow<request>` is one `i32` handle, which the
+//! guest must give back (`resource.drop`) before `on-request` returns — the
+//! generated export wrapper does that around [`TestPlugin::on_request`];
+//! `init(config: string)` gets `(ptr, len)` after the host called `realloc`;
+//! `event` flattens to 13 `i32`s (discriminant plus the widest case,
+//! auth-failed). Lowered imports taking strings take `(ptr, len)`; those
+//! returning a string or an option take a last `i32`: where to write it.
+//!
+//! Memory map of every test component: `0..1024` zero (a `continue` verdict
+//! lives at [`CONTINUE_AT`]), return areas at [`VERDICT_AT`],
+//! [`REACTION_AT`], [`INIT_AT`], [`SCRATCH_AT`], string data from
+//! [`STRINGS_AT`], and the bump heap from [`HEAP_AT`], reset at the start of
+//! every export.
+
+use std::fmt::Write as _;
+
+use super::{Reaction, Verdict};
+
+/// All zeros: a `continue` verdict / `none` reaction / `ok` result.
+pub const CONTINUE_AT: u32 = 512;
+/// Where [`TestPlugin::returns`] puts its verdict.
+pub const VERDICT_AT: u32 = 1024;
+/// Where [`TestPlugin::reacts`] puts its reaction.
+pub const REACTION_AT: u32 = 1056;
+/// Where an `init` error result goes.
+pub const INIT_AT: u32 = 1088;
+/// Free space for getters' results (ptr, len) and other scratch.
+pub const SCRATCH_AT: u32 = 1200;
+/// String data of the data segments.
+pub const STRINGS_AT: u32 = 2048;
+/// Start of the bump heap that `realloc` hands out.
+pub const HEAP_AT: u32 = 16384;
+
+/// An interface the test component imports besides `types`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Import {
+    /// `sipfence:plugin/counter@0.1.0` with `add`, lowered as core import
+    /// `host.counter-add: (key_ptr, key_len, by, window: i64) -> i64`.
+    Counter,
+    /// `sipfence:plugin/kv@0.1.0` (declared, not lowered).
+    Kv,
+    /// `wasi:cli/environment@0.2.0` with `get-environment`, lowered as
+    /// `host.get-environment: (retptr)`: calling it must trap.
+    WasiEnvironment,
+    /// An interface no host provides.
+    Unknown,
+}
+
+/// A test plugin, rendered to component text by [`TestPlugin::wat`].
+#[derive(Clone, Debug)]
+pub struct TestPlugin {
+    /// `hooks()` bits: 1 on-request, 2 on-event.
+    pub hooks: u8,
+    pub imports: Vec<Import>,
+    /// Body of `init (param $ptr i32) (param $len i32) (result i32)`:
+    /// returns the address of its `result<_, string>`.
+    pub init: String,
+    /// Body of `on-request (param $req i32) (result i32)`: the address of
+    /// its verdict. Core imports available: `$method (handle, retptr)`,
+    /// `$cseq (handle) -> i32`, and those of [`TestPlugin::imports`].
+    pub on_request: String,
+    /// Body of `on-event` (13 `i32` params) returning the address of its
+    /// reaction.
+    pub on_event: String,
+    /// Extra core functions for the bodies to call.
+    pub funcs: String,
+    /// (address, bytes) data segments.
+    pub data: Vec<(u32, Vec<u8>)>,
+}
+
+impl Default for TestPlugin {
+    fn default() -> Self {
+        TestPlugin {
+            hooks: 3,
+            imports: Vec::new(),
+            init: format!("(i32.const {CONTINUE_AT})"),
+            on_request: format!("(i32.const {CONTINUE_AT})"),
+            on_event: format!("(i32.const {CONTINUE_AT})"),
+            funcs: String::new(),
+            data: Vec::new(),
+        }
+    }
+}
+
+impl TestPlugin {
+    /// A plugin whose `on-request` always returns `verdict`.
+    pub fn returns(verdict: &Verdict) -> TestPlugin {
+        let mut p = TestPlugin::default();
+        p.data
+            .extend(verdict_bytes(verdict, VERDICT_AT, STRINGS_AT));
+        p.on_request = format!("(i32.const {VERDICT_AT})");
+        p
+    }
+
+    /// A plugin whose `on-event` always returns `reaction`.
+    pub fn reacts(reaction: &Reaction) -> TestPlugin {
+        let mut p = TestPlugin::default();
+        p.data
+            .extend(reaction_bytes(reaction, REACTION_AT, STRINGS_AT + 512));
+        p.on_event = format!("(i32.const {REACTION_AT})");
+        p
+    }
+
+    /// Makes `init` fail with the config it was given as its message (so a
+    /// test sees the JSON the host passed).
+    pub fn init_fails_with_its_config(mut self) -> TestPlugin {
+        self.init = format!(
+            "(i32.store8 (i32.const {INIT_AT}) (i32.const 1))
+             (i32.store (i32.const {}) (local.get 0))
+             (i32.store (i32.const {}) (local.get 1))
+             (i32.const {INIT_AT})",
+            INIT_AT + 4,
+            INIT_AT + 8
+        );
+        self
+    }
+
+    /// The component, as text.
+    pub fn wat(&self) -> String {
+        let mut imports = String::new();
+        let mut lowered = String::new();
+        let mut host_exports = String::new();
+        let mut core_imports = String::new();
+        for import in &self.imports {
+            match import {
+                Import::Counter => {
+                    imports.push_str(
+                        r#"(import "sipfence:plugin/counter@0.1.0" (instance $counter
+                             (export "add" (func (param "key" string) (param "by" u32)
+                                                 (param "window-ms" u64) (result u64)))))
+                        "#,
+                    );
+                    lowered.push_str(
+                        "(core func $counter-add (canon lower (func $counter \"add\") (memory $memory)))\n",
+                    );
+                    host_exports.push_str("(export \"counter-add\" (func $counter-add))\n");
+                    core_imports.push_str(
+                        "(import \"host\" \"counter-add\" (func $counter-add (param i32 i32 i32 i64) (result i64)))\n",
+                    );
+                }
+                Import::Kv => imports.push_str(
+                    r#"(import "sipfence:plugin/kv@0.1.0" (instance $kv
+                         (export "get" (func (param "key" string) (result (option string))))))
+                    "#,
+                ),
+                Import::WasiEnvironment => {
+                    imports.push_str(
+                        r#"(import "wasi:cli/environment@0.2.0" (instance $environment
+                             (export "get-environment" (func (result (list (tuple string string)))))))
+                        "#,
+                    );
+                    lowered.push_str(
+                        "(core func $get-environment (canon lower (func $environment \"get-environment\") (memory $memory) (realloc $realloc)))\n",
+                    );
+                    host_exports.push_str("(export \"get-environment\" (func $get-environment))\n");
+                    core_imports.push_str(
+                        "(import \"host\" \"get-environment\" (func $get-environment (param i32)))\n",
+                    );
+                }
+                Import::Unknown => imports.push_str(
+                    r#"(import "evil:net/socket@1.0.0" (instance (export "connect" (func))))
+                    "#,
+                ),
+            }
+        }
+        let mut data = String::new();
+        for (at, bytes) in &self.data {
+            writeln!(data, "(data (i32.const {at}) \"{}\")", escape(bytes)).unwrap();
+        }
+        let hooks = self.hooks;
+        let init = &self.init;
+        let on_request = &self.on_request;
+        let on_event = &self.on_event;
+        let funcs = &self.funcs;
+        format!(
+            r#"(component
+  (import "sipfence:plugin/types@0.1.0" (instance $types
+    (export "request" (type $request (sub resource)))
+    (type $hooks-t (flags "on-request" "on-event"))
+    (export "hooks" (type $hooks (eq $hooks-t)))
+    (type $rejection-t (record (field "code" u16) (field "reason" string)))
+    (export "rejection" (type $rejection (eq $rejection-t)))
+    (type $ban-t (record (field "duration-ms" u64) (field "reason" string)))
+    (export "ban" (type $ban (eq $ban-t)))
+    (type $trust-t (record (field "tenant" string) (field "extension" string)))
+    (export "trust" (type $trust (eq $trust-t)))
+    (type $verdict-t (variant (case "continue") (case "reject" $rejection) (case "drop")
+                              (case "ban" $ban) (case "trust" $trust)))
+    (export "verdict" (type $verdict (eq $verdict-t)))
+    (type $transport-t (enum "udp" "tcp"))
+    (export "transport" (type $transport (eq $transport-t)))
+    (type $address-t (record (field "ip" string) (field "port" u16)))
+    (export "address" (type $address (eq $address-t)))
+    (type $auth-failure-t (enum "wrong-password" "unknown-user" "user-mismatch" "realm-mismatch"))
+    (export "auth-failure" (type $auth-failure (eq $auth-failure-t)))
+    (type $auth-attempt-t (record (field "source" $address) (field "transport" $transport)
+                                  (field "tenant" string) (field "user" string)
+                                  (field "user-agent" (option string))))
+    (export "auth-attempt" (type $auth-attempt (eq $auth-attempt-t)))
+    (type $auth-failed-t (record (field "attempt" $auth-attempt) (field "failure" $auth-failure)))
+    (export "auth-failed" (type $auth-failed (eq $auth-failed-t)))
+    (type $registration-t (record (field "source" $address) (field "tenant" string)
+                                  (field "extension" string) (field "contact" string)))
+    (export "registration" (type $registration (eq $registration-t)))
+    (type $event-t (variant (case "auth-failed" $auth-failed) (case "auth-succeeded" $auth-attempt)
+                            (case "registered" $registration) (case "unregistered" $registration)))
+    (export "event" (type $event (eq $event-t)))
+    (type $reaction-t (variant (case "none") (case "ban" $ban)))
+    (export "reaction" (type $reaction (eq $reaction-t)))
+    (export "[method]request.method" (func (param "self" (borrow $request)) (result string)))
+    (export "[method]request.cseq" (func (param "self" (borrow $request)) (result u32)))
+  ))
+  (alias export $types "request" (type $request))
+  (alias export $types "hooks" (type $hooks))
+  (alias export $types "verdict" (type $verdict))
+  (alias export $types "event" (type $event))
+  (alias export $types "reaction" (type $reaction))
+  {imports}
+
+  ;; Memory and allocator, instantiated first so imports can be lowered
+  ;; with them.
+  (core module $Mem
+    (memory (export "memory") 1)
+    (global $bump (export "bump") (mut i32) (i32.const {HEAP_AT}))
+    (func (export "realloc") (param $old i32) (param $old-len i32) (param $align i32) (param $len i32) (result i32)
+      (local $at i32)
+      ;; Round up to the alignment, hand out, move on.
+      (local.set $at (i32.and (i32.add (global.get $bump) (i32.sub (local.get $align) (i32.const 1)))
+                              (i32.sub (i32.const 0) (local.get $align))))
+      (global.set $bump (i32.add (local.get $at) (local.get $len)))
+      (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+        (then (drop (memory.grow (i32.const 1)))))
+      (local.get $at))
+  )
+  (core instance $mem (instantiate $Mem))
+  (alias core export $mem "memory" (core memory $memory))
+  (alias core export $mem "realloc" (core func $realloc))
+  (alias core export $mem "bump" (core global $bump))
+
+  (core func $method (canon lower (func $types "[method]request.method") (memory $memory) (realloc $realloc)))
+  (core func $cseq (canon lower (func $types "[method]request.cseq")))
+  (core func $drop-request (canon resource.drop $request))
+  {lowered}
+  (core instance $host
+    (export "memory" (memory $memory))
+    (export "bump" (global $bump))
+    (export "method" (func $method))
+    (export "cseq" (func $cseq))
+    (export "drop-request" (func $drop-request))
+    {host_exports}
+  )
+
+  (core module $Main
+    (import "host" "memory" (memory 1))
+    (import "host" "bump" (global $bump (mut i32)))
+    (import "host" "method" (func $method (param i32 i32)))
+    (import "host" "cseq" (func $cseq (param i32) (result i32)))
+    (import "host" "drop-request" (func $drop-request (param i32)))
+    {core_imports}
+    {data}
+    {funcs}
+    (func (export "hooks") (result i32) (i32.const {hooks}))
+    (func (export "init") (param i32 i32) (result i32)
+      (global.set $bump (i32.const {HEAP_AT}))
+      {init})
+    (func $on-request (param i32) (result i32)
+      {on_request})
+    (func (export "on-request") (param $request i32) (result i32)
+      (local $verdict i32)
+      (global.set $bump (i32.const {HEAP_AT}))
+      (local.set $verdict (call $on-request (local.get $request)))
+      ;; A borrowed handle must be dropped before the export returns.
+      (call $drop-request (local.get $request))
+      (local.get $verdict))
+    (func (export "on-event") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      {on_event})
+  )
+  (core instance $main (instantiate $Main (with "host" (instance $host))))
+
+  (func (export "hooks") (result $hooks) (canon lift (core func $main "hooks")))
+  (func (export "init") (param "config" string) (result (result (error string)))
+    (canon lift (core func $main "init") (memory $memory) (realloc $realloc)))
+  (func (export "on-request") (param "request" (borrow $request)) (result $verdict)
+    (canon lift (core func $main "on-request") (memory $memory)))
+  (func (export "on-event") (param "event" $event) (result $reaction)
+    (canon lift (core func $main "on-event") (memory $memory) (realloc $realloc)))
+)
+"#
+        )
+    }
+
+    /// The component, as binary.
+    pub fn wasm(&self) -> Vec<u8> {
+        let text = self.wat();
+        wat::parse_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+}
+
+/// `bytes` as the body of a WAT string literal.
+fn escape(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+/// A 24-byte record buffer with `disc` at +0.
+fn record(disc: u8) -> Vec<u8> {
+    let mut r = vec![0u8; 24];
+    r[0] = disc;
+    r
+}
+
+fn put32(r: &mut [u8], at: usize, v: u32) {
+    r[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Data segments laying out `v` at `at`, its strings from `strings`.
+pub fn verdict_bytes(v: &Verdict, at: u32, strings: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut text = Vec::new();
+    let mut string = |s: &str| {
+        let ptr = strings + text.len() as u32;
+        text.extend_from_slice(s.as_bytes());
+        (ptr, s.len() as u32)
+    };
+    let r = match v {
+        Verdict::Continue => record(0),
+        Verdict::Reject { code, reason } => {
+            let mut r = record(1);
+            r[8..10].copy_from_slice(&code.to_le_bytes());
+            let (p, l) = string(reason);
+            put32(&mut r, 12, p);
+            put32(&mut r, 16, l);
+            r
+        }
+        Verdict::Drop => record(2),
+        Verdict::Ban { duration, reason } => {
+            let mut r = record(3);
+            r[8..16].copy_from_slice(&(duration.as_millis() as u64).to_le_bytes());
+            let (p, l) = string(reason);
+            put32(&mut r, 16, p);
+            put32(&mut r, 20, l);
+            r
+        }
+        Verdict::Trust { tenant, extension } => {
+            let mut r = record(4);
+            let (p, l) = string(tenant);
+            put32(&mut r, 8, p);
+            put32(&mut r, 12, l);
+            let (p, l) = string(extension);
+            put32(&mut r, 16, p);
+            put32(&mut r, 20, l);
+            r
+        }
+    };
+    vec![(at, r), (strings, text)]
+}
+
+/// Data segments laying out `reaction` at `at`, its reason at `strings`.
+pub fn reaction_bytes(reaction: &Reaction, at: u32, strings: u32) -> Vec<(u32, Vec<u8>)> {
+    match reaction {
+        Reaction::None => vec![(at, record(0))],
+        Reaction::Ban { duration, reason } => {
+            let mut r = record(1);
+            r[8..16].copy_from_slice(&(duration.as_millis() as u64).to_le_bytes());
+            put32(&mut r, 16, strings);
+            put32(&mut r, 20, reason.len() as u32);
+            vec![(at, r), (strings, reason.as_bytes().to_vec())]
+        }
+    }
+}
