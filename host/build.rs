@@ -31,7 +31,7 @@ fn main() {
     );
     for name in BUILTINS {
         let wasm = release.join(format!("{}.wasm", name.replace('-', "_")));
-        watch(&wasm);
+        watch(&wasm, &workspace.join("plugins"));
         if wasm.is_file() {
             let path = wasm.to_str().expect("UTF-8 workspace path");
             writeln!(code, "    ({name:?}, Some(include_bytes!({path:?}))),").unwrap();
@@ -51,14 +51,15 @@ fn main() {
 }
 
 /// Reruns this script when `path` changes. For a missing file, watches its
-/// nearest existing folder instead: cargo treats a missing watched file as
-/// always changed, which would rebuild the gateway on every build.
-fn watch(path: &Path) {
+/// nearest existing folder instead, up to `top`: cargo treats a missing
+/// watched file as always changed, which would rebuild the gateway on every
+/// build.
+fn watch(path: &Path, top: &Path) {
     let mut watched = path;
     while !watched.exists() {
         match watched.parent() {
-            Some(parent) => watched = parent,
-            None => return,
+            Some(parent) if watched != top => watched = parent,
+            _ => return,
         }
     }
     println!("cargo:rerun-if-changed={}", watched.display());

@@ -51,6 +51,7 @@ pub async fn run(
         &config.storage.database,
         config.storage.synchronous,
         config.storage.commit_batch_max,
+        Duration::from_micros(config.storage.commit_delay_us),
     )?;
 
     // Bindings acknowledged before a restart (or a crash) come back.
@@ -108,8 +109,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let udp_stop = Arc::new(AtomicBool::new(false));
     let mut udp_threads = Vec::new();
+    // One receiver per two cores by default: the store's writer thread sends
+    // the REGISTER answers, and on two cores a second receiver mostly adds
+    // wake-ups (measured: 43 µs per registration with one, 66 µs with two).
     let receivers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         n => n,
     };
     for (index, socket) in udp_sockets.iter().enumerate() {

@@ -259,13 +259,14 @@ impl Failure {
     }
 }
 
-/// An error and its causes on one line (wasm backtraces are multi-line).
+/// An error and its causes on one line, without the wasm backtrace (which
+/// is logged at debug level).
 fn error_text(error: &wasmtime::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let cause = cause.to_string();
         let first = cause.lines().next().unwrap_or("").trim_end_matches(':');
-        if first.is_empty() || text.contains(first) {
+        if first.is_empty() || first.ends_with("wasm backtrace") || text.contains(first) {
             continue;
         }
         if !text.is_empty() {
@@ -408,6 +409,7 @@ impl Plugin {
                 None
             }
             Err(e) => {
+                tracing::debug!(plugin = &*self.name, hook, error = ?e, "plugin call failed");
                 let failure = Failure::classify(&e, instance.store.data().limiter.memory_exceeded);
                 // Never reused: a trapped instance cannot be entered again.
                 drop(instance);

@@ -789,6 +789,20 @@ fn measure_call_overhead() {
     time("empty chain", 1_000_000, || {
         empty.on_request(&view);
     });
+    if builtin::component("fail-to-ban").flatten().is_some() {
+        let spec = Config::embedded_default().plugins.remove(0);
+        let engine = PluginEngine::new().unwrap();
+        for what in ["compile and load", "load again (compiled before)"] {
+            let started = Instant::now();
+            Chain::load(
+                std::slice::from_ref(&spec),
+                &engine,
+                Arc::new(SharedState::default()),
+            )
+            .unwrap();
+            println!("fail-to-ban, {what}: {:?}", started.elapsed());
+        }
+    }
     if let Some(chain) = fail_to_ban() {
         time("on-request, fail-to-ban, a clean REGISTER", 100_000, || {
             chain.on_request(&view);

@@ -18,6 +18,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::oneshot;
@@ -110,7 +111,12 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database, migrates the schema and starts
     /// the writer thread.
-    pub fn open(path: &Path, sync: Synchronous, batch_max: usize) -> Result<Store, StoreError> {
+    pub fn open(
+        path: &Path,
+        sync: Synchronous,
+        batch_max: usize,
+        commit_delay: Duration,
+    ) -> Result<Store, StoreError> {
         let conn = open_connection(path, sync)?;
         schema::migrate(&conn).map_err(|source| StoreError::Open {
             path: path.to_owned(),
@@ -119,7 +125,7 @@ impl Store {
         let (queue, jobs) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("sipfence-db-writer".into())
-            .spawn(move || writer_loop(conn, jobs, batch_max.max(1)))
+            .spawn(move || writer_loop(conn, jobs, batch_max.max(1), commit_delay))
             .expect("spawning the database writer thread");
         Ok(Store {
             path: path.to_owned(),
@@ -217,14 +223,27 @@ fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StoreEr
     })
 }
 
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, batch_max: usize) {
+fn writer_loop(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    batch_max: usize,
+    commit_delay: Duration,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
     while let Ok(first) = jobs.recv() {
         batch.push(first);
+        // Gather what arrives within the commit delay into the same commit.
+        let deadline = Instant::now() + commit_delay;
         while batch.len() < batch_max {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let next = if wait.is_zero() {
+                jobs.try_recv().ok()
+            } else {
+                jobs.recv_timeout(wait).ok()
+            };
+            match next {
+                Some(job) => batch.push(job),
+                None => break,
             }
         }
         let result = apply(&mut conn, &batch).map_err(|e| e.to_string());
@@ -368,7 +387,7 @@ mod tests {
     async fn committed_writes_are_visible_to_a_new_connection() {
         let dir = tempdir();
         let path = dir.join("t.db");
-        let store = Store::open(&path, Synchronous::Normal, 16).unwrap();
+        let store = Store::open(&path, Synchronous::Normal, 16, Duration::ZERO).unwrap();
         store
             .write(vec![
                 Write::UpsertBinding(binding("a", 10_000)),
@@ -402,7 +421,7 @@ mod tests {
     async fn generated_passwords_persist() {
         let dir = tempdir();
         let path = dir.join("t.db");
-        let store = Store::open(&path, Synchronous::Full, 16).unwrap();
+        let store = Store::open(&path, Synchronous::Full, 16, Duration::from_millis(1)).unwrap();
         store
             .write(vec![Write::SetGeneratedPassword {
                 tenant: "a.example".into(),
