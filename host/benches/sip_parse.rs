@@ -1,12 +1,10 @@
-//! Timing of the SIP parser and serializer on a typical REGISTER (stable Rust, no bench crates).
+//! The SIP parser and serializer on a typical REGISTER (criterion).
 //!
-//! Run: `cargo test --release -p sipfence --bench sip_parse -- --nocapture`
-//! (a plain `#[test]` in the default harness, so no nightly or bench crate is
-//! needed; `cargo bench` would list it as ignored).
+//! Run: `cargo bench -p sipfence --bench sip_parse`
 
 use std::hint::black_box;
-use std::time::Instant;
 
+use criterion::{criterion_group, criterion_main, Criterion};
 use sipfence::sip::{frame, Message};
 
 const REGISTER: &[u8] = b"REGISTER sip:registrar.example.com SIP/2.0\r\n\
@@ -24,48 +22,35 @@ Expires: 3600\r\n\
 Content-Length: 0\r\n\
 \r\n";
 
-/// Runs `f` `iters` times after a warm-up and returns nanoseconds per call.
-fn time<F: FnMut()>(iters: u32, mut f: F) -> f64 {
-    for _ in 0..iters / 10 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed().as_nanos() as f64 / f64::from(iters)
-}
-
-#[test]
-fn bench_register() {
-    let iters = 200_000;
-    let parse = time(iters, || {
-        black_box(Message::parse(black_box(REGISTER)).is_ok());
+fn benches(c: &mut Criterion) {
+    c.bench_function("register/parse", |b| {
+        b.iter(|| Message::parse(black_box(REGISTER)).is_ok())
     });
     let msg = Message::parse(REGISTER).expect("valid REGISTER");
-    let checks = time(iters, || {
-        let m = black_box(&msg);
-        black_box(m.check_request().is_ok());
-        black_box(m.contacts().map(|c| c.len()).unwrap_or(0));
+    c.bench_function("register/check_request+contacts", |b| {
+        b.iter(|| {
+            let m = black_box(&msg);
+            (
+                m.check_request().is_ok(),
+                m.contacts().map(|c| c.len()).unwrap_or(0),
+            )
+        })
     });
-    let serialize = time(iters, || {
-        black_box(black_box(&msg).to_bytes().len());
+    c.bench_function("register/to_bytes", |b| {
+        b.iter(|| black_box(&msg).to_bytes().len())
     });
-    let respond = time(iters, || {
-        black_box(
+    c.bench_function("register/response_200+to_bytes", |b| {
+        b.iter(|| {
             black_box(&msg)
                 .response(200, "OK", Some("abc"))
                 .to_bytes()
-                .len(),
-        );
+                .len()
+        })
     });
-    let framing = time(iters, || {
-        black_box(frame(black_box(REGISTER), 65536));
+    c.bench_function("register/frame", |b| {
+        b.iter(|| frame(black_box(REGISTER), 65536))
     });
-    println!("REGISTER ({} bytes), ns per call:", REGISTER.len());
-    println!("  Message::parse            {parse:8.0}");
-    println!("  check_request + contacts  {checks:8.0}");
-    println!("  to_bytes                  {serialize:8.0}");
-    println!("  response(200) + to_bytes  {respond:8.0}");
-    println!("  frame                     {framing:8.0}");
 }
+
+criterion_group!(sip_parse, benches);
+criterion_main!(sip_parse);

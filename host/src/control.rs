@@ -13,12 +13,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use crate::run::{reload_chain, Plugins};
 use crate::server::{now_ms, Core};
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub command: String,
+    /// The command's argument, e.g. the address for `bans.unban`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argument: Option<String>,
 }
 
 /// The answer to a request.
@@ -63,7 +67,12 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves control connections until shutdown.
-pub async fn serve(listener: UnixListener, core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: UnixListener,
+    core: Arc<Core>,
+    plugins: Arc<Plugins>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -76,20 +85,25 @@ pub async fn serve(listener: UnixListener, core: Arc<Core>, mut shutdown: watch:
             _ = shutdown.changed() => break,
         };
         let core = core.clone();
+        let plugins = plugins.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &core).await {
+            if let Err(e) = serve_connection(stream, &core, &plugins).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
         });
     }
 }
 
-async fn serve_connection(stream: UnixStream, core: &Core) -> std::io::Result<()> {
+async fn serve_connection(
+    stream: UnixStream,
+    core: &Arc<Core>,
+    plugins: &Arc<Plugins>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(&request, core),
+            Ok(request) => handle(&request, core, plugins).await,
             Err(e) => Response {
                 ok: false,
                 result: None,
@@ -103,10 +117,44 @@ async fn serve_connection(stream: UnixStream, core: &Core) -> std::io::Result<()
     Ok(())
 }
 
+fn failure(error: impl Into<String>) -> Response {
+    Response {
+        ok: false,
+        result: None,
+        error: Some(error.into()),
+    }
+}
+
 /// Executes one command. Each command is one handler, shared with the HTTP API.
-pub fn handle(request: &Request, core: &Core) -> Response {
+pub async fn handle(request: &Request, core: &Arc<Core>, plugins: &Arc<Plugins>) -> Response {
     let result = match request.command.as_str() {
         "registrations.list" => serde_json::to_value(registrations(core)),
+        "bans.list" => serde_json::to_value(core.guard.list(now_ms())),
+        "bans.unban" => {
+            let Some(ip) = request
+                .argument
+                .as_deref()
+                .and_then(crate::guard::parse_address)
+            else {
+                return failure("bans.unban needs an IP address");
+            };
+            match core.guard.unban(ip) {
+                Some(write) => {
+                    let key = core.guard.describe(core.guard.key(ip));
+                    tracing::warn!(address = %key, by = "operator", "unbanned");
+                    if let Err(e) = core.store.write(vec![write]).await {
+                        return failure(e.to_string());
+                    }
+                    Ok(serde_json::Value::String(format!("{key} unbanned")))
+                }
+                None => return failure(format!("{ip} is not banned")),
+            }
+        }
+        "plugins.list" => serde_json::to_value(core.chain.read().unwrap().stats()),
+        "plugins.reload" => match reload_chain(core, plugins).await {
+            Ok(names) => serde_json::to_value(names),
+            Err(e) => return failure(e),
+        },
         "stats" => serde_json::to_value(
             core.stats
                 .snapshot()
@@ -156,10 +204,20 @@ pub fn registrations(core: &Core) -> Vec<RegistrationRow> {
 
 /// Sends one command to a running gateway.
 pub async fn call(path: &Path, command: &str) -> std::io::Result<Response> {
+    call_with(path, command, None).await
+}
+
+/// Sends one command with an argument to a running gateway.
+pub async fn call_with(
+    path: &Path,
+    command: &str,
+    argument: Option<&str>,
+) -> std::io::Result<Response> {
     let stream = UnixStream::connect(path).await?;
     let (read, mut write) = stream.into_split();
     let mut text = serde_json::to_string(&Request {
         command: command.to_owned(),
+        argument: argument.map(str::to_owned),
     })?;
     text.push('\n');
     write.write_all(text.as_bytes()).await?;

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod directory;
+pub mod guard;
 pub mod plugins;
 pub mod registrar;
 pub mod run;
@@ -22,3 +23,12 @@ pub mod stats;
 pub mod store;
 pub mod transaction;
 pub mod transport;
+
+/// Milliseconds since the UNIX epoch: the one wall clock of the gateway
+/// (ban ends, binding expiry and nonce ages are all kept in it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

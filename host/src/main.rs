@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use sipfence::config::{Config, LogFormat};
 use sipfence::control::{self, RegistrationRow};
+use sipfence::guard::BanRow;
 use sipfence::store;
 
 /// mimalloc: the message path allocates many small, short-lived buffers;
@@ -46,6 +47,47 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The ban list: on the running gateway, else in the database.
+    Bans {
+        #[command(subcommand)]
+        verb: BansVerb,
+    },
+    /// The plugin chain of the running gateway.
+    Plugins {
+        #[command(subcommand)]
+        verb: PluginsVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum BansVerb {
+    /// List current bans with their evidence.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the ban covering ADDR (at once on a running gateway).
+    Unban {
+        address: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsVerb {
+    /// Plugins in chain order with call counts, latency, traps and state.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Reload the chain from the config file (as SIGHUP does).
+    Reload {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,24 +120,151 @@ fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
+/// The async runtime runs TCP connections, timers and the control socket;
+/// UDP has threads of its own (see `transport::udp`), so two workers do.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// Sends one command to the running gateway; Err if none answers.
+fn call_running(
+    config: &Config,
+    command: &str,
+    argument: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let response = rt
+        .block_on(control::call_with(
+            &config.server.control_socket,
+            command,
+            argument,
+        ))
+        .with_context(|| {
+            format!(
+                "no gateway answers on {}",
+                config.server.control_socket.display()
+            )
+        })?;
+    if !response.ok {
+        bail!(response.error.unwrap_or_default());
     }
-    builder.enable_all().build().context("starting the runtime")
+    Ok(response.result.unwrap_or_default())
+}
+
+fn bans(verb: BansVerb) -> anyhow::Result<()> {
+    match verb {
+        BansVerb::List { config, json } => {
+            let config = load_config(&config)?;
+            let rows: Vec<BanRow> = match call_running(&config, "bans.list", None) {
+                Ok(value) => serde_json::from_value(value)?,
+                // Not running: read the database.
+                Err(_) => {
+                    let path = &config.storage.database;
+                    if !path.exists() {
+                        Vec::new()
+                    } else {
+                        let conn = store::open_read_only(path)?;
+                        store::load_bans(&conn, sipfence::now_ms())?
+                            .into_iter()
+                            .map(|b| BanRow {
+                                address: b.address,
+                                by: b.by,
+                                reason: b.reason,
+                                created_ms: b.created_ms,
+                                until_ms: b.until_ms,
+                                dropped: 0,
+                            })
+                            .collect()
+                    }
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let now = sipfence::now_ms();
+                println!(
+                    "{:<28} {:>10} {:>10}  {:<14} REASON",
+                    "ADDRESS", "ENDS IN", "DROPPED", "BY"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<28} {:>9}s {:>10}  {:<14} {}",
+                        r.address,
+                        r.until_ms.saturating_sub(now).div_ceil(1000),
+                        r.dropped,
+                        r.by,
+                        r.reason
+                    );
+                }
+                println!("{} ban(s)", rows.len());
+            }
+            Ok(())
+        }
+        BansVerb::Unban { address, config } => {
+            let config = load_config(&config)?;
+            let Some(ip) = sipfence::guard::parse_address(&address) else {
+                bail!("not an IP address: {address:?}");
+            };
+            match call_running(&config, "bans.unban", Some(&ip.to_string())) {
+                Ok(value) => {
+                    println!("{}", value.as_str().unwrap_or("unbanned"));
+                    Ok(())
+                }
+                Err(running_error) => {
+                    if config.server.control_socket.exists() {
+                        return Err(running_error);
+                    }
+                    // Not running: lift it in the database; the next start reads it.
+                    let guard =
+                        sipfence::guard::Guard::new(config.bans.ipv6_prefix_len, Vec::new());
+                    let key = guard.describe(guard.key(ip));
+                    if store::delete_ban(&config.storage.database, &key)? {
+                        println!("{key} unbanned (in the database; the gateway is not running)");
+                        Ok(())
+                    } else {
+                        bail!("{key} is not banned")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn plugins(verb: PluginsVerb) -> anyhow::Result<()> {
+    match verb {
+        PluginsVerb::List { config } => {
+            let config = load_config(&config)?;
+            let value = call_running(&config, "plugins.list", None)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        PluginsVerb::Reload { config } => {
+            let config = load_config(&config)?;
+            let value = call_running(&config, "plugins.reload", None)?;
+            println!("reloaded: {value}");
+            Ok(())
+        }
+    }
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config } => {
-            let config = load_config(&config)?;
+        Command::Run { config: path } => {
+            let config = load_config(&path)?;
             init_logging(config.log.format);
             tracing::info!(config = %config.origin, version = env!("CARGO_PKG_VERSION"), "starting sipfence");
-            let rt = runtime(config.server.workers)?;
-            rt.block_on(sipfence::run::run(config, shutdown_signal()))?;
+            let rt = runtime()?;
+            rt.block_on(sipfence::run::run(config, path, shutdown_signal()))?;
             Ok(())
         }
+        Command::Bans { verb } => bans(verb),
+        Command::Plugins { verb } => plugins(verb),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             let extensions: usize = config.tenants.iter().map(|t| t.extensions.len()).sum();

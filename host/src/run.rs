@@ -1,12 +1,12 @@
-//! Starting and stopping the gateway: open the store, restore bindings,
-//! bind the listeners, serve until told to stop, then flush.
+//! Starting and stopping the gateway: open the store, restore bindings and
+//! bans, load the plugin chain, bind the listeners, serve until told to stop
+//! (reloading the chain on SIGHUP), then flush.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -15,6 +15,8 @@ use crate::auth::{Authenticator, Secrets};
 use crate::config::Config;
 use crate::control;
 use crate::directory::{self, Directory};
+use crate::guard::Guard;
+use crate::plugins::{Chain, PluginEngine, PluginError, SharedState};
 use crate::registrar::location::Location;
 use crate::registrar::Registrar;
 use crate::server::{self, now_ms, tenant_key, Core, Gateway, Sink};
@@ -39,11 +41,56 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// The plugin chain and what it needs to be rebuilt on reload.
+pub struct Plugins {
+    pub engine: PluginEngine,
+    /// Counters and values of every plugin: they outlive any one chain.
+    pub state: Arc<SharedState>,
+    /// Where the config came from (None: the embedded default).
+    pub config_path: Option<PathBuf>,
+}
+
+impl Plugins {
+    /// Re-reads the config and loads its chain. Blocking (compiles wasm).
+    pub fn load_chain(&self) -> Result<Chain, String> {
+        let config = match &self.config_path {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::embedded_default(),
+        };
+        Chain::load(&config.plugins, &self.engine, self.state.clone()).map_err(|e| e.to_string())
+    }
+}
+
+/// Loads the chain again and swaps it in atomically; on failure the old
+/// chain stays and the error says why. Registrations, counters and bans are
+/// untouched: they live outside the chain.
+pub async fn reload_chain(core: &Arc<Core>, plugins: &Arc<Plugins>) -> Result<Vec<String>, String> {
+    let loader = plugins.clone();
+    let loaded = tokio::task::spawn_blocking(move || loader.load_chain())
+        .await
+        .map_err(|e| format!("reload task failed: {e}"))?;
+    match loaded {
+        Ok(chain) => {
+            let names: Vec<String> = chain.names().map(str::to_owned).collect();
+            *core.chain.write().unwrap() = Arc::new(chain);
+            tracing::info!(plugins = ?names, "plugin chain reloaded");
+            Ok(names)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "plugin chain reload failed; keeping the old chain");
+            Err(e)
+        }
+    }
 }
 
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(
     config: Config,
+    config_path: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
@@ -65,7 +112,27 @@ pub async fn run(
     tracing::info!(restored, database = %config.storage.database.display(), "bindings restored");
 
     let directory = load_directory(&config, &store, &reader).await?;
+
+    // Bans survive restarts too.
+    let guard = Guard::new(config.bans.ipv6_prefix_len, config.bans.never_ban.clone());
+    let bans = guard.restore(store::load_bans(&reader, now)?, now);
+    tracing::info!(bans, "bans restored");
     drop(reader);
+
+    let plugins = Arc::new(Plugins {
+        engine: PluginEngine::new()?,
+        state: Arc::new(SharedState::default()),
+        config_path,
+    });
+    let chain = {
+        let (config, plugins) = (config.clone(), plugins.clone());
+        tokio::task::spawn_blocking(move || {
+            Chain::load(&config.plugins, &plugins.engine, plugins.state.clone())
+        })
+        .await
+        .expect("plugin loading task")?
+    };
+    tracing::info!(plugins = ?chain.names().collect::<Vec<_>>(), "plugin chain loaded");
 
     let mut udp_sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
@@ -102,6 +169,9 @@ pub async fn run(
         transactions: transactions.clone(),
         out: out.clone(),
         stats: stats.clone(),
+        guard,
+        chain: RwLock::new(Arc::new(chain)),
+        store: store.clone(),
     });
     let gateway = Gateway(core.clone());
     let sink: Arc<dyn Sink> = Arc::new(gateway.clone());
@@ -156,7 +226,9 @@ pub async fn run(
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                core.registrar.purge(now_ms());
+                let now = now_ms();
+                core.registrar.purge(now);
+                core.guard.purge(now);
             }
         })
     };
@@ -168,8 +240,21 @@ pub async fn run(
     tasks.push(tokio::spawn(control::serve(
         control_listener,
         core.clone(),
+        plugins.clone(),
         stop_rx.clone(),
     )));
+    let reloader = {
+        let (core, plugins) = (core.clone(), plugins.clone());
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = reload_chain(&core, &plugins).await;
+            }
+        })
+    };
     tracing::info!(control = %control_path.display(), "ready");
 
     shutdown.await;
@@ -184,6 +269,7 @@ pub async fn run(
     }
     sweeper.abort();
     purger.abort();
+    reloader.abort();
     let _ = std::fs::remove_file(&control_path);
     store.flush().await?;
     Ok(())

@@ -1,27 +1,41 @@
 //! The gateway core: the message path from bytes to answer.
 //!
 //! ```text
-//! bytes -> classify (CRLF keep-alive | SIP) -> parse (400 or drop)
+//! bytes -> ban list (source address; banned: dropped silently, counted)
+//!       -> CRLF keep-alive | SIP -> parse (400, or drop when unanswerable)
 //!       -> sanity (mandatory headers 400, Max-Forwards 483)
-//!       -> server transaction (retransmissions answered from it)
+//!       -> server transaction (retransmissions answered from it; plugins
+//!          not run again)
+//!       -> plugin chain on-request: continue | reject | drop | ban | trust
 //!       -> tenant by Request-URI host (404 for domains not served)
-//!       -> method: REGISTER (digest, registrar) | OPTIONS | INVITE (digest) | 405 / 501
+//!       -> digest authentication, unless a plugin trusted the request;
+//!          the outcome goes to the plugins as an event
+//!       -> REGISTER: registrar (answer after commit) | OPTIONS | INVITE | 405/501
 //! ```
-//! Every request runs in its own task under a `tracing` span.
+//! A UDP request is handled start to finish on the thread that received it;
+//! only a REGISTER's answer waits for the store's commit. Every request has a
+//! `tracing` span (at debug level, so it costs nothing when not logged).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
 
-use crate::auth::{Algorithm, Authenticator, Failure, Verdict};
+use crate::auth::{Algorithm, Authenticator, Credentials, Failure, Verdict as AuthVerdict};
 use crate::config::{AuthAlgorithm, Config, Tenant};
 use crate::directory::Directory;
+use crate::guard::{BanOutcome, Guard};
+use crate::plugins::{
+    AuthAttempt, AuthFailure, Chain, Event, Reaction, Registration, RequestInfo, RequestView,
+    Verdict,
+};
 use crate::registrar::location::Aor;
 use crate::registrar::{Answer, Registrar};
 use crate::sip::{Message, Method, StartLine};
 use crate::stats::Stats;
+use crate::store::{Store, Write};
 use crate::transaction::{Incoming, Key, Transactions};
-use crate::transport::{Outbound, Source};
+use crate::transport::{Outbound, Source, Transport};
+
+pub use crate::now_ms;
 
 /// What transports hand their messages to.
 pub trait Sink: Send + Sync + 'static {
@@ -31,29 +45,18 @@ pub trait Sink: Send + Sync + 'static {
     fn admit(&self, _peer: SocketAddr) -> bool {
         true
     }
-    /// Whether an open connection from `peer` must now be closed.
-    fn is_closed(&self, _peer: SocketAddr) -> bool {
-        false
-    }
 }
 
 /// Methods this gateway serves; listed in `Allow`.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
 
-/// The tenant key used in storage: its domain, or "" for the default tenant.
+/// The tenant key used in storage and plugins: its domain, or "" for the
+/// default tenant.
 pub fn tenant_key(tenant: &Tenant) -> &str {
     tenant.domain.as_deref().unwrap_or("")
 }
 
-/// Milliseconds since the UNIX epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Everything the message path needs, shared by all tasks.
+/// Everything the message path needs, shared by every thread.
 pub struct Core {
     pub config: Arc<Config>,
     pub directory: Directory,
@@ -63,6 +66,10 @@ pub struct Core {
     pub transactions: Arc<Transactions>,
     pub out: Outbound,
     pub stats: Arc<Stats>,
+    pub guard: Guard,
+    /// The plugin chain; a reload swaps in a new one.
+    pub chain: RwLock<Arc<Chain>>,
+    pub store: Store,
 }
 
 /// The gateway as the transports see it.
@@ -72,8 +79,13 @@ pub struct Gateway(pub Arc<Core>);
 impl Sink for Gateway {
     fn receive(&self, data: &[u8], source: Source) {
         let core = &self.0;
+        // First and cheapest: a banned source costs one lookup, nothing more.
+        if core.guard.is_banned(source.addr.ip()) {
+            Stats::inc(&core.stats.dropped_banned);
+            return;
+        }
         match source.transport {
-            crate::transport::Transport::Udp => {
+            Transport::Udp => {
                 Stats::inc(&core.stats.udp_packets_in);
                 if data.len() > core.config.server.max_message_bytes {
                     Stats::inc(&core.stats.dropped_oversized);
@@ -85,7 +97,7 @@ impl Sink for Gateway {
                     return;
                 }
             }
-            crate::transport::Transport::Tcp => {}
+            Transport::Tcp => {}
         }
         let message = match Message::parse(data) {
             Ok(m) => m,
@@ -118,6 +130,10 @@ impl Sink for Gateway {
         let _entered = span.enter();
         self.0.handle_request(message, source);
     }
+
+    fn admit(&self, peer: SocketAddr) -> bool {
+        !self.0.guard.is_banned(peer.ip())
+    }
 }
 
 /// How a request is answered. (Returned once per request, never stored, so
@@ -128,6 +144,8 @@ enum Reply {
     Now(u16, Message),
     /// The answer leaves later (after a commit) through the transaction.
     Later,
+    /// No answer at all (a plugin dropped it, or its source was just banned).
+    Silent,
 }
 
 impl From<(u16, Message)> for Reply {
@@ -136,10 +154,17 @@ impl From<(u16, Message)> for Reply {
     }
 }
 
+/// The outcome of the authentication step.
+#[allow(clippy::large_enum_variant)]
+enum AuthStep {
+    Pass,
+    Answer(u16, Message),
+    /// The failure got the source banned: no answer.
+    Silent,
+}
+
 impl Core {
-    /// Runs one request through the message path, on the receiving thread:
-    /// no task is spawned and nothing waits, so a request costs what its work
-    /// costs. Only the registrar's commit defers the answer.
+    /// Runs one request through the message path.
     fn handle_request(self: &Arc<Self>, mut request: Message, source: Source) {
         if let Err(reason) = request.check_request() {
             Stats::inc(&self.stats.bad_requests);
@@ -175,9 +200,166 @@ impl Core {
             }
             Incoming::AckAbsorbed | Incoming::StrayAck => return,
         }
-        if let Reply::Now(code, response) = self.process(request, &method, &source, &key) {
-            self.send_final(&key, code, &response, &source);
+        let tenant = request.request_uri().and_then(|uri| {
+            let host = uri.host.to_string();
+            self.config.tenant_for_host(host.trim_matches(['[', ']']))
+        });
+        let request = Arc::new(request);
+        let trusted = match self.run_chain(&request, tenant, &source, &key) {
+            Ok(trusted) => trusted,
+            Err(reply) => return self.finish(&key, reply, &source),
+        };
+        let reply = self.process(&request, &method, tenant, trusted, &source, &key);
+        self.finish(&key, reply, &source);
+    }
+
+    fn finish(&self, key: &Key, reply: Reply, source: &Source) {
+        match reply {
+            Reply::Now(code, response) => self.send_final(key, code, &response, source),
+            Reply::Later => {}
+            Reply::Silent => self
+                .transactions
+                .finish_silently(key, source.transport.is_reliable()),
         }
+    }
+
+    /// Runs the plugin chain's on-request hooks. Ok with the trusted
+    /// extension (if a plugin vouched for the source), or Err with the reply
+    /// when a plugin ended the request.
+    fn run_chain(
+        &self,
+        request: &Arc<Message>,
+        tenant: Option<&Tenant>,
+        source: &Source,
+        key: &Key,
+    ) -> Result<Option<String>, Reply> {
+        let chain = self.chain.read().unwrap().clone();
+        if chain.is_empty() {
+            return Ok(None);
+        }
+        let view = RequestView::new(request.clone(), self.request_info(request, tenant, source));
+        let (verdict, plugin) = chain.on_request(&view);
+        let plugin = plugin.unwrap_or_default();
+        match verdict {
+            Verdict::Continue => Ok(None),
+            Verdict::Reject { code, reason } => {
+                Stats::inc(&self.stats.plugin_rejects);
+                tracing::info!(%plugin, code, %reason, "rejected by plugin");
+                Err(self.reply(request, code, &reason).into())
+            }
+            Verdict::Drop => {
+                Stats::inc(&self.stats.plugin_drops);
+                tracing::debug!(%plugin, "dropped by plugin");
+                Err(Reply::Silent)
+            }
+            Verdict::Ban { duration, reason } => {
+                let ms = duration.as_millis() as u64;
+                self.apply_ban(source.addr.ip(), ms, &plugin, &reason);
+                Err(Reply::Silent)
+            }
+            Verdict::Trust {
+                tenant: trusted_tenant,
+                extension,
+            } => {
+                // A plugin may only vouch for an extension of the tenant the
+                // request is for.
+                let valid = tenant.is_some_and(|t| {
+                    tenant_key(t) == trusted_tenant
+                        && self.directory.get(&trusted_tenant, &extension).is_some()
+                });
+                if valid {
+                    self.guard.protect(source.addr.ip(), now_ms());
+                    tracing::debug!(%plugin, %extension, "trusted by plugin");
+                    Ok(Some(extension))
+                } else {
+                    tracing::warn!(%plugin, tenant = %trusted_tenant, %extension, ?key,
+                        "plugin trusted an extension the request's tenant does not have; ignored");
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// What the plugins may ask about a request besides the message.
+    fn request_info(
+        &self,
+        request: &Message,
+        tenant: Option<&Tenant>,
+        source: &Source,
+    ) -> RequestInfo {
+        let header = if request.method() == Some(&Method::Register) {
+            "Authorization"
+        } else {
+            "Proxy-Authorization"
+        };
+        let credentials = request
+            .headers
+            .get(header)
+            .and_then(|h| Credentials::parse(h).ok());
+        let answered_challenge = credentials
+            .as_ref()
+            .is_some_and(|c| self.auth.issued_to(&c.nonce, source.addr.ip()));
+        let tenant = match tenant {
+            Some(t) => tenant_key(t).to_owned(),
+            // Not served: plugins still see it, with the host it was for.
+            None => request
+                .request_uri()
+                .map(|u| u.host.to_string())
+                .unwrap_or_default(),
+        };
+        RequestInfo {
+            tenant,
+            source: source.addr,
+            transport: source.transport,
+            source_verified: source.transport == Transport::Tcp || answered_challenge,
+            auth_user: credentials.map(|c| c.username),
+        }
+    }
+
+    /// Bans the source for `duration_ms` (0: the configured default), persists
+    /// it and closes its TCP connections. False when the source is exempt.
+    fn apply_ban(&self, ip: IpAddr, duration_ms: u64, by: &str, reason: &str) -> bool {
+        let duration_ms = match duration_ms {
+            0 => self.config.bans.default_duration_ms,
+            ms => ms,
+        };
+        match self.guard.ban(ip, duration_ms, by, reason, now_ms()) {
+            BanOutcome::Banned(write) => {
+                Stats::inc(&self.stats.bans_added);
+                tracing::warn!(source = %ip, by, reason, duration_ms, "banned");
+                self.store.write_detached(vec![write]);
+                let key = self.guard.key(ip);
+                self.out
+                    .connections()
+                    .close_where(|peer| self.guard.key(peer.ip()) == key);
+                true
+            }
+            BanOutcome::Exempt => {
+                tracing::warn!(source = %ip, by, reason, "ban refused: the address is exempt (never_ban or trusted); its request is refused instead");
+                false
+            }
+        }
+    }
+
+    /// Tells the plugins what happened; applies their reactions. True when
+    /// the event's source got banned.
+    fn emit(&self, event: Event) -> bool {
+        let chain = self.chain.read().unwrap().clone();
+        if chain.is_empty() {
+            return false;
+        }
+        let mut banned = false;
+        for (plugin, reaction) in chain.on_event(&event) {
+            if let Reaction::Ban { duration, reason } = reaction {
+                banned |= self.apply_ban(
+                    event.source().ip(),
+                    duration.as_millis() as u64,
+                    &plugin,
+                    &reason,
+                );
+            }
+        }
+        banned
     }
 
     /// Sends a transaction's final response and records it there.
@@ -190,33 +372,30 @@ impl Core {
     /// Does the work of a new request: its final response, or `Later`.
     fn process(
         self: &Arc<Self>,
-        request: Message,
+        request: &Message,
         method: &Method,
+        tenant: Option<&Tenant>,
+        trusted: Option<String>,
         source: &Source,
         key: &Key,
     ) -> Reply {
         if let Ok(Some(0)) = request.max_forwards() {
             if *method != Method::Options {
-                return self.reply(&request, 483, "Too Many Hops").into();
+                return self.reply(request, 483, "Too Many Hops").into();
             }
         }
         if *method == Method::Cancel {
             // No INVITE is ever left pending here yet, so nothing can be cancelled.
             return self
-                .reply(&request, 481, "Call/Transaction Does Not Exist")
+                .reply(request, 481, "Call/Transaction Does Not Exist")
                 .into();
         }
-        let Some(uri) = request.request_uri() else {
-            return self.reply(&request, 400, "Bad Request-URI").into();
-        };
-        let host = uri.host.to_string();
-        let Some(tenant) = self.config.tenant_for_host(host.trim_matches(['[', ']'])) else {
+        let Some(tenant) = tenant else {
             // Never a relay: a domain we do not serve is refused, not forwarded.
-            return self.reply(&request, 404, "Domain not served here").into();
+            return self.reply(request, 404, "Domain not served here").into();
         };
-        let request = &request;
         match method {
-            Method::Register => self.register(request, tenant, source, key),
+            Method::Register => self.register(request, tenant, trusted, source, key),
             Method::Options => {
                 let (code, mut response) = self.reply(request, 200, "OK");
                 response.headers.push("Allow", ALLOW);
@@ -224,7 +403,7 @@ impl Core {
                 response.headers.push("Supported", "path, outbound");
                 Reply::Now(code, response)
             }
-            Method::Invite => self.invite(request, tenant, source).into(),
+            Method::Invite => self.invite(request, tenant, trusted, source),
             Method::Bye => self
                 .reply(request, 481, "Call/Transaction Does Not Exist")
                 .into(),
@@ -241,6 +420,7 @@ impl Core {
         self: &Arc<Self>,
         request: &Message,
         tenant: &Tenant,
+        trusted: Option<String>,
         source: &Source,
         key: &Key,
     ) -> Reply {
@@ -260,8 +440,12 @@ impl Core {
                 .reply(request, 403, "To domain does not match Request-URI")
                 .into();
         }
-        if let Some(answer) = self.authenticate(request, tenant, &extension, source, false) {
-            return answer.into();
+        if trusted.as_deref() != Some(extension.as_str()) {
+            match self.authenticate(request, tenant, &extension, source, false) {
+                AuthStep::Pass => {}
+                AuthStep::Answer(code, response) => return Reply::Now(code, response),
+                AuthStep::Silent => return Reply::Silent,
+            }
         }
         Stats::inc(&self.stats.registers);
         let max_contacts = self
@@ -279,6 +463,7 @@ impl Core {
         if writes.is_empty() {
             return Reply::Now(code, response);
         }
+        let events = registration_events(&writes, source.addr);
         // The 200 OK leaves from the store's writer thread once the binding is
         // committed, never before.
         let core = self.clone();
@@ -287,6 +472,9 @@ impl Core {
         self.registrar.commit(writes, move |committed| {
             if committed {
                 core.send_final(&key, code, &response, &to);
+                for event in events {
+                    core.emit(event);
+                }
             } else {
                 let mut failed = response;
                 failed.start = StartLine::Response {
@@ -300,31 +488,42 @@ impl Core {
         Reply::Later
     }
 
-    /// INVITE: the caller must authenticate as the From extension. Routing comes
-    /// with the call router; until then the callee is reported unavailable.
-    fn invite(&self, request: &Message, tenant: &Tenant, source: &Source) -> (u16, Message) {
+    /// INVITE: the caller must authenticate as the From extension (or be
+    /// trusted by a plugin). Routing comes with the call router; until then
+    /// the callee is reported unavailable.
+    fn invite(
+        &self,
+        request: &Message,
+        tenant: &Tenant,
+        trusted: Option<String>,
+        source: &Source,
+    ) -> Reply {
         let Ok(from) = request.from() else {
-            return self.reply(request, 400, "Malformed From");
+            return self.reply(request, 400, "Malformed From").into();
         };
         let Some(caller) = from.uri.user.clone() else {
-            return self.reply(request, 403, "From has no extension");
+            return self.reply(request, 403, "From has no extension").into();
         };
-        if let Some(answer) = self.authenticate(request, tenant, &caller, source, true) {
-            return answer;
+        if trusted.as_deref() != Some(caller.as_str()) {
+            match self.authenticate(request, tenant, &caller, source, true) {
+                AuthStep::Pass => {}
+                AuthStep::Answer(code, response) => return Reply::Now(code, response),
+                AuthStep::Silent => return Reply::Silent,
+            }
         }
         let callee = request.request_uri().and_then(|u| u.user.clone());
         let known = callee
             .as_deref()
             .is_some_and(|c| self.directory.get(tenant_key(tenant), c).is_some());
         if !known {
-            return self.reply(request, 404, "Not Found");
+            return self.reply(request, 404, "Not Found").into();
         }
-        self.reply(request, 480, "Temporarily Unavailable")
+        self.reply(request, 480, "Temporarily Unavailable").into()
     }
 
-    /// Digest authentication of `user` in `tenant`: None when authenticated,
-    /// else the answer to send (challenge or refusal). `proxy` selects 407 and
+    /// Digest authentication of `user` in `tenant`. `proxy` selects 407 and
     /// Proxy-Authorization (requests other than REGISTER, RFC 3261 22.3).
+    /// Successes and real failures go to the plugins as events.
     fn authenticate(
         &self,
         request: &Message,
@@ -332,7 +531,7 @@ impl Core {
         user: &str,
         source: &Source,
         proxy: bool,
-    ) -> Option<(u16, Message)> {
+    ) -> AuthStep {
         let header_name = if proxy {
             "Proxy-Authorization"
         } else {
@@ -361,29 +560,50 @@ impl Core {
                     .map(|e| e.secrets.clone())
             },
         );
+        let attempt = || AuthAttempt {
+            source: source.addr,
+            transport: source.transport,
+            tenant: tenant_key.to_owned(),
+            user: header
+                .and_then(|h| Credentials::parse(h).ok())
+                .map_or_else(|| user.to_owned(), |c| c.username),
+            user_agent: request.headers.get("User-Agent").map(str::to_owned),
+        };
         let stale = match verdict {
-            Verdict::Authenticated => {
+            AuthVerdict::Authenticated => {
                 Stats::inc(&self.stats.auth_ok);
-                return None;
+                self.emit(Event::AuthSucceeded(attempt()));
+                return AuthStep::Pass;
             }
-            Verdict::Malformed(reason) => return Some(self.reply(request, 400, &reason)),
-            Verdict::Failed(failure @ (Failure::UserMismatch | Failure::RealmMismatch)) => {
-                Stats::inc(&self.stats.auth_failed);
-                tracing::info!(?failure, user, "authentication refused");
-                return Some(self.reply(
-                    request,
-                    403,
-                    "Authentication user or realm does not match",
-                ));
+            AuthVerdict::Malformed(reason) => {
+                let (code, response) = self.reply(request, 400, &reason);
+                return AuthStep::Answer(code, response);
             }
-            Verdict::Failed(failure) => {
+            AuthVerdict::Failed(failure) => {
                 Stats::inc(&self.stats.auth_failed);
                 // Wrong password and unknown user look the same from outside.
                 tracing::info!(?failure, user, "authentication failed");
+                let event = Event::AuthFailed {
+                    attempt: attempt(),
+                    failure: match failure {
+                        Failure::WrongPassword => AuthFailure::WrongPassword,
+                        Failure::UnknownUser => AuthFailure::UnknownUser,
+                        Failure::UserMismatch => AuthFailure::UserMismatch,
+                        Failure::RealmMismatch => AuthFailure::RealmMismatch,
+                    },
+                };
+                if self.emit(event) {
+                    return AuthStep::Silent;
+                }
+                if matches!(failure, Failure::UserMismatch | Failure::RealmMismatch) {
+                    let (code, response) =
+                        self.reply(request, 403, "Authentication user or realm does not match");
+                    return AuthStep::Answer(code, response);
+                }
                 false
             }
-            Verdict::Stale => true,
-            Verdict::Challenge | Verdict::ForeignNonce | Verdict::Replayed => false,
+            AuthVerdict::Stale => true,
+            AuthVerdict::Challenge | AuthVerdict::ForeignNonce | AuthVerdict::Replayed => false,
         };
         Stats::inc(&self.stats.challenges);
         let (code, reason, header) = if proxy {
@@ -401,7 +621,7 @@ impl Core {
         ) {
             response.headers.push(header, value);
         }
-        Some((code, response))
+        AuthStep::Answer(code, response)
     }
 
     fn reply(&self, request: &Message, code: u16, reason: &str) -> (u16, Message) {
@@ -431,14 +651,40 @@ impl Core {
     }
 }
 
+/// The registration events that committed binding writes stand for.
+fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::UpsertBinding(b) => Some(Event::Registered(Registration {
+                source,
+                tenant: b.tenant.clone(),
+                extension: b.extension.clone(),
+                contact: b.contact.clone(),
+            })),
+            Write::DeleteBinding {
+                tenant,
+                extension,
+                key,
+            } => Some(Event::Unregistered(Registration {
+                source,
+                tenant: tenant.clone(),
+                extension: extension.clone(),
+                contact: key.clone(),
+            })),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Adds `received` and fills `rport` in the top Via (RFC 3261 18.2.1, RFC 3581),
 /// so the response records where the request really came from. Responses
 /// always go back to that address, never to one written in a header.
 fn mark_received(request: &mut Message, source: &Source) {
-    let Some(first_line) = request.headers.get("Via").map(str::to_owned) else {
+    let Some(first_line) = request.headers.get("Via") else {
         return;
     };
-    let Ok(mut vias) = crate::sip::Via::parse_list(&first_line) else {
+    let Ok(mut vias) = crate::sip::Via::parse_list(first_line) else {
         return;
     };
     let Some(top) = vias.first_mut() else {
@@ -449,46 +695,21 @@ fn mark_received(request: &mut Message, source: &Source) {
         crate::sip::Host::Ip(addr) => *addr == ip,
         crate::sip::Host::Domain(_) => false,
     };
-    let mut changed = false;
-    if !sent_by_is_source {
-        top.set_param("received", Some(ip_text(ip)));
-        changed = true;
-    }
-    if top.param("rport").is_some() {
-        top.set_param("rport", Some(source.addr.port().to_string()));
-        if sent_by_is_source {
-            top.set_param("received", Some(ip_text(ip)));
-        }
-        changed = true;
-    }
-    if !changed {
+    let wants_rport = top.param("rport").is_some();
+    if sent_by_is_source && !wants_rport {
         return;
+    }
+    // RFC 3261 received= carries a bare IPv6 address (no brackets).
+    top.set_param("received", Some(ip.to_string()));
+    if wants_rport {
+        top.set_param("rport", Some(source.addr.port().to_string()));
     }
     let rewritten = vias
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    // Replace the first Via line only, keeping the others in order.
-    let rest: Vec<String> = request
-        .headers
-        .get_all("Via")
-        .skip(1)
-        .map(str::to_owned)
-        .collect();
-    request.headers.remove("Via");
-    let mut lines = vec![rewritten];
-    lines.extend(rest);
-    // Via must stay the first headers' order-wise relevant set; position within
-    // the header block does not matter to peers, only the order among Vias.
-    for line in lines {
-        request.headers.push("Via", line);
-    }
-}
-
-fn ip_text(ip: IpAddr) -> String {
-    // RFC 3261 received= carries a bare IPv6 address (no brackets).
-    ip.to_string()
+    request.headers.replace_first("Via", rewritten);
 }
 
 /// A fresh To tag (RFC 3261 19.3: at least 32 bits of randomness).
@@ -507,12 +728,4 @@ pub fn algorithms(config: &Config) -> Vec<Algorithm> {
             AuthAlgorithm::Sha256 => Algorithm::Sha256,
         })
         .collect()
-}
-
-/// The StartLine of a request, for logs.
-pub fn describe(message: &Message) -> String {
-    match &message.start {
-        StartLine::Request { method, uri } => format!("{method} {uri}"),
-        StartLine::Response { code, reason } => format!("{code} {reason}"),
-    }
 }

@@ -19,6 +19,8 @@ macro_rules! counters {
 }
 
 counters! {
+    /// Packets (and TCP connections) from banned sources: dropped unread.
+    dropped_banned,
     /// Datagrams received on SIP UDP sockets.
     udp_packets_in,
     /// SIP messages framed from TCP connections.
@@ -51,6 +53,12 @@ counters! {
     auth_failed,
     /// Challenges sent (401/407).
     challenges,
+    /// Requests a plugin rejected with a SIP status.
+    plugin_rejects,
+    /// Requests a plugin dropped.
+    plugin_drops,
+    /// Bans made (by plugins or operators).
+    bans_added,
 }
 
 impl Stats {

@@ -199,9 +199,17 @@ impl Transactions {
         }
     }
 
-    /// Forgets a transaction that ended without a response.
-    pub fn abandon(&self, key: &Key) {
-        self.table.lock().unwrap().entries.remove(key);
+    /// Ends a transaction without any response (a plugin dropped the
+    /// request): it lingers like a finished one, so retransmissions are
+    /// absorbed silently instead of running the plugins again.
+    pub fn finish_silently(&self, key: &Key, reliable: bool) {
+        let mut table = self.table.lock().unwrap();
+        if reliable {
+            table.entries.remove(key);
+        } else {
+            let deadline = Instant::now() + 64 * self.timers.t1;
+            table.expiry.push_back((deadline, key.clone()));
+        }
     }
 
     /// Timer G: retransmit the final response until ACK, generation change or Timer H.

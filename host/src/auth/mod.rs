@@ -137,6 +137,13 @@ impl Authenticator {
         self
     }
 
+    /// True when `nonce` was issued by this gateway to `source` (expired or
+    /// not): the source answered a challenge it received, so its address is
+    /// not spoofed.
+    pub fn issued_to(&self, nonce: &str, source: IpAddr) -> bool {
+        self.nonces.check(nonce, source).is_some()
+    }
+
     /// Caps how many nonces the replay table tracks (default 262144). When
     /// full, the oldest are forgotten and their clients re-challenged.
     pub fn with_max_tracked_nonces(mut self, max: usize) -> Authenticator {

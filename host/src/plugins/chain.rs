@@ -18,8 +18,8 @@ pub struct Chain {
     event_hooks: Vec<usize>,
 }
 
-/// One plugin's counters and health, for `sipfence stats`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One plugin's counters and health, for `sipfence plugins list`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PluginStats {
     pub name: String,
     /// Calls that entered the guest.
@@ -44,7 +44,8 @@ pub struct PluginStats {
     pub health: PluginHealth,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
 pub enum PluginHealth {
     Healthy,
     /// Failing: not entered until `until_ms` (UNIX milliseconds); its
@@ -139,6 +140,12 @@ impl Chain {
     /// The plugins' names, in chain order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.plugins.iter().map(|p| &*p.name)
+    }
+
+    /// The names of the plugins [`Chain::on_request`] calls (those with an
+    /// `on-request` hook), in chain order.
+    pub fn on_request_names(&self) -> impl Iterator<Item = &str> {
+        self.request_hooks.iter().map(|&i| &*self.plugins[i].name)
     }
 
     pub fn is_empty(&self) -> bool {

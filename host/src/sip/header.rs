@@ -223,6 +223,23 @@ impl Headers {
         }
     }
 
+    /// Replaces the value of the first line with this name, keeping its
+    /// place and every other line (e.g. the top Via line); false if none.
+    pub fn replace_first(&mut self, name: &str, value: impl Into<String>) -> bool {
+        let q = query_name(name);
+        match self
+            .list
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(q))
+        {
+            Some(entry) => {
+                entry.1 = value.into();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes every line with this name.
     pub fn remove(&mut self, name: &str) {
         let q = query_name(name);

@@ -65,8 +65,20 @@ pub struct StoredBinding {
     pub user_agent: Option<String>,
 }
 
+/// One ban as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBan {
+    /// The address, or the IPv6 network ("2001:db8::/64").
+    pub address: String,
+    /// The plugin (or "operator") that asked for it.
+    pub by: String,
+    pub reason: String,
+    pub created_ms: u64,
+    pub until_ms: u64,
+}
+
 /// A change to durable state.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Write {
     UpsertBinding(StoredBinding),
     DeleteBinding {
@@ -77,6 +89,10 @@ pub enum Write {
     /// Removes every binding that expired at or before this Unix time (ms).
     PurgeExpired {
         now_ms: u64,
+    },
+    UpsertBan(StoredBan),
+    DeleteBan {
+        address: String,
     },
     SetGeneratedPassword {
         tenant: String,
@@ -299,6 +315,25 @@ fn apply(conn: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
             Write::PurgeExpired { now_ms } => {
                 tx.prepare_cached("DELETE FROM bindings WHERE expires_at_ms <= ?1")?
                     .execute(params![*now_ms as i64])?;
+                tx.prepare_cached("DELETE FROM bans WHERE until_ms <= ?1")?
+                    .execute(params![*now_ms as i64])?;
+            }
+            Write::UpsertBan(b) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO bans (address, by_whom, reason, created_ms, until_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    b.address,
+                    b.by,
+                    b.reason,
+                    b.created_ms as i64,
+                    b.until_ms as i64
+                ])?;
+            }
+            Write::DeleteBan { address } => {
+                tx.prepare_cached("DELETE FROM bans WHERE address = ?1")?
+                    .execute(params![address])?;
             }
             Write::SetGeneratedPassword {
                 tenant,
@@ -345,6 +380,35 @@ pub fn load_bindings(conn: &Connection, now_ms: u64) -> Result<Vec<StoredBinding
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Every ban that has not ended at `now_ms`.
+pub fn load_bans(conn: &Connection, now_ms: u64) -> Result<Vec<StoredBan>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT address, by_whom, reason, created_ms, until_ms FROM bans \
+         WHERE until_ms > ?1 ORDER BY until_ms",
+    )?;
+    let rows = stmt.query_map(params![now_ms as i64], |r| {
+        Ok(StoredBan {
+            address: r.get(0)?,
+            by: r.get(1)?,
+            reason: r.get(2)?,
+            created_ms: r.get::<_, i64>(3)? as u64,
+            until_ms: r.get::<_, i64>(4)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Deletes a ban straight from the database (the gateway is not running).
+pub fn delete_ban(path: &Path, address: &str) -> Result<bool, StoreError> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    schema::migrate(&conn)?;
+    Ok(conn.execute("DELETE FROM bans WHERE address = ?1", params![address])? > 0)
 }
 
 /// The password generated earlier for an extension without one, if any.

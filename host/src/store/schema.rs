@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
@@ -30,12 +30,25 @@ CREATE TABLE IF NOT EXISTS generated_passwords (
 ) WITHOUT ROWID;
 ";
 
-/// Brings the database up to [`SCHEMA_VERSION`].
+/// Version 2: bans with their evidence.
+const V2: &str = "
+CREATE TABLE IF NOT EXISTS bans (
+    address    TEXT    NOT NULL PRIMARY KEY,
+    by_whom    TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL,
+    until_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Brings the database up to [`SCHEMA_VERSION`], one version at a time.
 pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 1 {
-        conn.execute_batch(V1)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    for (to, sql) in [(1, V1), (2, V2)] {
+        if version < to {
+            conn.execute_batch(sql)?;
+            conn.pragma_update(None, "user_version", to)?;
+        }
     }
     Ok(())
 }

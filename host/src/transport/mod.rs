@@ -168,6 +168,17 @@ impl Connections {
         }
     }
 
+    /// Closes every connection whose peer matches (e.g. a banned source): an
+    /// empty message tells the connection's task to hang up.
+    pub fn close_where(&self, matches: impl Fn(SocketAddr) -> bool) {
+        let table = self.inner.lock().unwrap();
+        for (peer, writer) in table.writers.values() {
+            if matches(*peer) {
+                let _ = writer.try_send(Arc::from(Vec::new()));
+            }
+        }
+    }
+
     /// Queues bytes for a connection's writer; false if it is gone or choked.
     pub fn send(&self, id: ConnId, bytes: Arc<[u8]>) -> bool {
         let writer = {

@@ -65,7 +65,8 @@ pub async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         if !sink.admit(peer) {
-            // Refused by policy (e.g. a banned source): close at once.
+            // A banned source: close at once, unread.
+            Stats::inc(&stats.dropped_banned);
             continue;
         }
         let (tx, rx) = mpsc::channel::<Arc<[u8]>>(64);
@@ -127,14 +128,12 @@ async fn serve(
                 }
             }
             Some(bytes) = outgoing.recv() => {
-                if writer.write_all(&bytes).await.is_err() {
+                // Empty: the gateway closes the connection (its source was banned).
+                if bytes.is_empty() || writer.write_all(&bytes).await.is_err() {
                     break;
                 }
             }
             _ = shutdown.changed() => break,
-        }
-        if sink.is_closed(peer) {
-            break;
         }
     }
 }

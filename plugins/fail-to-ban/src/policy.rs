@@ -32,19 +32,15 @@
 //! A limit of 0 turns its rule off.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
 
+use plugin_kit::config;
 use serde::Deserialize;
 
-/// A log line's level (the host's `log.level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
+pub use plugin_kit::config::ConfigError;
+pub use plugin_kit::net::source_key;
+pub use plugin_kit::text::human;
+use plugin_kit::text::{key_part, shown, shown_tenant};
+pub use plugin_kit::Level;
 
 /// The host's shared state, as the policy sees it: windowed counters and a
 /// key-value store with expiry (the `counter` and `kv` imports), the clock
@@ -243,65 +239,10 @@ pub const DEFAULT_SCANNERS: &[&str] = &[
     "sip-scan",
 ];
 
-/// A config that cannot be used, naming its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The offending key (e.g. `threshold`, `scanner_user_agents[2]`), or ""
-    /// when the whole document is wrong.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Settings {
     /// Parses the config JSON; empty text or `null` means all defaults.
     pub fn from_json(json: &str) -> Result<Settings, ConfigError> {
-        let json = json.trim();
-        if json.is_empty() || json == "null" {
-            return Ok(Settings::default());
-        }
-        // serde would also take a list, its items in field order.
-        if !json.starts_with('{') {
-            return Err(ConfigError {
-                key: String::new(),
-                message: "the config must be a table (a JSON object)".into(),
-            });
-        }
-        let de = &mut serde_json::Deserializer::from_str(json);
-        let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            // The host makes this JSON from a TOML table: a JSON line and
-            // column would only confuse.
-            let text = without_position(&e.into_inner().to_string()).to_owned();
-            if let Some((name, expected)) = unknown_field(&text) {
-                // serde names an unknown key in its message; the path is the
-                // table that holds it.
-                return ConfigError {
-                    key: name.to_owned(),
-                    message: format!("unknown key, {expected}"),
-                };
-            }
-            ConfigError {
-                // "." is the document, "?" a place serde could not name.
-                key: if path == "." || path == "?" {
-                    String::new()
-                } else {
-                    path
-                },
-                message: text,
-            }
-        })?;
+        let settings: Settings = config::from_json(json)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -360,27 +301,6 @@ impl Settings {
     }
 }
 
-/// The key and the rest of serde's "unknown field `x`, expected ..." message.
-fn unknown_field(message: &str) -> Option<(&str, &str)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (name, expected) = rest.split_once('`')?;
-    Some((name, expected.trim_start_matches(", ")))
-}
-
-/// serde_json's message without its " at line N column M".
-fn without_position(message: &str) -> &str {
-    let Some(at) = message.rfind(" at line ") else {
-        return message;
-    };
-    let position = &message[at + " at line ".len()..];
-    let numbers = position.replacen(" column ", "", 1);
-    if !numbers.is_empty() && numbers.bytes().all(|b| b.is_ascii_digit()) {
-        &message[..at]
-    } else {
-        message
-    }
-}
-
 /// Methods that can never carry credentials (RFC 3261 22.1): the extension
 /// lock does not read `auth-user` for them.
 const NO_CREDENTIALS: &[&str] = &["ACK", "CANCEL"];
@@ -388,9 +308,6 @@ const NO_CREDENTIALS: &[&str] = &["ACK", "CANCEL"];
 /// The kv key that exists while any extension is locked: without it, a
 /// request costs the lock check one kv read and no request getter.
 const ANY_LOCK: &str = "lock:any";
-
-/// Longest user name or User-Agent kept in a key or shown in a reason.
-const MAX_SHOWN: usize = 64;
 
 /// The fail-to-ban policy: settings, and the rules over [`Shared`] state.
 #[derive(Debug, Clone)]
@@ -696,26 +613,6 @@ impl Policy {
     }
 }
 
-/// `src:<address>` for IPv4 (IPv4-mapped IPv6 included) and
-/// `src:<network>/<prefix>` for IPv6. Text that is no address (the host never
-/// sends one) is kept, made safe.
-pub fn source_key(ip: &str, ipv6_prefix_len: u8) -> String {
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => format!("src:{v4}"),
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("src:{v4}"),
-            None if ipv6_prefix_len >= 128 => format!("src:{v6}"),
-            None => {
-                let bits = u128::from(v6);
-                let mask = u128::MAX << (128 - u32::from(ipv6_prefix_len.max(1)));
-                format!("src:{}/{ipv6_prefix_len}", Ipv6Addr::from(bits & mask))
-            }
-        },
-        Err(_) => format!("src:{}", key_part(ip)),
-    }
-}
-
 /// A per-source key: `src:<ip>/<what>`.
 fn key(src: &str, what: &str) -> String {
     format!("{src}/{what}")
@@ -731,135 +628,15 @@ fn owner_key(ext: &str, src: &str) -> String {
     format!("{ext}/owner/{src}")
 }
 
-/// Client text made fit for a key: `%` and `/` escaped (so keys cannot
-/// collide), cut to a bounded length (so a huge name costs little).
-fn key_part(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_SHOWN));
-    for c in truncate(s, MAX_SHOWN).chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '/' => out.push_str("%2F"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Client text made fit for a log line or a ban reason: no control
-/// characters, a bounded length.
-fn shown(s: &str) -> String {
-    let cut = truncate(s, MAX_SHOWN);
-    let mut out: String = cut
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if cut.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
-
-fn shown_tenant(tenant: &str) -> String {
-    if tenant.is_empty() {
-        "(default)".into()
-    } else {
-        shown(tenant)
-    }
-}
-
-/// At most `max` bytes of `s`, cut on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// A duration for people: "60 s", "10 min", "24 h", "7 d".
-pub fn human(ms: u64) -> String {
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms} ms");
-    }
-    let s = ms / 1000;
-    if s < 120 || !s.is_multiple_of(60) {
-        return format!("{s} s");
-    }
-    let min = s / 60;
-    if !min.is_multiple_of(60) {
-        return format!("{min} min");
-    }
-    let h = min / 60;
-    if h < 48 || !h.is_multiple_of(24) {
-        return format!("{h} h");
-    }
-    format!("{} d", h / 24)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ipv4_is_kept_whole() {
-        assert_eq!(source_key("192.0.2.7", 64), "src:192.0.2.7");
-    }
-
-    #[test]
-    fn ipv6_is_keyed_by_its_prefix() {
-        assert_eq!(
-            source_key("2001:db8:1:2:a:b:c:d", 64),
-            "src:2001:db8:1:2::/64"
-        );
-        assert_eq!(
-            source_key("[2001:db8:1:2::1]", 64),
-            source_key("2001:db8:1:2:ffff::9", 64)
-        );
-        assert_eq!(
-            source_key("2001:db8:1:2ff::1", 56),
-            "src:2001:db8:1:200::/56"
-        );
-        assert_eq!(source_key("2001:db8::1", 128), "src:2001:db8::1");
-    }
-
-    #[test]
-    fn ipv4_mapped_ipv6_is_ipv4() {
-        assert_eq!(source_key("::ffff:192.0.2.7", 64), "src:192.0.2.7");
-    }
-
-    #[test]
-    fn odd_source_text_is_made_safe() {
-        assert_eq!(source_key("not/an ip", 64), "src:not%2Fan ip");
-    }
-
-    #[test]
-    fn key_parts_cannot_collide_or_grow() {
-        assert_eq!(key_part("a/b%"), "a%2Fb%25");
+    fn extension_keys_cannot_collide() {
         assert_ne!(
             extension_key("", "x/lock"),
             format!("{}/lock", extension_key("", "x"))
         );
-        assert_eq!(key_part(&"é".repeat(100)).len(), 64);
-    }
-
-    #[test]
-    fn shown_text_is_safe_and_short() {
-        assert_eq!(shown("a\r\nb"), "a??b");
-        assert_eq!(shown(&"x".repeat(100)), format!("{}…", "x".repeat(64)));
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human(1_500), "1500 ms");
-        assert_eq!(human(60_000), "60 s");
-        assert_eq!(human(600_000), "10 min");
-        assert_eq!(human(120_000), "2 min");
-        assert_eq!(human(3_600_000), "1 h");
-        assert_eq!(human(7_200_000), "2 h");
-        assert_eq!(human(86_400_000), "24 h");
-        assert_eq!(human(604_800_000), "7 d");
     }
 }

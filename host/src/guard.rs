@@ -1,0 +1,363 @@
+//! The ban list: checked on every packet before anything else, so a flood
+//! from a banned address costs one hash lookup and a counter.
+//!
+//! IPv4 sources are banned by address, IPv6 by prefix (/64 by default: one
+//! host usually owns a whole /64). Each ban keeps its evidence (which plugin,
+//! why, when it ends, how many packets it has dropped since) and is stored in
+//! SQLite, so it survives a restart; expired bans are lifted lazily and by the
+//! periodic purge. Networks in `never_ban`, and addresses a plugin trusted
+//! recently (trunks, IP-authenticated devices), are never banned: their bad
+//! traffic is rejected and logged instead.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{StoredBan, Write};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How long an address a plugin trusted stays protected from bans.
+const TRUSTED_PROTECTION_MS: u64 = 24 * 3600 * 1000;
+
+/// One ban, with its evidence.
+#[derive(Debug)]
+struct Entry {
+    until_ms: u64,
+    created_ms: u64,
+    /// The plugin (or "operator") that asked for it.
+    by: String,
+    reason: String,
+    /// Packets dropped because of it since it was made (or since the restart).
+    dropped: AtomicU64,
+}
+
+/// A ban as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRow {
+    /// The banned address, or the network for an IPv6 prefix ("2001:db8::/64").
+    pub address: String,
+    pub by: String,
+    pub reason: String,
+    pub created_ms: u64,
+    pub until_ms: u64,
+    /// Packets dropped since the ban was made (or the gateway restarted).
+    pub dropped: u64,
+}
+
+/// The outcome of a request to ban.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BanOutcome {
+    /// Banned (or an existing ban extended); the store write to persist it.
+    Banned(Write),
+    /// The address is exempt (never_ban, or trusted by a plugin).
+    Exempt,
+}
+
+/// The ban list.
+pub struct Guard {
+    ipv6_prefix_len: u8,
+    never_ban: Vec<IpNet>,
+    bans: RwLock<FastMap<IpAddr, Entry>>,
+    /// Number of bans, so the common case (no bans at all) skips the lock.
+    count: AtomicUsize,
+    /// Sources a plugin trusted, with when that protection ends.
+    trusted: Mutex<FastMap<IpAddr, u64>>,
+}
+
+impl Guard {
+    pub fn new(ipv6_prefix_len: u8, never_ban: Vec<IpNet>) -> Guard {
+        Guard {
+            ipv6_prefix_len: ipv6_prefix_len.clamp(1, 128),
+            never_ban,
+            bans: RwLock::new(FastMap::default()),
+            count: AtomicUsize::new(0),
+            trusted: Mutex::new(FastMap::default()),
+        }
+    }
+
+    /// The key an address is banned under: the address itself for IPv4, its
+    /// prefix for IPv6 (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let bits = u128::from(v6);
+                    let mask = u128::MAX << (128 - u32::from(self.ipv6_prefix_len));
+                    IpAddr::V6(Ipv6Addr::from(bits & mask))
+                }
+            },
+        }
+    }
+
+    /// The hot path: is this packet's source banned? Counts the drop.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        // Reading the clock only when there are bans keeps the common case free.
+        self.count.load(Ordering::Relaxed) != 0 && self.is_banned_at(ip, crate::now_ms())
+    }
+
+    /// [`Guard::is_banned`] at a given time.
+    pub fn is_banned_at(&self, ip: IpAddr, now_ms: u64) -> bool {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let key = self.key(ip);
+        let bans = self.bans.read().unwrap();
+        match bans.get(&key) {
+            Some(entry) if entry.until_ms > now_ms => {
+                entry.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Bans `ip` until `now_ms + duration_ms` (extending an existing ban).
+    pub fn ban(
+        &self,
+        ip: IpAddr,
+        duration_ms: u64,
+        by: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> BanOutcome {
+        if self.is_exempt(ip, now_ms) {
+            return BanOutcome::Exempt;
+        }
+        let key = self.key(ip);
+        let until_ms = now_ms.saturating_add(duration_ms);
+        let mut bans = self.bans.write().unwrap();
+        let entry = bans.entry(key).or_insert_with(|| Entry {
+            until_ms: 0,
+            created_ms: now_ms,
+            by: String::new(),
+            reason: String::new(),
+            dropped: AtomicU64::new(0),
+        });
+        if entry.until_ms <= now_ms {
+            entry.created_ms = now_ms;
+            entry.dropped.store(0, Ordering::Relaxed);
+        }
+        entry.until_ms = entry.until_ms.max(until_ms);
+        entry.by = by.to_owned();
+        entry.reason = reason.to_owned();
+        let write = Write::UpsertBan(StoredBan {
+            address: self.describe(key),
+            by: entry.by.clone(),
+            reason: entry.reason.clone(),
+            created_ms: entry.created_ms,
+            until_ms: entry.until_ms,
+        });
+        self.count.store(bans.len(), Ordering::Relaxed);
+        BanOutcome::Banned(write)
+    }
+
+    /// Lifts the ban covering `ip`; the store write to persist it, if there was one.
+    pub fn unban(&self, ip: IpAddr) -> Option<Write> {
+        let key = self.key(ip);
+        let mut bans = self.bans.write().unwrap();
+        let removed = bans.remove(&key);
+        self.count.store(bans.len(), Ordering::Relaxed);
+        removed.map(|_| Write::DeleteBan {
+            address: self.describe(key),
+        })
+    }
+
+    /// Remembers that a plugin trusted this source: it will not be banned.
+    pub fn protect(&self, ip: IpAddr, now_ms: u64) {
+        let mut trusted = self.trusted.lock().unwrap();
+        trusted.insert(ip, now_ms + TRUSTED_PROTECTION_MS);
+    }
+
+    fn is_exempt(&self, ip: IpAddr, now_ms: u64) -> bool {
+        if self.never_ban.iter().any(|net| net.contains(&ip)) {
+            return true;
+        }
+        let trusted = self.trusted.lock().unwrap();
+        trusted.get(&ip).is_some_and(|until| *until > now_ms)
+    }
+
+    /// Every current ban, soonest to end first.
+    pub fn list(&self, now_ms: u64) -> Vec<BanRow> {
+        let bans = self.bans.read().unwrap();
+        let mut rows: Vec<BanRow> = bans
+            .iter()
+            .filter(|(_, e)| e.until_ms > now_ms)
+            .map(|(key, e)| BanRow {
+                address: self.describe(*key),
+                by: e.by.clone(),
+                reason: e.reason.clone(),
+                created_ms: e.created_ms,
+                until_ms: e.until_ms,
+                dropped: e.dropped.load(Ordering::Relaxed),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.until_ms);
+        rows
+    }
+
+    /// Lifts expired bans and forgets expired trust; returns the bans lifted.
+    pub fn purge(&self, now_ms: u64) -> usize {
+        let mut bans = self.bans.write().unwrap();
+        let before = bans.len();
+        bans.retain(|_, e| e.until_ms > now_ms);
+        self.count.store(bans.len(), Ordering::Relaxed);
+        drop(bans);
+        self.trusted
+            .lock()
+            .unwrap()
+            .retain(|_, until| *until > now_ms);
+        before - self.count.load(Ordering::Relaxed)
+    }
+
+    /// Restores stored bans at start; unreadable or expired rows are skipped.
+    pub fn restore(&self, stored: Vec<StoredBan>, now_ms: u64) -> usize {
+        let mut bans = self.bans.write().unwrap();
+        for s in stored.into_iter().filter(|s| s.until_ms > now_ms) {
+            let Some(ip) = parse_address(&s.address) else {
+                tracing::warn!(address = %s.address, "skipping unreadable stored ban");
+                continue;
+            };
+            bans.insert(
+                self.key(ip),
+                Entry {
+                    until_ms: s.until_ms,
+                    created_ms: s.created_ms,
+                    by: s.by,
+                    reason: s.reason,
+                    dropped: AtomicU64::new(0),
+                },
+            );
+        }
+        self.count.store(bans.len(), Ordering::Relaxed);
+        bans.len()
+    }
+
+    /// How a ban key is written: an IPv4 address, or an IPv6 network.
+    pub fn describe(&self, key: IpAddr) -> String {
+        match key {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) if self.ipv6_prefix_len == 128 => v6.to_string(),
+            IpAddr::V6(v6) => format!("{v6}/{}", self.ipv6_prefix_len),
+        }
+    }
+}
+
+/// Reads an address as written by an operator or by [`Guard::describe`]:
+/// `192.0.2.7`, `2001:db8::1`, `[2001:db8::1]` or `2001:db8::/64`.
+pub fn parse_address(text: &str) -> Option<IpAddr> {
+    let text = text.trim().trim_start_matches('[').trim_end_matches(']');
+    let text = text.split('/').next()?;
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_is_banned_by_address_and_expires() {
+        let g = Guard::new(64, Vec::new());
+        assert!(!g.is_banned_at(ip("127.0.0.2"), 0));
+        assert!(matches!(
+            g.ban(ip("127.0.0.2"), 1000, "fail-to-ban", "5 failures", 0),
+            BanOutcome::Banned(_)
+        ));
+        assert!(g.is_banned_at(ip("127.0.0.2"), 999));
+        assert!(!g.is_banned_at(ip("127.0.0.3"), 999));
+        assert!(!g.is_banned_at(ip("127.0.0.2"), 1000), "expired at its end");
+        assert_eq!(g.list(0)[0].dropped, 1);
+        assert_eq!(g.purge(1000), 1);
+        assert!(g.list(0).is_empty());
+    }
+
+    #[test]
+    fn ipv6_is_banned_by_64_on_loopback_and_beyond() {
+        let g = Guard::new(64, Vec::new());
+        g.ban(ip("::1"), 1000, "p", "r", 0);
+        // ::1 and every address of its /64 (::/64) are covered.
+        assert!(g.is_banned_at(ip("::1"), 1));
+        assert!(g.is_banned_at(ip("::2"), 1));
+        assert!(!g.is_banned_at(ip("0:0:0:1::1"), 1), "another /64");
+        assert_eq!(g.list(0)[0].address, "::/64");
+
+        g.ban(ip("2001:db8:1:2:aaaa::1"), 1000, "p", "r", 0);
+        assert!(g.is_banned_at(ip("2001:db8:1:2:ffff::9"), 1));
+        assert!(!g.is_banned_at(ip("2001:db8:1:3::1"), 1));
+        // An IPv4-mapped source is the IPv4 address.
+        g.ban(ip("::ffff:192.0.2.9"), 1000, "p", "r", 0);
+        assert!(g.is_banned_at(ip("192.0.2.9"), 1));
+    }
+
+    #[test]
+    fn prefix_length_is_configurable() {
+        let g = Guard::new(128, Vec::new());
+        g.ban(ip("::1"), 1000, "p", "r", 0);
+        assert!(g.is_banned_at(ip("::1"), 1));
+        assert!(!g.is_banned_at(ip("::2"), 1));
+        assert_eq!(g.list(0)[0].address, "::1");
+    }
+
+    #[test]
+    fn never_ban_and_trusted_sources_are_exempt() {
+        let g = Guard::new(64, vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(g.ban(ip("10.1.2.3"), 1000, "p", "r", 0), BanOutcome::Exempt);
+        g.protect(ip("127.0.0.3"), 0);
+        assert_eq!(
+            g.ban(ip("127.0.0.3"), 1000, "p", "r", 0),
+            BanOutcome::Exempt
+        );
+        assert!(!g.is_banned_at(ip("127.0.0.3"), 1));
+        // Protection ends.
+        assert!(matches!(
+            g.ban(ip("127.0.0.3"), 1000, "p", "r", TRUSTED_PROTECTION_MS + 1),
+            BanOutcome::Banned(_)
+        ));
+    }
+
+    #[test]
+    fn unban_lifts_at_once_and_a_ban_extends() {
+        let g = Guard::new(64, Vec::new());
+        g.ban(ip("127.0.0.2"), 1000, "p", "first", 0);
+        g.ban(ip("127.0.0.2"), 5000, "p", "second", 10);
+        assert_eq!(g.list(0)[0].until_ms, 5010);
+        assert_eq!(g.list(0)[0].reason, "second");
+        assert!(g.unban(ip("127.0.0.2")).is_some());
+        assert!(!g.is_banned_at(ip("127.0.0.2"), 20));
+        assert!(g.unban(ip("127.0.0.2")).is_none());
+    }
+
+    #[test]
+    fn restore_skips_expired_and_reads_networks() {
+        let g = Guard::new(64, Vec::new());
+        let row = |address: &str, until_ms| StoredBan {
+            address: address.into(),
+            by: "p".into(),
+            reason: "r".into(),
+            created_ms: 0,
+            until_ms,
+        };
+        let n = g.restore(
+            vec![
+                row("127.0.0.2", 100),
+                row("2001:db8::/64", 100),
+                row("127.0.0.9", 5),
+                row("junk", 100),
+            ],
+            10,
+        );
+        assert_eq!(n, 2);
+        assert!(g.is_banned_at(ip("2001:db8::77"), 11));
+        assert!(!g.is_banned_at(ip("127.0.0.9"), 11));
+    }
+}
