@@ -53,7 +53,7 @@ pub struct BanRow {
 #[derive(Debug, PartialEq, Eq)]
 pub enum BanOutcome {
     /// Banned (or an existing ban extended); the store write to persist it.
-    Banned(Write),
+    Banned(Box<Write>),
     /// The address is exempt (never_ban, or trusted by a plugin).
     Exempt,
 }
@@ -155,7 +155,7 @@ impl Guard {
             until_ms: entry.until_ms,
         });
         self.count.store(bans.len(), Ordering::Relaxed);
-        BanOutcome::Banned(write)
+        BanOutcome::Banned(Box::new(write))
     }
 
     /// Lifts the ban covering `ip`; the store write to persist it, if there was one.

@@ -154,6 +154,15 @@ impl From<(u16, Message)> for Reply {
     }
 }
 
+/// What the plugin chain decided.
+#[allow(clippy::large_enum_variant)]
+enum ChainOutcome {
+    /// Go on; with the extension a plugin vouched for, if any.
+    Go(Option<String>),
+    /// A plugin ended the request.
+    Stop(Reply),
+}
+
 /// The outcome of the authentication step.
 #[allow(clippy::large_enum_variant)]
 enum AuthStep {
@@ -206,8 +215,8 @@ impl Core {
         });
         let request = Arc::new(request);
         let trusted = match self.run_chain(&request, tenant, &source, &key) {
-            Ok(trusted) => trusted,
-            Err(reply) => return self.finish(&key, reply, &source),
+            ChainOutcome::Go(trusted) => trusted,
+            ChainOutcome::Stop(reply) => return self.finish(&key, reply, &source),
         };
         let reply = self.process(&request, &method, tenant, trusted, &source, &key);
         self.finish(&key, reply, &source);
@@ -223,39 +232,37 @@ impl Core {
         }
     }
 
-    /// Runs the plugin chain's on-request hooks. Ok with the trusted
-    /// extension (if a plugin vouched for the source), or Err with the reply
-    /// when a plugin ended the request.
+    /// Runs the plugin chain's on-request hooks.
     fn run_chain(
         &self,
         request: &Arc<Message>,
         tenant: Option<&Tenant>,
         source: &Source,
         key: &Key,
-    ) -> Result<Option<String>, Reply> {
+    ) -> ChainOutcome {
         let chain = self.chain.read().unwrap().clone();
         if chain.is_empty() {
-            return Ok(None);
+            return ChainOutcome::Go(None);
         }
         let view = RequestView::new(request.clone(), self.request_info(request, tenant, source));
         let (verdict, plugin) = chain.on_request(&view);
         let plugin = plugin.unwrap_or_default();
         match verdict {
-            Verdict::Continue => Ok(None),
+            Verdict::Continue => ChainOutcome::Go(None),
             Verdict::Reject { code, reason } => {
                 Stats::inc(&self.stats.plugin_rejects);
                 tracing::info!(%plugin, code, %reason, "rejected by plugin");
-                Err(self.reply(request, code, &reason).into())
+                ChainOutcome::Stop(self.reply(request, code, &reason).into())
             }
             Verdict::Drop => {
                 Stats::inc(&self.stats.plugin_drops);
                 tracing::debug!(%plugin, "dropped by plugin");
-                Err(Reply::Silent)
+                ChainOutcome::Stop(Reply::Silent)
             }
             Verdict::Ban { duration, reason } => {
                 let ms = duration.as_millis() as u64;
                 self.apply_ban(source.addr.ip(), ms, &plugin, &reason);
-                Err(Reply::Silent)
+                ChainOutcome::Stop(Reply::Silent)
             }
             Verdict::Trust {
                 tenant: trusted_tenant,
@@ -270,11 +277,11 @@ impl Core {
                 if valid {
                     self.guard.protect(source.addr.ip(), now_ms());
                     tracing::debug!(%plugin, %extension, "trusted by plugin");
-                    Ok(Some(extension))
+                    ChainOutcome::Go(Some(extension))
                 } else {
                     tracing::warn!(%plugin, tenant = %trusted_tenant, %extension, ?key,
                         "plugin trusted an extension the request's tenant does not have; ignored");
-                    Ok(None)
+                    ChainOutcome::Go(None)
                 }
             }
         }
@@ -327,7 +334,7 @@ impl Core {
             BanOutcome::Banned(write) => {
                 Stats::inc(&self.stats.bans_added);
                 tracing::warn!(source = %ip, by, reason, duration_ms, "banned");
-                self.store.write_detached(vec![write]);
+                self.store.write_detached(vec![*write]);
                 let key = self.guard.key(ip);
                 self.out
                     .connections()
