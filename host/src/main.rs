@@ -130,41 +130,53 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-/// Sends one command to the running gateway; Err if none answers.
-fn call_running(
-    config: &Config,
-    command: &str,
-    argument: Option<&str>,
-) -> anyhow::Result<serde_json::Value> {
+/// What a command sent to the running gateway came to.
+enum Called {
+    /// No gateway answers on the control socket (not running, or a stale
+    /// socket file left by a crash).
+    NotRunning,
+    Failed(String),
+    Done(serde_json::Value),
+}
+
+/// Sends one command to the running gateway.
+fn call_running(config: &Config, command: &str, argument: Option<&str>) -> anyhow::Result<Called> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let response = rt
-        .block_on(control::call_with(
-            &config.server.control_socket,
-            command,
-            argument,
-        ))
-        .with_context(|| {
-            format!(
-                "no gateway answers on {}",
-                config.server.control_socket.display()
-            )
-        })?;
-    if !response.ok {
-        bail!(response.error.unwrap_or_default());
+    let called = rt.block_on(control::call_with(
+        &config.server.control_socket,
+        command,
+        argument,
+    ));
+    Ok(match called {
+        Err(_) => Called::NotRunning,
+        Ok(response) if !response.ok => Called::Failed(response.error.unwrap_or_default()),
+        Ok(response) => Called::Done(response.result.unwrap_or_default()),
+    })
+}
+
+/// Like [`call_running`], for commands that need the running gateway.
+fn call_required(config: &Config, command: &str) -> anyhow::Result<serde_json::Value> {
+    match call_running(config, command, None)? {
+        Called::Done(value) => Ok(value),
+        Called::Failed(e) => bail!(e),
+        Called::NotRunning => bail!(
+            "no gateway answers on {}",
+            config.server.control_socket.display()
+        ),
     }
-    Ok(response.result.unwrap_or_default())
 }
 
 fn bans(verb: BansVerb) -> anyhow::Result<()> {
     match verb {
         BansVerb::List { config, json } => {
             let config = load_config(&config)?;
-            let rows: Vec<BanRow> = match call_running(&config, "bans.list", None) {
-                Ok(value) => serde_json::from_value(value)?,
+            let rows: Vec<BanRow> = match call_running(&config, "bans.list", None)? {
+                Called::Done(value) => serde_json::from_value(value)?,
+                Called::Failed(e) => bail!(e),
                 // Not running: read the database.
-                Err(_) => {
+                Called::NotRunning => {
                     let path = &config.storage.database;
                     if !path.exists() {
                         Vec::new()
@@ -211,15 +223,13 @@ fn bans(verb: BansVerb) -> anyhow::Result<()> {
             let Some(ip) = sipfence::guard::parse_address(&address) else {
                 bail!("not an IP address: {address:?}");
             };
-            match call_running(&config, "bans.unban", Some(&ip.to_string())) {
-                Ok(value) => {
+            match call_running(&config, "bans.unban", Some(&ip.to_string()))? {
+                Called::Done(value) => {
                     println!("{}", value.as_str().unwrap_or("unbanned"));
                     Ok(())
                 }
-                Err(running_error) => {
-                    if config.server.control_socket.exists() {
-                        return Err(running_error);
-                    }
+                Called::Failed(e) => bail!(e),
+                Called::NotRunning => {
                     // Not running: lift it in the database; the next start reads it.
                     let guard =
                         sipfence::guard::Guard::new(config.bans.ipv6_prefix_len, Vec::new());
@@ -240,13 +250,13 @@ fn plugins(verb: PluginsVerb) -> anyhow::Result<()> {
     match verb {
         PluginsVerb::List { config } => {
             let config = load_config(&config)?;
-            let value = call_running(&config, "plugins.list", None)?;
+            let value = call_required(&config, "plugins.list")?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         PluginsVerb::Reload { config } => {
             let config = load_config(&config)?;
-            let value = call_running(&config, "plugins.reload", None)?;
+            let value = call_required(&config, "plugins.reload")?;
             println!("reloaded: {value}");
             Ok(())
         }

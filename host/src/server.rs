@@ -261,8 +261,12 @@ impl Core {
             }
             Verdict::Ban { duration, reason } => {
                 let ms = duration.as_millis() as u64;
-                self.apply_ban(source.addr.ip(), ms, &plugin, &reason);
-                ChainOutcome::Stop(Reply::Silent)
+                if self.apply_ban(source.addr.ip(), ms, &plugin, &reason) {
+                    ChainOutcome::Stop(Reply::Silent)
+                } else {
+                    // An exempt source is refused, not banned.
+                    ChainOutcome::Stop(self.reply(request, 403, "Forbidden").into())
+                }
             }
             Verdict::Trust {
                 tenant: trusted_tenant,

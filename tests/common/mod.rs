@@ -79,6 +79,13 @@ impl Gateway {
         Gateway::start_with(dir, &text)
     }
 
+    /// Starts a gateway in `dir` (where a test may have put plugin files).
+    pub fn start_in(dir: Arc<TempDir>, ip: &str, server_extra: &str, extra: &str) -> Gateway {
+        let listen = vec![format!("{ip}:0")];
+        let text = format!("{}\n{extra}", base_config(&dir.0, &listen, server_extra));
+        Gateway::start_with(dir, &text)
+    }
+
     /// Starts a gateway with a complete config text in `dir`.
     pub fn start_with(dir: Arc<TempDir>, config_text: &str) -> Gateway {
         let config_path = dir.0.join("sipfence.toml");
@@ -149,6 +156,30 @@ impl Gateway {
 
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// Sends SIGHUP (reload the plugin chain) and waits for the reload's log line.
+    pub fn reload(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let before = self.log_count("plugin chain reloaded");
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_until(Duration::from_secs(10), "the chain reload", || {
+            self.log_count("plugin chain reloaded") > before
+        });
+    }
+
+    /// How many log lines contain `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     /// SIGKILL: no shutdown work at all, as a crash.
@@ -463,4 +494,53 @@ pub fn tcp_connect(from_ip: &str, to: SocketAddr) -> TcpStream {
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     stream
+}
+
+/// The `[[plugin]]` entry of the built-in fail-to-ban plugin, as the
+/// embedded default config has it.
+pub const FAIL_TO_BAN: &str = r#"
+[[plugin]]
+name = "fail-to-ban"
+path = "builtin:fail-to-ban"
+grants = ["counter", "kv"]
+"#;
+
+/// Compiles a WAT component into `dir/name.wasm`; returns the path.
+pub fn write_plugin(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let wasm = wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}\n{wat}"));
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wasm).unwrap();
+    path
+}
+
+/// One REGISTER answered with a wrong password: the final response, or None
+/// when the gateway stayed silent.
+pub fn wrong_password(phone: &Phone, user: &str) -> Option<Message> {
+    let mut reg = Register::new("127.0.0.1", user, &format!("sip:{user}@{}", phone.local()));
+    phone.send_raw(reg.text(phone).as_bytes());
+    let first = phone.recv_within(Duration::from_millis(500))?;
+    assert_eq!(first.code(), Some(401), "{first:?}");
+    let ch = challenges(&first).remove(0);
+    reg.cseq += 1;
+    reg.authorization = Some(authorization(
+        &ch,
+        user,
+        "guess",
+        "REGISTER",
+        "sip:127.0.0.1",
+        1,
+    ));
+    phone.send_raw(reg.text(phone).as_bytes());
+    phone.recv_within(Duration::from_millis(500))
+}
+
+/// An OPTIONS request's text with a User-Agent and CSeq number.
+pub fn options(local: SocketAddr, transport: &str, user_agent: &str, cseq: u32) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch=z9hG4bK{:x}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=9\r\nTo: <sip:127.0.0.1>\r\n\
+         Call-ID: {:x}@test\r\nCSeq: {cseq} OPTIONS\r\nUser-Agent: {user_agent}\r\nContent-Length: 0\r\n\r\n",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }

@@ -41,8 +41,8 @@ mod imports;
 mod runtime;
 pub mod state;
 
-#[cfg(test)]
-mod testing;
+/// Tiny WAT plugins for tests, here and in the end-to-end tests of `tests/`.
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -84,59 +84,7 @@ fn stats(chain: &Chain) -> PluginStats {
     chain.stats().into_iter().next().unwrap()
 }
 
-const FINE: Verdict = Verdict::Reject {
-    code: 403,
-    reason: String::new(),
-};
-
-/// A plugin that misbehaves on demand, by the request's CSeq:
-/// 1 loops forever, 2 grows memory without end, 3 hits `unreachable`, 4
-/// calls a WASI import (a trap stub), 5 recurses until the stack
-/// overflows, 6 answers reject with status 200; anything else is
-/// [`FINE`] (reject 403 with an empty reason).
-fn misbehaving() -> TestPlugin {
-    const BAD_ANSWER_AT: u32 = VERDICT_AT + 128;
-    let mut p = TestPlugin::returns(&FINE);
-    p.imports.push(Import::WasiEnvironment);
-    p.funcs = "(func $recurse (param i32) (result i32)
-                 (i32.add (call $recurse (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))"
-        .into();
-    p.data.extend(testing::verdict_bytes(
-        &Verdict::Reject {
-            code: 200,
-            reason: "OK".into(),
-        },
-        BAD_ANSWER_AT,
-        STRINGS_AT + 64,
-    ));
-    p.on_request = format!(
-        "(block $fine
-           (block $bad-answer
-             (block $recurse
-               (block $wasi
-                 (block $trap
-                   (block $bomb
-                     (block $loop
-                       (br_table $fine $loop $bomb $trap $wasi $recurse $bad-answer $fine
-                         (call $cseq (local.get 0))))
-                   ;; 1
-                   (loop $forever (br $forever)))
-                 ;; 2
-                 (loop $grow (drop (memory.grow (i32.const 16))) (br $grow)))
-               ;; 3
-               unreachable)
-             ;; 4
-             (call $get-environment (i32.const {SCRATCH_AT}))
-             (return (i32.const {CONTINUE_AT})))
-           ;; 5
-           (return (call $recurse (i32.const 0))))
-         ;; 6
-         (return (i32.const {BAD_ANSWER_AT}))
-         )
-         (i32.const {VERDICT_AT})"
-    );
-    p
-}
+use super::testing::{misbehaving, FINE};
 
 // ---------------------------------------------------------------------------
 // Verdicts and the chain

@@ -7,6 +7,7 @@
 //! ## Layout
 //! - [`policy`]: every rule, in plain Rust over two small traits (the host's
 //!   shared state and a lazy request view); no WIT types.
+//! - [`scan`]: the case-insensitive User-Agent search, without allocating.
 //! - [`memory`]: an in-memory host state with a settable clock, for tests.
 //! - `component` (wasm only): the thin glue. It implements the WIT world
 //!   `plugin` of `wit/sipfence.wit` with `wit-bindgen`, converts WIT types to
@@ -18,6 +19,7 @@
 
 pub mod memory;
 pub mod policy;
+pub mod scan;
 
 #[cfg(target_family = "wasm")]
 // For the generated bindings; the glue itself has no unsafe code.

@@ -36,6 +36,8 @@ use std::fmt;
 use plugin_kit::config;
 use serde::Deserialize;
 
+use crate::scan::Scanners;
+
 pub use plugin_kit::config::ConfigError;
 pub use plugin_kit::net::source_key;
 pub use plugin_kit::text::human;
@@ -313,18 +315,19 @@ const ANY_LOCK: &str = "lock:any";
 #[derive(Debug, Clone)]
 pub struct Policy {
     settings: Settings,
-    /// `scanner_user_agents`, lower-cased once.
-    scanners: Vec<String>,
+    /// `scanner_user_agents`, prepared for searching (empty when
+    /// `scanner_signatures` is off).
+    scanners: Scanners,
 }
 
 impl Policy {
     pub fn new(settings: Settings) -> Result<Policy, ConfigError> {
         settings.validate()?;
-        let scanners = settings
-            .scanner_user_agents
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
+        let scanners = if settings.scanner_signatures {
+            Scanners::new(&settings.scanner_user_agents)
+        } else {
+            Scanners::default()
+        };
         Ok(Policy { settings, scanners })
     }
 
@@ -340,9 +343,9 @@ impl Policy {
     /// Decides about one request: scanner signatures first, then the
     /// extension lock. Reads nothing else.
     pub fn on_request(&self, sh: &impl Shared, req: &impl RequestView) -> Verdict {
-        if self.settings.scanner_signatures && !self.scanners.is_empty() {
+        if !self.scanners.is_empty() {
             if let Some(ua) = req.user_agent() {
-                if self.is_scanner(&ua) {
+                if self.scanners.find(&ua).is_some() {
                     return self.scanner(sh, req, &ua);
                 }
             }
@@ -482,11 +485,6 @@ impl Policy {
             duration_ms,
             reason,
         }
-    }
-
-    fn is_scanner(&self, ua: &str) -> bool {
-        let ua = ua.to_ascii_lowercase();
-        self.scanners.iter().any(|s| ua.contains(s.as_str()))
     }
 
     /// A scanner User-Agent: ban a verified source at once; drop from an

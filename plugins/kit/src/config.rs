@@ -61,9 +61,14 @@ pub fn from_json<T: DeserializeOwned + Default>(json: &str) -> Result<T, ConfigE
         // column would only confuse.
         let text = without_position(&e.into_inner().to_string()).to_owned();
         // serde names an unknown or missing key in its message; the path is
-        // the table that holds it.
+        // the table that holds it (or, for an unknown key, the key itself).
         if let Some((name, expected)) = quoted_after(&text, "unknown field `") {
-            return ConfigError::new(join(&path, name), format!("unknown key, {expected}"));
+            let key = if path == name || path.ends_with(&format!(".{name}")) {
+                path.clone()
+            } else {
+                join(&path, name)
+            };
+            return ConfigError::new(key, format!("unknown key, {expected}"));
         }
         if let Some((name, _)) = quoted_after(&text, "missing field `") {
             return ConfigError::new(join(&path, name), "missing (it has no default)");
