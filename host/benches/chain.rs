@@ -11,6 +11,9 @@
 //!
 //! Measured, each calling `on-request` on every iteration:
 //! - `chain/empty`: no plugin (the floor of `Chain::on_request`);
+//! - `floor/call-that-reads-nothing`: one Rust plugin that returns
+//!   `continue` without reading anything or calling the host (fail-to-ban
+//!   with its request rules off): what any plugin call costs;
 //! - `plugin/NAME`: each security plugin of the default chain alone, on the
 //!   path an ordinary request takes (fail-to-ban: no scanner User-Agent, no
 //!   extension lock; ip-auth: devices configured, none matching; rate-limit:
@@ -37,6 +40,10 @@ use sipfence::config::{Grant, OnError, PluginSource, PluginSpec};
 use sipfence::plugins::{Chain, PluginEngine, RequestInfo, RequestView, SharedState, Verdict};
 use sipfence::sip::Message;
 use sipfence::transport::Transport;
+
+// The gateway's allocator (host/src/main.rs): getters and host calls allocate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A phone refreshing its registration: the second REGISTER, answering the
 /// gateway's challenge.
@@ -164,7 +171,9 @@ fn bench_chain(
                 black_box(chain.on_request(black_box(&view)));
                 view // dropped outside the timing
             },
-            BatchSize::SmallInput,
+            // Small batches: the views stay in cache, as a view the gateway
+            // has just built is.
+            BatchSize::NumIterations(64),
         )
     });
 }
@@ -176,6 +185,20 @@ fn benches(c: &mut Criterion) {
     let go_on = Some(&Verdict::Continue);
 
     bench_chain(c, "chain/empty", &Chain::empty(), &clean, &phone, go_on);
+    // The floor of one plugin call: fail-to-ban with the rules that read the
+    // request turned off returns `continue` without a host call.
+    let mut idle = spec("fail-to-ban");
+    idle.config = json!({ "scanner_signatures": false, "extension_lock_failures": 0 });
+    let idle = Chain::load(&[idle], &engine, Arc::new(SharedState::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    bench_chain(
+        c,
+        "floor/call-that-reads-nothing",
+        &idle,
+        &clean,
+        &phone,
+        go_on,
+    );
     for (name, _) in PLUGINS {
         let chain = chain(&engine, &[name]);
         bench_chain(c, &format!("plugin/{name}"), &chain, &clean, &phone, go_on);

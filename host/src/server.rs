@@ -37,10 +37,18 @@ use crate::transport::{Outbound, Source, Transport};
 
 pub use crate::now_ms;
 
+/// What became of a received message, as far as the transport cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    Handled,
+    /// Dropped unread: its source is banned.
+    Banned,
+}
+
 /// What transports hand their messages to.
 pub trait Sink: Send + Sync + 'static {
     /// One datagram, or one framed message of a stream.
-    fn receive(&self, data: &[u8], source: Source);
+    fn receive(&self, data: &[u8], source: Source) -> Received;
     /// Whether a new TCP connection from `peer` may be accepted.
     fn admit(&self, _peer: SocketAddr) -> bool {
         true
@@ -77,13 +85,26 @@ pub struct Core {
 pub struct Gateway(pub Arc<Core>);
 
 impl Sink for Gateway {
-    fn receive(&self, data: &[u8], source: Source) {
+    fn receive(&self, data: &[u8], source: Source) -> Received {
         let core = &self.0;
         // First and cheapest: a banned source costs one lookup, nothing more.
         if core.guard.is_banned(source.addr.ip()) {
             Stats::inc(&core.stats.dropped_banned);
-            return;
+            return Received::Banned;
         }
+        self.handle(data, source);
+        Received::Handled
+    }
+
+    fn admit(&self, peer: SocketAddr) -> bool {
+        !self.0.guard.is_banned(peer.ip())
+    }
+}
+
+impl Gateway {
+    /// Everything after the ban check.
+    fn handle(&self, data: &[u8], source: Source) {
+        let core = &self.0;
         match source.transport {
             Transport::Udp => {
                 Stats::inc(&core.stats.udp_packets_in);
@@ -129,10 +150,6 @@ impl Sink for Gateway {
         );
         let _entered = span.enter();
         self.0.handle_request(message, source);
-    }
-
-    fn admit(&self, peer: SocketAddr) -> bool {
-        !self.0.guard.is_banned(peer.ip())
     }
 }
 

@@ -163,12 +163,13 @@ impl Transactions {
         to: &Source,
         out: &Outbound,
     ) {
-        out.send(to, response.clone());
         let is_final = code >= 200;
         let reliable = to.transport.is_reliable();
         let generation = {
             let mut table = self.table.lock().unwrap();
             let Some(entry) = table.entries.get_mut(key) else {
+                drop(table);
+                out.send(to, response);
                 return;
             };
             entry.last_response = Some(response.clone());
@@ -194,6 +195,9 @@ impl Transactions {
             }
             generation
         };
+        // Recorded first, sent second: a retransmission that races the
+        // answer must find it in the transaction.
+        out.send(to, response.clone());
         if is_final && key.method == Method::Invite && !reliable && !(200..300).contains(&code) {
             self.spawn_retransmitter(key.clone(), response, generation, *to, out.clone());
         }
@@ -279,5 +283,162 @@ impl Transactions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Timers run on tokio's paused clock: no sleeps, exact instants.
+    use super::*;
+    use crate::transport::{Route, Transport};
+    use std::net::UdpSocket;
+
+    const T1: Duration = Duration::from_millis(500);
+
+    fn timers() -> Timers {
+        Timers {
+            t1: T1,
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+
+    fn key(method: Method) -> Key {
+        Key {
+            branch: "z9hG4bKtest".into(),
+            sent_by: "127.0.0.1:5999".into(),
+            method,
+        }
+    }
+
+    /// A gateway-side socket and a peer socket that counts what arrives.
+    fn sockets() -> (Outbound, Source, UdpSocket) {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let source = Source {
+            addr: peer.local_addr().unwrap(),
+            transport: Transport::Udp,
+            via: Route::UdpSocket(0),
+        };
+        (Outbound::new(vec![Arc::new(server)]), source, peer)
+    }
+
+    fn drain(peer: &UdpSocket) -> usize {
+        // Loopback delivery is immediate, but give the kernel a moment.
+        std::thread::sleep(Duration::from_millis(5));
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        while peer.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Advances the paused clock in small steps, letting timers fire (and
+    /// first letting freshly spawned timer tasks start their clocks).
+    async fn advance(by: Duration) {
+        tokio::task::yield_now().await;
+        let step = Duration::from_millis(10);
+        let mut left = by;
+        while !left.is_zero() {
+            let d = step.min(left);
+            tokio::time::advance(d).await;
+            tokio::task::yield_now().await;
+            left -= d;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invite_final_response_is_retransmitted_with_timer_g_until_ack() {
+        let tx = Transactions::new(timers());
+        let (out, to, peer) = sockets();
+        let k = key(Method::Invite);
+        assert!(matches!(tx.incoming(&k, false), Incoming::New));
+        tx.respond(&k, Arc::from(&b"SIP/2.0 407"[..]), 407, &to, &out);
+        assert_eq!(drain(&peer), 1, "sent at once");
+        // Timer G: T1, then 2*T1, 4*T1 ... (RFC 3261 17.2.1).
+        advance(T1).await;
+        assert_eq!(drain(&peer), 1, "first retransmission after T1");
+        advance(2 * T1).await;
+        assert_eq!(drain(&peer), 1, "second after 2*T1 more");
+        advance(T1).await;
+        assert_eq!(drain(&peer), 0, "nothing in between");
+        advance(3 * T1).await;
+        assert_eq!(drain(&peer), 1, "third after 4*T1");
+        // The ACK ends the retransmissions.
+        assert!(matches!(tx.incoming(&k, true), Incoming::AckAbsorbed));
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(drain(&peer), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_g_is_capped_at_t2_and_timer_h_gives_up() {
+        let tx = Transactions::new(timers());
+        let (out, to, peer) = sockets();
+        let k = key(Method::Invite);
+        tx.incoming(&k, false);
+        tx.respond(&k, Arc::from(&b"SIP/2.0 486"[..]), 486, &to, &out);
+        drain(&peer);
+        // Retransmissions at 0.5, 1.5, 3.5, 7.5, then every 4 s (T2) until 32 s (Timer H).
+        advance(64 * T1 + Duration::from_secs(1)).await;
+        let sent = drain(&peer);
+        assert_eq!(sent, 4 + 6, "0.5 1.5 3.5 7.5 11.5 15.5 19.5 23.5 27.5 31.5");
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(drain(&peer), 0, "Timer H: no ACK came, give up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_2xx_to_invite_and_non_invite_answers_are_not_retransmitted_by_timers() {
+        let tx = Transactions::new(timers());
+        let (out, to, peer) = sockets();
+        let register = key(Method::Register);
+        tx.incoming(&register, false);
+        tx.respond(&register, Arc::from(&b"SIP/2.0 200"[..]), 200, &to, &out);
+        advance(Duration::from_secs(5)).await;
+        assert_eq!(drain(&peer), 1);
+        // A retransmitted request gets the stored answer.
+        match tx.incoming(&register, false) {
+            Incoming::Retransmission(Some(bytes)) => assert_eq!(&bytes[..], b"SIP/2.0 200"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timer_j_keeps_a_finished_transaction_for_64_t1_on_udp() {
+        let tx = Transactions::new(timers());
+        let (out, to, _peer) = sockets();
+        let k = key(Method::Register);
+        tx.incoming(&k, false);
+        tx.respond(&k, Arc::from(&b"SIP/2.0 200"[..]), 200, &to, &out);
+        advance(64 * T1 - Duration::from_millis(10)).await;
+        assert_eq!(tx.sweep(), 0);
+        assert_eq!(tx.len(), 1);
+        advance(Duration::from_millis(20)).await;
+        assert_eq!(tx.sweep(), 1);
+        assert!(tx.is_empty());
+        // Over TCP the transaction ends with its answer (Timer J = 0).
+        let tcp = Source {
+            transport: Transport::Tcp,
+            ..to
+        };
+        tx.incoming(&k, false);
+        tx.respond(&k, Arc::from(&b"x"[..]), 200, &tcp, &out);
+        assert!(tx.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silently_dropped_request_absorbs_its_retransmissions() {
+        let tx = Transactions::new(timers());
+        let k = key(Method::Register);
+        tx.incoming(&k, false);
+        tx.finish_silently(&k, false);
+        assert!(matches!(
+            tx.incoming(&k, false),
+            Incoming::Retransmission(None)
+        ));
+        advance(64 * T1 + Duration::from_millis(10)).await;
+        tx.sweep();
+        assert!(matches!(tx.incoming(&k, false), Incoming::New));
     }
 }

@@ -23,7 +23,8 @@ const MAX_LOG_BYTES: usize = 2048;
 pub(super) struct HostState {
     /// The plugin's name, for its log lines.
     pub plugin: Arc<str>,
-    /// The request of the call in progress (one entry, during `on-request`).
+    /// One entry: the request of the call in progress (an idle placeholder
+    /// between calls; see `runtime::Instance`).
     pub table: ResourceTable,
     /// Memory and table caps.
     pub limiter: Limiter,
@@ -309,8 +310,7 @@ impl counter::Host for HostState {
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        let now = self.state.now();
-        Ok(self.state.kv_get(&key, now))
+        Ok(self.state.kv_get_now(&key))
     }
 
     fn set(&mut self, key: String, value: String, ttl_ms: u64) -> wasmtime::Result<()> {

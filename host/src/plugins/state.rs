@@ -174,9 +174,19 @@ impl PluginState {
 
     /// `kv.get`: the value unless it expired.
     pub fn kv_get(&self, key: &str, now: u64) -> Option<String> {
+        self.kv_get_with(key, || now)
+    }
+
+    /// `kv.get` now: the clock is read only for a key that is there (a miss,
+    /// the common answer, costs no clock).
+    pub fn kv_get_now(&self, key: &str) -> Option<String> {
+        self.kv_get_with(key, || self.now())
+    }
+
+    fn kv_get_with(&self, key: &str, now: impl FnOnce() -> u64) -> Option<String> {
         let key = bounded(key);
         let mut shard = self.kv.shard(&key);
-        let expired = shard.map.get(key.as_ref())?.expired(now);
+        let expired = shard.map.get(key.as_ref())?.expired(now());
         if expired {
             shard.map.remove(key.as_ref());
             return None;

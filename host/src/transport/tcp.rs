@@ -162,7 +162,7 @@ async fn drain_frames(
             }
             Frame::Message(len) => {
                 Stats::inc(&stats.tcp_messages_in);
-                sink.receive(&buf[start..start + len], *source);
+                let _ = sink.receive(&buf[start..start + len], *source);
                 start += len;
             }
             Frame::Invalid(reason) => {
