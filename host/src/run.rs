@@ -229,6 +229,7 @@ pub async fn run(
                 let now = now_ms();
                 core.registrar.purge(now);
                 core.guard.purge(now);
+                core.auth.purge(now);
             }
         })
     };

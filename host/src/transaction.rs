@@ -262,6 +262,11 @@ impl Transactions {
                 removed += 1;
             }
         }
+        // Give memory back after a burst: the table only ever grows otherwise.
+        if table.entries.capacity() > 4096 && table.entries.len() < table.entries.capacity() / 4 {
+            table.entries.shrink_to_fit();
+            table.expiry.shrink_to_fit();
+        }
         removed
     }
 

@@ -86,7 +86,11 @@ fn run(args: &[String]) -> Result {
 
 /// External tools the end-to-end tests drive. A missing tool fails the run:
 /// tests never skip quietly.
-const TOOLS: &[(&str, &str)] = &[("sipp", "apt-get install sip-tester")];
+const TOOLS: &[(&str, &str)] = &[
+    ("sipp", "apt-get install sip-tester"),
+    ("svwar", "apt-get install sipvicious"),
+    ("svcrack", "apt-get install sipvicious"),
+];
 
 fn test(args: &[String]) -> Result {
     for (tool, install) in TOOLS {
@@ -98,6 +102,11 @@ fn test(args: &[String]) -> Result {
         }
     }
     build_plugins()?;
+    // The plugins' policies are plain Rust, tested natively.
+    let plugins = root().join("plugins/Cargo.toml");
+    if plugins.exists() {
+        status(cargo().args(["test", "--manifest-path"]).arg(&plugins))?;
+    }
     status(
         cargo()
             .current_dir(root())

@@ -137,6 +137,11 @@ impl Authenticator {
         self
     }
 
+    /// Forgets nonce counts of expired nonces (call periodically).
+    pub fn purge(&self, now_ms: u64) {
+        self.nc.purge(now_ms, self.lifetime_ms);
+    }
+
     /// True when `nonce` was issued by this gateway to `source` (expired or
     /// not): the source answered a challenge it received, so its address is
     /// not spoofed.

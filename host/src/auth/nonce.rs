@@ -223,6 +223,16 @@ impl NcTable {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Drops every entry whose nonce has expired, in every shard, and gives
+    /// the memory back (run periodically: lazy sweeps only happen on inserts).
+    pub(crate) fn purge(&self, now_ms: u64, lifetime_ms: u64) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.sweep(now_ms, lifetime_ms);
+            shard.seen.shrink_to_fit();
+        }
+    }
+
     /// Would `nc` be accepted for `nonce`? Read-only; a cheap early answer
     /// before any hashing.
     pub(crate) fn check(&self, nonce: &Issued, nc: u32) -> NcStatus {

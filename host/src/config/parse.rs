@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use toml::Spanned;
 
 use super::{
     is_ip_literal, Auth, Bans, Config, ConfigError, Extension, Grant, Location, Log, OnError,
@@ -102,8 +101,8 @@ impl fmt::Display for KeyPath {
 /// The document's shape with the byte span of every value.
 #[derive(Debug)]
 enum Node {
-    Table(BTreeMap<String, Spanned<Node>>),
-    Array(Vec<Spanned<Node>>),
+    Table(BTreeMap<String, At>),
+    Array(Vec<At>),
     /// A scalar, described the way serde describes what it found
     /// (`integer `5``, `string "x"`), for messages.
     Leaf(String),
@@ -149,7 +148,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
+        while let Some(item) = seq.next_element::<At>()? {
             items.push(item);
         }
         Ok(Node::Array(items))
@@ -162,16 +161,121 @@ impl<'de> Visitor<'de> for NodeVisitor {
                 let datetime = map.next_value::<String>()?;
                 return Ok(Node::Leaf(format!("date-time `{datetime}`")));
             }
-            let value = map.next_value::<Spanned<Node>>()?;
+            let value = map.next_value::<At>()?;
             entries.insert(key, value);
         }
         Ok(Node::Table(entries))
     }
 }
 
+/// A value of the document and where it starts. toml tells the start of
+/// every value written, but not of a table only implied by a header (`config`
+/// in `[[plugin.config.device]]`): such a value has none, and a message
+/// about it points at its nearest ancestor that has one.
+#[derive(Debug)]
+struct At {
+    start: Option<usize>,
+    node: Node,
+}
+
+/// toml's private protocol for handing out spans (the one `toml::Spanned`
+/// speaks), spoken here with a fallback for values it cannot span.
+const SPANNED: &str = "$__serde_spanned_private_Spanned";
+const SPANNED_START: &str = "$__serde_spanned_private_start";
+const SPANNED_END: &str = "$__serde_spanned_private_end";
+const SPANNED_VALUE: &str = "$__serde_spanned_private_value";
+
+impl<'de> Deserialize<'de> for At {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct(
+            SPANNED,
+            &[SPANNED_START, SPANNED_END, SPANNED_VALUE],
+            AtVisitor,
+        )
+    }
+}
+
+struct AtVisitor;
+
+impl AtVisitor {
+    fn unspanned<E>(node: Result<Node, E>) -> Result<At, E> {
+        node.map(|node| At { start: None, node })
+    }
+}
+
+impl<'de> Visitor<'de> for AtVisitor {
+    type Value = At;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<At, E> {
+        Self::unspanned(NodeVisitor.visit_bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<At, E> {
+        Self::unspanned(NodeVisitor.visit_i64(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<At, E> {
+        Self::unspanned(NodeVisitor.visit_u64(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<At, E> {
+        Self::unspanned(NodeVisitor.visit_f64(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<At, E> {
+        Self::unspanned(NodeVisitor.visit_str(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<At, A::Error> {
+        Self::unspanned(NodeVisitor.visit_seq(seq))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<At, A::Error> {
+        let Some(first) = map.next_key::<String>()? else {
+            return Ok(At {
+                start: None,
+                node: Node::Table(BTreeMap::new()),
+            });
+        };
+        if [SPANNED_START, SPANNED_END, SPANNED_VALUE].contains(&first.as_str()) {
+            // A spanned value.
+            let (mut start, mut node) = (None, None);
+            let mut key = Some(first);
+            while let Some(k) = key {
+                match k.as_str() {
+                    SPANNED_START => start = Some(map.next_value::<usize>()?),
+                    SPANNED_VALUE => node = Some(map.next_value::<Node>()?),
+                    _ => {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                key = map.next_key::<String>()?;
+            }
+            let node = node.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?;
+            return Ok(At { start, node });
+        }
+        if first == TOML_DATETIME_KEY {
+            let datetime = map.next_value::<String>()?;
+            return Self::unspanned(Ok(Node::Leaf(format!("date-time `{datetime}`"))));
+        }
+        // A table without a span: `first` is its first key.
+        let mut entries = BTreeMap::new();
+        entries.insert(first, map.next_value::<At>()?);
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value::<At>()?;
+            entries.insert(key, value);
+        }
+        Self::unspanned(Ok(Node::Table(entries)))
+    }
+}
+
 impl Node {
     /// The spanned values along `path`, as far as the document has them.
-    fn walk<'n>(&'n self, path: &KeyPath) -> Vec<&'n Spanned<Node>> {
+    fn walk<'n>(&'n self, path: &KeyPath) -> Vec<&'n At> {
         let mut node = self;
         let mut found = Vec::new();
         for seg in &path.0 {
@@ -183,7 +287,7 @@ impl Node {
             match next {
                 Some(spanned) => {
                     found.push(spanned);
-                    node = spanned.get_ref();
+                    node = &spanned.node;
                 }
                 None => break,
             }
@@ -194,14 +298,14 @@ impl Node {
     /// The start of the value at `path`, or of its nearest ancestor present
     /// in the document; None if not even the first key is there.
     fn locate(&self, path: &KeyPath) -> Option<usize> {
-        self.walk(path).last().map(|s| s.span().start)
+        self.walk(path).iter().rev().find_map(|at| at.start)
     }
 
     /// The value at exactly `path`, if the document sets it.
     fn get(&self, path: &KeyPath) -> Option<&Node> {
         let found = self.walk(path);
         if found.len() == path.0.len() {
-            found.last().map(|s| s.get_ref())
+            found.last().map(|at| &at.node)
         } else {
             None
         }
@@ -300,8 +404,54 @@ struct RawPlugin {
     timeout_ms: u64,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
+    /// Only checked to be a table here: its contents come from
+    /// [`plugin_configs`] (a `toml::Table` inside this struct cannot be
+    /// deserialized through serde_path_to_error once it holds an array of
+    /// tables, such as `[[plugin.config.device]]`).
     #[serde(default)]
-    config: Option<toml::Table>,
+    config: Option<AnyTable>,
+}
+
+/// Any TOML table, contents ignored.
+struct AnyTable;
+
+impl<'de> Deserialize<'de> for AnyTable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TableVisitor;
+        impl<'de> Visitor<'de> for TableVisitor {
+            type Value = AnyTable;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // serde's word, turned into "a table" for messages.
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnyTable, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(AnyTable)
+            }
+        }
+        deserializer.deserialize_map(TableVisitor)
+    }
+}
+
+/// The `[plugin.config]` tables of `text` (a document that parsed), by the
+/// plugin's position; a plugin without one has none.
+fn plugin_configs(text: &str) -> Vec<Option<toml::Table>> {
+    let Ok(doc) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let Some(toml::Value::Array(plugins)) = doc.get("plugin") else {
+        return Vec::new();
+    };
+    plugins
+        .iter()
+        .map(|p| match p.get("config") {
+            Some(toml::Value::Table(table)) => Some(table.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// 16 MiB: a Rust plugin needs a little over 1 MiB.
@@ -732,6 +882,7 @@ impl Ctx<'_> {
     fn plugins(&self, raw: Vec<RawPlugin>) -> Result<Vec<PluginSpec>, ConfigError> {
         let list = KeyPath::of(&["plugin"]);
         let mut plugins: Vec<PluginSpec> = Vec::with_capacity(raw.len());
+        let mut configs = plugin_configs(self.text);
         for (i, p) in raw.into_iter().enumerate() {
             let at = list.index(i);
             let name_path = at.key("name");
@@ -763,7 +914,11 @@ impl Ctx<'_> {
             }
             self.at_least(&at.key("memory_limit_bytes"), p.memory_limit_bytes, 65536)?;
             self.at_least(&at.key("timeout_ms"), p.timeout_ms, 1)?;
-            let config = match p.config {
+            let table = match p.config {
+                Some(AnyTable) => configs.get_mut(i).and_then(Option::take),
+                None => None,
+            };
+            let config = match table {
                 Some(table) => toml_to_json(&toml::Value::Table(table)),
                 None => serde_json::Value::Object(serde_json::Map::new()),
             };

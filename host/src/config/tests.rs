@@ -772,6 +772,28 @@ fn plugins_in_order_with_defaults_and_their_config_as_json() {
 }
 
 #[test]
+fn plugin_config_may_hold_arrays_of_tables() {
+    let c = parse(
+        "[[plugin]]\nname = \"ip-auth\"\npath = \"builtin:ip-auth\"\n\
+         [[plugin.config.device]]\nextension = \"150\"\nsource = \"127.0.0.3\"\n\
+         [[plugin.config.device]]\ntenant = \"a.example\"\nextension = \"150\"\nport = 5060\n\
+         [[plugin.config.trunk]]\nid = \"1\"\nsource = \"127.0.2.1\"\n\
+         [[plugin]]\nname = \"p2\"\npath = \"builtin:fail-to-ban\"\n",
+    );
+    assert_eq!(
+        c.plugins[0].config,
+        serde_json::json!({
+            "device": [
+                {"extension": "150", "source": "127.0.0.3"},
+                {"tenant": "a.example", "extension": "150", "port": 5060},
+            ],
+            "trunk": [{"id": "1", "source": "127.0.2.1"}],
+        })
+    );
+    assert_eq!(c.plugins[1].config, serde_json::json!({}));
+}
+
+#[test]
 fn plugin_paths_are_relative_to_the_config_file() {
     let dir = std::env::temp_dir().join(format!("sipfence-config-plugins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -838,7 +860,7 @@ fn plugin_errors() {
     );
     assert_eq!(
         error("[[plugin]]\nname = \"p\"\npath = \"builtin:fail-to-bam\"\n"),
-        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban)"
+        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban, ip-auth, rate-limit)"
     );
     assert_eq!(
         error("[[plugin]]\nname = \"a b\"\npath = \"x.wasm\"\n"),

@@ -52,3 +52,196 @@ pub(super) fn bytes_of(spec: &PluginSpec) -> Result<Cow<'static, [u8]>, PluginEr
         }
     }
 }
+
+/// The built-in plugins as the gateway loads them: from the example
+/// configs, through the real runtime. Skipped for a built-in this build does
+/// not embed (`cargo xtask test` builds them first).
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::plugins::{Chain, PluginEngine, RequestInfo, RequestView, SharedState, Verdict};
+    use crate::transport::Transport;
+
+    fn embedded(name: &str) -> bool {
+        component(name).flatten().is_some()
+    }
+
+    fn configs() -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let mut files = vec![root.join("sipfence.toml")];
+        for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// The plugins of config `file`, loaded; None if one is not embedded.
+    fn chain_of(file: &str) -> Option<Chain> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(file);
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let all_embedded = config.plugins.iter().all(|p| match &p.source {
+            PluginSource::Builtin(name) => embedded(name),
+            PluginSource::File(_) => true,
+        });
+        if !all_embedded {
+            return None;
+        }
+        let mut specs = config.plugins;
+        for spec in &mut specs {
+            // Wall-clock deadlines: a busy test machine must not time out.
+            spec.timeout_ms = 2000;
+        }
+        let engine = PluginEngine::new().unwrap();
+        Some(
+            Chain::load(&specs, &engine, Arc::new(SharedState::default()))
+                .unwrap_or_else(|e| panic!("{file}: {e}")),
+        )
+    }
+
+    /// Every config the repo ships validates, and its plugins load: their
+    /// `init` accepts their `[plugin.config]` and their grants cover their
+    /// imports (`check-config` checks the first, not the rest).
+    #[test]
+    fn every_shipped_config_loads_with_its_plugins() {
+        let files = configs();
+        assert!(files.len() >= 4, "{files:?}");
+        for file in files {
+            let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            let name = file.file_name().unwrap().to_str().unwrap();
+            let prefix = if name == "sipfence.toml" {
+                ""
+            } else {
+                "examples/"
+            };
+            if config.plugins.is_empty() {
+                continue;
+            }
+            if let Some(chain) = chain_of(&format!("{prefix}{name}")) {
+                let names: Vec<&str> = chain.names().collect();
+                let expected: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
+                assert_eq!(names, expected, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_builtin_is_listed() {
+        let names: Vec<&str> = names().collect();
+        assert_eq!(names, ["fail-to-ban", "ip-auth", "rate-limit"]);
+    }
+
+    fn view(text: &str, source: &str, transport: Transport, tenant: &str) -> RequestView {
+        let message = crate::sip::Message::parse(text.as_bytes()).unwrap();
+        RequestView::new(
+            message,
+            RequestInfo {
+                tenant: tenant.into(),
+                source: source.parse().unwrap(),
+                transport,
+                source_verified: transport == Transport::Tcp,
+                auth_user: None,
+            },
+        )
+    }
+
+    fn invite(from: &str) -> String {
+        format!(
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-door\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{from}@127.0.0.1>;tag=1\r\n\
+             To: <sip:100@127.0.0.1>\r\n\
+             Call-ID: door-1\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn ip_auth_trusts_the_example_devices() {
+        let Some(chain) = chain_of("examples/ip-auth.toml") else {
+            return;
+        };
+        let door = view(&invite("150"), "127.0.0.3:5060", Transport::Udp, "");
+        let (verdict, plugin) = chain.on_request(&door);
+        assert_eq!(
+            verdict,
+            Verdict::Trust {
+                tenant: String::new(),
+                extension: "150".into()
+            }
+        );
+        assert_eq!(plugin.as_deref(), Some("ip-auth"));
+        // Another extension from the door's address, the door's extension
+        // from elsewhere, the alarm panel over UDP: the digest way.
+        for (from, source, transport) in [
+            ("100", "127.0.0.3:5060", Transport::Udp),
+            ("150", "127.0.0.4:5060", Transport::Udp),
+            ("151", "127.0.0.9:5060", Transport::Udp),
+            ("151", "127.0.2.1:5060", Transport::Tcp),
+        ] {
+            let v = view(&invite(from), source, transport, "");
+            assert_eq!(chain.on_request(&v).0, Verdict::Continue, "{from} {source}");
+        }
+        let panel = view(&invite("151"), "127.0.0.9:5060", Transport::Tcp, "");
+        assert!(matches!(chain.on_request(&panel).0, Verdict::Trust { .. }));
+        let a = view(&invite("150"), "[::1]:5070", Transport::Udp, "a.example");
+        assert_eq!(
+            chain.on_request(&a).0,
+            Verdict::Trust {
+                tenant: "a.example".into(),
+                extension: "150".into()
+            }
+        );
+        let stats = chain.stats();
+        assert!(
+            stats.iter().all(|s| s.traps == 0 && s.bad_answers == 0),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_answers_one_503_then_drops() {
+        let Some(chain) = chain_of("examples/rate-limit.toml") else {
+            return;
+        };
+        let request = view(&invite("100"), "127.0.0.20:5060", Transport::Udp, "");
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            assert_eq!(
+                chain.on_request(&request).0,
+                Verdict::Continue,
+                "request {i}"
+            );
+        }
+        if started.elapsed().as_millis() > 500 {
+            // The example's window is 1 s of real time: a machine this busy
+            // cannot tell where the window ends.
+            return;
+        }
+        assert_eq!(
+            chain.on_request(&request),
+            (
+                Verdict::Reject {
+                    code: 503,
+                    reason: "Rate limit exceeded".into()
+                },
+                Some("rate-limit".into())
+            )
+        );
+        assert_eq!(chain.on_request(&request).0, Verdict::Drop);
+        // Another source is not affected.
+        let other = view(&invite("100"), "127.0.0.21:5060", Transport::Udp, "");
+        assert_eq!(chain.on_request(&other).0, Verdict::Continue);
+    }
+}

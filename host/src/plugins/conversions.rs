@@ -83,6 +83,20 @@ pub(super) fn address(a: SocketAddr) -> wit::Address {
     }
 }
 
+/// An address as the numbers of `ip-address`; IPv4-mapped IPv6 as IPv4.
+pub(super) fn ip_address(ip: IpAddr) -> wit::IpAddress {
+    match ip {
+        IpAddr::V4(v4) => wit::IpAddress::Ipv4(u32::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => wit::IpAddress::Ipv4(u32::from(v4)),
+            None => {
+                let bits = u128::from(v6);
+                wit::IpAddress::Ipv6(((bits >> 64) as u64, bits as u64))
+            }
+        },
+    }
+}
+
 /// `ip.to_string()`, without the formatting machinery for IPv4 (every
 /// plugin that reads `source` pays for this).
 pub(super) fn ip_text(ip: IpAddr) -> String {
@@ -174,6 +188,20 @@ mod tests {
                 reason: "x".into()
             })
         );
+    }
+
+    #[test]
+    fn ip_addresses_as_numbers() {
+        let n = |s: &str| ip_address(s.parse().unwrap());
+        assert!(matches!(n("192.0.2.1"), wit::IpAddress::Ipv4(0xc000_0201)));
+        assert!(matches!(
+            n("::ffff:192.0.2.1"),
+            wit::IpAddress::Ipv4(0xc000_0201)
+        ));
+        assert!(matches!(
+            n("2001:db8::7"),
+            wit::IpAddress::Ipv6((0x2001_0db8_0000_0000, 7))
+        ));
     }
 
     #[test]

@@ -194,6 +194,16 @@ impl types::HostRequest for HostState {
         Ok(conversions::address(self.request(&r)?.info().source))
     }
 
+    fn source_ip(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::IpAddress> {
+        Ok(conversions::ip_address(
+            self.request(&r)?.info().source.ip(),
+        ))
+    }
+
+    fn source_port(&mut self, r: Resource<RequestView>) -> wasmtime::Result<u16> {
+        Ok(self.request(&r)?.info().source.port())
+    }
+
     fn transport(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::Transport> {
         Ok(conversions::transport(self.request(&r)?.info().transport))
     }

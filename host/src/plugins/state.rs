@@ -138,6 +138,11 @@ impl PluginState {
     pub fn counter_add(&self, key: &str, by: u32, window_ms: u64, now: u64) -> u64 {
         let key = bounded(key);
         let mut shard = self.counters.shard(&key);
+        // A key seen before (the usual case) costs one look-up.
+        if let Some(window) = shard.map.get_mut(key.as_ref()) {
+            window.add(by, now);
+            return window.total(window_ms, now);
+        }
         let window = shard.get_or_insert(key, now, || Window::new(window_ms));
         window.add(by, now);
         window.total(window_ms, now)

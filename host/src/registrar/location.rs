@@ -227,6 +227,9 @@ impl Location {
         let current = bindings.clone();
         if bindings.is_empty() {
             shard.remove(aor);
+        } else {
+            // Most extensions have one device: keep no spare slots per AOR.
+            bindings.shrink_to_fit();
         }
         Ok(Applied { current, writes })
     }

@@ -19,6 +19,7 @@ pub mod policy;
 // For the generated bindings; the glue itself has no unsafe code.
 #[allow(unsafe_code, clippy::too_many_arguments)]
 mod component {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::sync::OnceLock;
 
     use crate::policy::{self, Policy};
@@ -26,7 +27,7 @@ mod component {
     wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
     use sipfence::plugin::log;
-    use sipfence::plugin::types::{Transport, Trust};
+    use sipfence::plugin::types::{IpAddress, Transport, Trust};
 
     /// This instance's entries, from `init` (config, not state).
     static POLICY: OnceLock<Policy> = OnceLock::new();
@@ -72,9 +73,16 @@ mod component {
     struct View<'a>(&'a Request);
 
     impl policy::RequestView for View<'_> {
-        fn source(&self) -> (String, u16) {
-            let a = self.0.source();
-            (a.ip, a.port)
+        fn source_ip(&self) -> IpAddr {
+            match self.0.source_ip() {
+                IpAddress::Ipv4(n) => IpAddr::V4(Ipv4Addr::from(n)),
+                IpAddress::Ipv6((high, low)) => {
+                    IpAddr::V6(Ipv6Addr::from(u128::from(high) << 64 | u128::from(low)))
+                }
+            }
+        }
+        fn source_port(&self) -> u16 {
+            self.0.source_port()
         }
         fn transport(&self) -> policy::Transport {
             match self.0.transport() {

@@ -27,9 +27,10 @@
 //! most specific entry is a trunk's gets no verdict from this plugin, never
 //! the trust of a device entry that also covers it.
 //!
-//! Costs: no device entry, nothing read; otherwise `source` (one getter),
-//! and only when the source matches an entry `transport`, `method`, the
-//! From or To user and `tenant`.
+//! Costs: no device entry, nothing read; otherwise `source-ip` (one getter
+//! that allocates nothing), `source-port` and `transport` only when an entry
+//! with a port or transport covers the address, and only when the source
+//! matches an entry `method`, the From or To user and `tenant`.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -51,8 +52,9 @@ pub trait Log {
 /// One request, read lazily: in the component each call crosses the sandbox
 /// boundary, so the policy calls only what it needs.
 pub trait RequestView {
-    /// The source IP (without brackets) and port.
-    fn source(&self) -> (String, u16);
+    /// The source IP (an IPv4-mapped IPv6 source as IPv4).
+    fn source_ip(&self) -> IpAddr;
+    fn source_port(&self) -> u16;
     fn transport(&self) -> Transport;
     /// E.g. "REGISTER".
     fn method(&self) -> String;
@@ -304,12 +306,17 @@ impl Policy {
         if self.devices.is_empty() {
             return Verdict::Continue;
         }
-        let (ip_text, port) = req.source();
-        let Ok(ip) = ip_text.parse::<IpAddr>() else {
-            return Verdict::Continue;
-        };
-        let ip = canonical(ip);
+        let ip = canonical(req.source_ip());
         // Read only if some rule asks.
+        let port = Cell::new(None);
+        let port_is = |wanted: u16| {
+            let p = port.get().unwrap_or_else(|| {
+                let p = req.source_port();
+                port.set(Some(p));
+                p
+            });
+            p == wanted
+        };
         let transport: Cell<Option<Transport>> = Cell::new(None);
         let transport_is = |wanted: Transport| {
             let t = transport.get().unwrap_or_else(|| {
@@ -329,7 +336,7 @@ impl Policy {
                 break;
             }
             if !rule.net.contains(ip)
-                || rule.port.is_some_and(|p| p != port)
+                || rule.port.is_some_and(|p| !port_is(p))
                 || rule.transport.is_some_and(|t| !transport_is(t))
             {
                 continue;
@@ -341,6 +348,8 @@ impl Policy {
             return Verdict::Continue;
         }
 
+        // For the log: the port is read only to be shown.
+        let here = || endpoint(ip, port.get().unwrap_or_else(|| req.source_port()));
         let method = req.method();
         let user = if method == "REGISTER" {
             req.to_user()
@@ -357,7 +366,7 @@ impl Policy {
             .as_deref()
             .and_then(|user| devices().find(|d| d.extension == user).map(|d| (d, user)));
         let Some((_, user)) = claimed else {
-            self.not_trusted(log, &method, &ip_text, port, user.as_deref(), devices());
+            self.not_trusted(log, &method, &here(), user.as_deref(), devices());
             return Verdict::Continue;
         };
         let tenant = req.tenant();
@@ -370,7 +379,7 @@ impl Policy {
                     "not trusting {} from {}: extension {} is trusted there for another tenant, \
                      not {}",
                     shown(&method),
-                    endpoint(&ip_text, port),
+                    here(),
                     shown(user),
                     shown_tenant(&tenant)
                 ),
@@ -382,7 +391,7 @@ impl Policy {
             &format!(
                 "trusting {} from {} as extension {} of tenant {} (device[{}])",
                 shown(&method),
-                endpoint(&ip_text, port),
+                here(),
                 shown(&device.extension),
                 shown_tenant(&tenant),
                 device.index
@@ -401,8 +410,7 @@ impl Policy {
         &self,
         log: &impl Log,
         method: &str,
-        ip: &str,
-        port: u16,
+        here: &str,
         user: Option<&str>,
         devices: impl Iterator<Item = &'a Device>,
     ) {
@@ -414,7 +422,7 @@ impl Policy {
             &format!(
                 "not trusting {} from {}: it claims {}, the address trusts {}",
                 shown(method),
-                endpoint(ip, port),
+                here,
                 user.map_or_else(|| "no user".to_owned(), |u| format!("user {}", shown(u))),
                 trusted.join(", ")
             ),
@@ -444,10 +452,6 @@ fn source_text(rule: &Rule) -> String {
 }
 
 /// `ip:port`, IPv6 in brackets.
-fn endpoint(ip: &str, port: u16) -> String {
-    if ip.contains(':') {
-        format!("[{}]:{port}", shown(ip))
-    } else {
-        format!("{}:{port}", shown(ip))
-    }
+fn endpoint(ip: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
 }

@@ -2,6 +2,7 @@
 //! `cargo test --manifest-path plugins/Cargo.toml -p ip-auth`.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 
 use ip_auth::policy::{Level, Log, Policy, RequestView, Transport, Verdict};
 
@@ -58,9 +59,13 @@ impl Req {
 }
 
 impl RequestView for Req {
-    fn source(&self) -> (String, u16) {
-        self.read.borrow_mut().push("source");
-        (self.ip.into(), self.port)
+    fn source_ip(&self) -> IpAddr {
+        self.read.borrow_mut().push("source-ip");
+        self.ip.parse().unwrap()
+    }
+    fn source_port(&self) -> u16 {
+        self.read.borrow_mut().push("source-port");
+        self.port
     }
     fn transport(&self) -> Transport {
         self.read.borrow_mut().push("transport");
@@ -112,7 +117,7 @@ fn another_address_goes_the_digest_way() {
     let p = policy(DOOR);
     let req = Req::invite("127.0.0.4", "150");
     assert_eq!(decide(&p, &req), Verdict::Continue);
-    assert_eq!(req.reads(), ["source"], "one getter for an address of no device");
+    assert_eq!(req.reads(), ["source-ip"], "one getter for an address of no device");
 }
 
 #[test]
@@ -251,15 +256,23 @@ fn a_port_or_transport_makes_an_entry_more_specific() {
 }
 
 #[test]
-fn transport_is_read_only_when_an_entry_asks() {
+fn port_and_transport_are_read_only_when_an_entry_asks() {
     let p = policy(DOOR);
     let req = Req::invite("127.0.0.3", "150");
     decide(&p, &req);
-    assert_eq!(req.reads(), ["source", "method", "from-user", "tenant"]);
+    // The port only for the log line.
+    assert_eq!(
+        req.reads(),
+        ["source-ip", "method", "from-user", "tenant", "source-port"]
+    );
     let p = policy(r#"{"device": [{"extension": "150", "source": "127.0.0.3", "transport": "tcp"}]}"#);
     let udp = Req::invite("127.0.0.3", "150");
     assert_eq!(decide(&p, &udp), Verdict::Continue);
-    assert_eq!(udp.reads(), ["source", "transport"]);
+    assert_eq!(udp.reads(), ["source-ip", "transport"]);
+    let p = policy(r#"{"device": [{"extension": "150", "source": "127.0.0.3", "port": 5062}]}"#);
+    let other_port = Req::invite("127.0.0.3", "150");
+    assert_eq!(decide(&p, &other_port), Verdict::Continue);
+    assert_eq!(other_port.reads(), ["source-ip", "source-port"]);
 }
 
 #[test]

@@ -19,13 +19,14 @@ pub mod policy;
 // For the generated bindings; the glue itself has no unsafe code.
 #[allow(unsafe_code, clippy::too_many_arguments)]
 mod component {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     use std::sync::OnceLock;
 
     use crate::policy::{self, Policy, Shared};
 
     wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
-    use sipfence::plugin::types::{Ban, Rejection};
+    use sipfence::plugin::types::{Ban, IpAddress, Rejection};
     use sipfence::plugin::{clock, counter, log};
 
     /// This instance's settings, from `init`. Config, not state: the counts
@@ -78,8 +79,13 @@ mod component {
     struct View<'a>(&'a Request);
 
     impl policy::RequestView for View<'_> {
-        fn source_ip(&self) -> String {
-            self.0.source().ip
+        fn source_ip(&self) -> IpAddr {
+            match self.0.source_ip() {
+                IpAddress::Ipv4(n) => IpAddr::V4(Ipv4Addr::from(n)),
+                IpAddress::Ipv6((high, low)) => {
+                    IpAddr::V6(Ipv6Addr::from(u128::from(high) << 64 | u128::from(low)))
+                }
+            }
         }
     }
 

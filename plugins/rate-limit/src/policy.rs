@@ -18,12 +18,14 @@
 //! clock (`now_ms / window_ms`); the limit itself is counted over the last
 //! `window_ms`, sliding (the host's windowed counter).
 //!
-//! Costs: an ordinary request reads one getter (`source`) and makes one
+//! Costs: an ordinary request reads one getter (`source-ip`) and makes one
 //! `counter.add`; the first excess request of a window two to four host
 //! calls more, the others one more.
 
+use std::net::IpAddr;
+
 use plugin_kit::config::{self, ConfigError};
-use plugin_kit::net::source_key;
+use plugin_kit::net::source_key_of;
 use plugin_kit::text::human;
 use serde::Deserialize;
 
@@ -44,8 +46,8 @@ pub trait Shared {
 
 /// One request, read lazily (each getter crosses the sandbox boundary).
 pub trait RequestView {
-    /// The source IP, without brackets or port.
-    fn source_ip(&self) -> String;
+    /// The source IP (the `source-ip` getter: no text to allocate).
+    fn source_ip(&self) -> IpAddr;
 }
 
 /// A ban of the request's source address.
@@ -154,7 +156,7 @@ impl Policy {
     /// Counts the request against its source; decides when over the limit.
     pub fn on_request(&self, sh: &impl Shared, req: &impl RequestView) -> Verdict {
         let s = &self.settings;
-        let src = source_key(&req.source_ip(), s.ipv6_prefix_len);
+        let src = source_key_of(req.source_ip(), s.ipv6_prefix_len);
         let seen = sh.add(&src, 1, s.window_ms);
         if seen <= u64::from(s.requests) {
             return Verdict::Continue;

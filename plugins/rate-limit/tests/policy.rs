@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use rate_limit::policy::{Ban, Level, Policy, RequestView, Settings, Shared, Verdict};
 
@@ -76,8 +77,8 @@ impl Shared for Memory {
 struct Req(&'static str);
 
 impl RequestView for Req {
-    fn source_ip(&self) -> String {
-        self.0.into()
+    fn source_ip(&self) -> IpAddr {
+        self.0.parse().unwrap()
     }
 }
 
