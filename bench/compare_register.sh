@@ -16,7 +16,12 @@ mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'kill $sf_pid 2>/dev/null || true; "$KIT/kamailio/stop.sh" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-"$here/sipfence_bench_config.sh" "$work" "$port" "${SIPFENCE_EXTRA:-}" > "$work/sipfence.toml"
+# The default chain (fail-to-ban) is on, as in the embedded default config.
+default_chain='[[plugin]]
+name = "fail-to-ban"
+path = "builtin:fail-to-ban"
+grants = ["counter", "kv"]'
+"$here/sipfence_bench_config.sh" "$work" "$port" "${SIPFENCE_EXTRA-$default_chain}" > "$work/sipfence.toml"
 "$root/target/release/sipfence" run --config "$work/sipfence.toml" 2> "$out/sipfence.log" &
 sf_pid=$!
 sleep 1

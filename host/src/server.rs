@@ -588,11 +588,15 @@ impl Core {
                     .map(|e| e.secrets.clone())
             },
         );
-        let attempt = || AuthAttempt {
+        // The digest username is the claimed user unless it did not match
+        // (the verifier checks that before anything else), so the header is
+        // parsed again only for a mismatch.
+        let attempt = |mismatch: bool| AuthAttempt {
             source: source.addr,
             transport: source.transport,
             tenant: tenant_key.to_owned(),
             user: header
+                .filter(|_| mismatch)
                 .and_then(|h| Credentials::parse(h).ok())
                 .map_or_else(|| user.to_owned(), |c| c.username),
             user_agent: request.headers.get("User-Agent").map(str::to_owned),
@@ -600,7 +604,7 @@ impl Core {
         let stale = match verdict {
             AuthVerdict::Authenticated => {
                 Stats::inc(&self.stats.auth_ok);
-                self.emit(Event::AuthSucceeded(attempt()));
+                self.emit(Event::AuthSucceeded(attempt(false)));
                 return AuthStep::Pass;
             }
             AuthVerdict::Malformed(reason) => {
@@ -612,7 +616,7 @@ impl Core {
                 // Wrong password and unknown user look the same from outside.
                 tracing::info!(?failure, user, "authentication failed");
                 let event = Event::AuthFailed {
-                    attempt: attempt(),
+                    attempt: attempt(matches!(failure, Failure::UserMismatch)),
                     failure: match failure {
                         Failure::WrongPassword => AuthFailure::WrongPassword,
                         Failure::UnknownUser => AuthFailure::UnknownUser,

@@ -433,7 +433,7 @@ impl Plugin {
         // an instance (weight 1).
         let (started, weight) = match popped {
             None => (Some(Instant::now()), 1),
-            Some(_) if call % TIMED_EVERY == 0 => (Some(Instant::now()), TIMED_EVERY),
+            Some(_) if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
             Some(_) => (None, 0),
         };
         let mut instance = match popped {

@@ -25,13 +25,14 @@ pub mod scan;
 // For the generated bindings; the glue itself has no unsafe code.
 #[allow(unsafe_code, clippy::too_many_arguments)]
 mod component {
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::OnceLock;
 
     use crate::policy::{self, Policy, Shared};
 
     wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
-    use sipfence::plugin::types::{AuthAttempt, AuthFailure, Ban, Rejection};
+    use sipfence::plugin::types::{AuthAttempt, AuthFailure, Ban, IpAddress, Rejection};
     use sipfence::plugin::{clock, counter, kv, log};
 
     /// This instance's settings, from `init`. Config, not state: every
@@ -119,7 +120,14 @@ mod component {
             self.0.user_agent()
         }
         fn source_ip(&self) -> String {
-            self.0.source().ip
+            // `source-ip` allocates nothing across the boundary; the text
+            // is made here.
+            match self.0.source_ip() {
+                IpAddress::Ipv4(n) => Ipv4Addr::from(n).to_string(),
+                IpAddress::Ipv6((high, low)) => {
+                    Ipv6Addr::from(u128::from(high) << 64 | u128::from(low)).to_string()
+                }
+            }
         }
         fn source_verified(&self) -> bool {
             self.0.source_verified()

@@ -112,11 +112,7 @@ mod tests {
             "é sipsak é",
             "siPSaK",
         ] {
-            assert_eq!(
-                s.find(ua).is_some(),
-                naive(DEFAULT_SCANNERS, ua),
-                "{ua:?}"
-            );
+            assert_eq!(s.find(ua).is_some(), naive(DEFAULT_SCANNERS, ua), "{ua:?}");
         }
     }
 

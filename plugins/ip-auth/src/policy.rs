@@ -58,7 +58,8 @@ pub trait RequestView {
     fn transport(&self) -> Transport;
     /// E.g. "REGISTER".
     fn method(&self) -> String;
-    /// The user part of the From URI.
+    /// The user part of the From URI (the WIT getter `from-user`).
+    #[allow(clippy::wrong_self_convention)]
     fn from_user(&self) -> Option<String>;
     /// The user part of the To URI.
     fn to_user(&self) -> Option<String>;
@@ -88,7 +89,10 @@ impl fmt::Display for Transport {
 pub enum Verdict {
     Continue,
     /// A trusted device: no REGISTER, no digest.
-    Trust { tenant: String, extension: String },
+    Trust {
+        tenant: String,
+        extension: String,
+    },
 }
 
 /// The plugin's config table (`[plugin.config]`, as JSON).
@@ -203,15 +207,24 @@ impl Policy {
         for (i, d) in settings.device.iter().enumerate() {
             let at = format!("device[{i}]");
             if d.extension.trim().is_empty() {
-                return Err(ConfigError::new(format!("{at}.extension"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("{at}.extension"),
+                    "must not be empty",
+                ));
             }
-            if d.extension.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if d.extension
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(ConfigError::new(
                     format!("{at}.extension"),
                     format!("{:?} is not a SIP user (no spaces)", d.extension),
                 ));
             }
-            if d.tenant.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if d.tenant
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(ConfigError::new(
                     format!("{at}.tenant"),
                     format!("{:?} is not a domain", d.tenant),
@@ -370,8 +383,8 @@ impl Policy {
             return Verdict::Continue;
         };
         let tenant = req.tenant();
-        let Some(device) = devices()
-            .find(|d| d.extension == user && d.tenant.eq_ignore_ascii_case(&tenant))
+        let Some(device) =
+            devices().find(|d| d.extension == user && d.tenant.eq_ignore_ascii_case(&tenant))
         else {
             log.log(
                 Level::Debug,

@@ -109,7 +109,10 @@ const DOOR: &str = r#"{"device": [{"extension": "150", "source": "127.0.0.3"}]}"
 #[test]
 fn a_device_is_trusted_from_its_address() {
     let p = policy(DOOR);
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "150")), trust("", "150"));
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "150")),
+        trust("", "150")
+    );
 }
 
 #[test]
@@ -117,7 +120,11 @@ fn another_address_goes_the_digest_way() {
     let p = policy(DOOR);
     let req = Req::invite("127.0.0.4", "150");
     assert_eq!(decide(&p, &req), Verdict::Continue);
-    assert_eq!(req.reads(), ["source-ip"], "one getter for an address of no device");
+    assert_eq!(
+        req.reads(),
+        ["source-ip"],
+        "one getter for an address of no device"
+    );
 }
 
 #[test]
@@ -186,8 +193,14 @@ fn one_address_can_carry_several_lines_and_tenants() {
             {"tenant": "a.example", "extension": "150", "source": "127.0.0.3"}
         ]}"#,
     );
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "150")), trust("", "150"));
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "151")), trust("", "151"));
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "150")),
+        trust("", "150")
+    );
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "151")),
+        trust("", "151")
+    );
     let a = Req {
         tenant: "a.example",
         ..Req::invite("127.0.0.3", "150")
@@ -199,9 +212,16 @@ fn one_address_can_carry_several_lines_and_tenants() {
 fn cidr_entries_cover_their_network() {
     let p = policy(r#"{"device": [{"extension": "160", "source": "127.0.0.0/29"}]}"#);
     for ip in ["127.0.0.0", "127.0.0.5", "127.0.0.7"] {
-        assert_eq!(decide(&p, &Req::invite(ip, "160")), trust("", "160"), "{ip}");
+        assert_eq!(
+            decide(&p, &Req::invite(ip, "160")),
+            trust("", "160"),
+            "{ip}"
+        );
     }
-    assert_eq!(decide(&p, &Req::invite("127.0.0.8", "160")), Verdict::Continue);
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.8", "160")),
+        Verdict::Continue
+    );
 }
 
 #[test]
@@ -214,14 +234,32 @@ fn the_most_specific_entry_owns_an_address() {
         ]}"#,
     );
     // 127.0.0.3 is the door phone's: it cannot claim the networks' lines.
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "150")), trust("", "150"));
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "160")), Verdict::Continue);
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "161")), Verdict::Continue);
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "150")),
+        trust("", "150")
+    );
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "160")),
+        Verdict::Continue
+    );
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "161")),
+        Verdict::Continue
+    );
     // In the /29 but not .3: the /29's.
-    assert_eq!(decide(&p, &Req::invite("127.0.0.4", "161")), trust("", "161"));
-    assert_eq!(decide(&p, &Req::invite("127.0.0.4", "160")), Verdict::Continue);
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.4", "161")),
+        trust("", "161")
+    );
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.4", "160")),
+        Verdict::Continue
+    );
     // In the /24 only.
-    assert_eq!(decide(&p, &Req::invite("127.0.0.100", "160")), trust("", "160"));
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.100", "160")),
+        trust("", "160")
+    );
 }
 
 #[test]
@@ -233,7 +271,10 @@ fn a_port_or_transport_makes_an_entry_more_specific() {
             {"extension": "152", "source": "127.0.0.3", "port": 5064, "transport": "tcp"}
         ]}"#,
     );
-    assert_eq!(decide(&p, &Req::invite("127.0.0.3", "150")), trust("", "150"));
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.0.3", "150")),
+        trust("", "150")
+    );
     let from_5062 = |user| Req {
         port: 5062,
         ..Req::invite("127.0.0.3", user)
@@ -265,7 +306,8 @@ fn port_and_transport_are_read_only_when_an_entry_asks() {
         req.reads(),
         ["source-ip", "method", "from-user", "tenant", "source-port"]
     );
-    let p = policy(r#"{"device": [{"extension": "150", "source": "127.0.0.3", "transport": "tcp"}]}"#);
+    let p =
+        policy(r#"{"device": [{"extension": "150", "source": "127.0.0.3", "transport": "tcp"}]}"#);
     let udp = Req::invite("127.0.0.3", "150");
     assert_eq!(decide(&p, &udp), Verdict::Continue);
     assert_eq!(udp.reads(), ["source-ip", "transport"]);
@@ -289,7 +331,10 @@ fn ipv6_addresses_and_networks() {
         decide(&p, &Req::invite("2001:db8:5:1::9", "151")),
         trust("", "151")
     );
-    assert_eq!(decide(&p, &Req::invite("2001:db8:6::9", "151")), Verdict::Continue);
+    assert_eq!(
+        decide(&p, &Req::invite("2001:db8:6::9", "151")),
+        Verdict::Continue
+    );
     // An IPv4-mapped source is the IPv4 address.
     assert_eq!(
         decide(&p, &Req::invite("::ffff:127.0.0.3", "152")),
@@ -304,8 +349,14 @@ fn trunks_get_no_device_trust() {
             "trunk": [{"id": "1", "source": "127.0.2.1"}, {"id": "2", "source": "127.0.3.1", "port": 5060}]}"#,
     );
     // The trunk's address is the trunk's, not the /24 devices'.
-    assert_eq!(decide(&p, &Req::invite("127.0.2.1", "160")), Verdict::Continue);
-    assert_eq!(decide(&p, &Req::invite("127.0.2.2", "160")), trust("", "160"));
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.2.1", "160")),
+        Verdict::Continue
+    );
+    assert_eq!(
+        decide(&p, &Req::invite("127.0.2.2", "160")),
+        trust("", "160")
+    );
     // And a trunk alone gives no verdict at all (trunk trust comes later).
     let trunk_only = policy(r#"{"trunk": [{"id": "1", "source": "127.0.2.1"}]}"#);
     let req = Req::invite("127.0.2.1", "160");
@@ -396,7 +447,9 @@ fn bad_entries_are_named_by_position_and_key() {
 #[test]
 fn bad_trunks_are_named_too() {
     assert_eq!(
-        error(r#"{"trunk": [{"id": "1", "source": "127.0.2.1"}, {"id": "1", "source": "127.0.2.2"}]}"#),
+        error(
+            r#"{"trunk": [{"id": "1", "source": "127.0.2.1"}, {"id": "1", "source": "127.0.2.2"}]}"#
+        ),
         r#"trunk[1].id: "1" is already trunk[0]"#
     );
     assert_eq!(

@@ -156,7 +156,9 @@ impl Net {
     fn masked(&self) -> Net {
         let addr = match self.addr {
             IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
             }
             IpAddr::V6(v6) => {
@@ -176,7 +178,9 @@ impl Net {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(ip) & mask == u32::from(net)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -233,10 +237,7 @@ mod tests {
     #[test]
     fn ipv4_keys_are_written_by_hand_like_display() {
         for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "192.0.2.7"] {
-            assert_eq!(
-                source_key_of(ip.parse().unwrap(), 64),
-                format!("src:{ip}")
-            );
+            assert_eq!(source_key_of(ip.parse().unwrap(), 64), format!("src:{ip}"));
         }
     }
 

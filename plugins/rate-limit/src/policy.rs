@@ -62,7 +62,10 @@ pub struct Ban {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Continue,
-    Reject { code: u16, reason: String },
+    Reject {
+        code: u16,
+        reason: String,
+    },
     /// No answer at all.
     Drop,
     Ban(Ban),

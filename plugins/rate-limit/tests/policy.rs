@@ -129,19 +129,34 @@ fn sources_are_counted_apart() {
 #[test]
 fn ipv6_sources_count_by_their_64() {
     let (p, sh) = (policy(r#"{"requests": 2}"#), Memory::new());
-    assert_eq!(p.on_request(&sh, &Req("2001:db8:7:1::1")), Verdict::Continue);
-    assert_eq!(p.on_request(&sh, &Req("2001:db8:7:1::2")), Verdict::Continue);
+    assert_eq!(
+        p.on_request(&sh, &Req("2001:db8:7:1::1")),
+        Verdict::Continue
+    );
+    assert_eq!(
+        p.on_request(&sh, &Req("2001:db8:7:1::2")),
+        Verdict::Continue
+    );
     assert_eq!(p.on_request(&sh, &Req("2001:db8:7:1:ffff::3")), reject());
-    assert_eq!(p.on_request(&sh, &Req("2001:db8:7:2::1")), Verdict::Continue);
+    assert_eq!(
+        p.on_request(&sh, &Req("2001:db8:7:2::1")),
+        Verdict::Continue
+    );
     let p56 = policy(r#"{"requests": 1, "ipv6_prefix_len": 56}"#);
     let sh = Memory::new();
-    assert_eq!(p56.on_request(&sh, &Req("2001:db8:7:1::1")), Verdict::Continue);
+    assert_eq!(
+        p56.on_request(&sh, &Req("2001:db8:7:1::1")),
+        Verdict::Continue
+    );
     assert_eq!(p56.on_request(&sh, &Req("2001:db8:7:2::1")), reject());
 }
 
 #[test]
 fn a_slower_source_is_never_limited() {
-    let (p, sh) = (policy(r#"{"requests": 10, "window_ms": 1000}"#), Memory::new());
+    let (p, sh) = (
+        policy(r#"{"requests": 10, "window_ms": 1000}"#),
+        Memory::new(),
+    );
     // 10 a second, for a minute.
     for _ in 0..600 {
         assert_eq!(p.on_request(&sh, &Req("198.51.100.7")), Verdict::Continue);
@@ -238,7 +253,13 @@ fn defaults() {
     let s = Settings::from_json("{}").unwrap();
     assert_eq!(s, Settings::default());
     assert_eq!(
-        (s.requests, s.window_ms, s.ban_after_windows, s.ban_ms, s.ipv6_prefix_len),
+        (
+            s.requests,
+            s.window_ms,
+            s.ban_after_windows,
+            s.ban_ms,
+            s.ipv6_prefix_len
+        ),
         (200, 1000, 0, 600_000, 64)
     );
 }
@@ -258,7 +279,10 @@ fn config_errors_name_the_key() {
         error(r#"{"requests": "10"}"#),
         "requests: invalid type: string \"10\", expected u32"
     );
-    assert_eq!(error(r#"{"window_ms": 0}"#), "window_ms: must be greater than 0");
+    assert_eq!(
+        error(r#"{"window_ms": 0}"#),
+        "window_ms: must be greater than 0"
+    );
     assert_eq!(error(r#"{"ban_ms": 0}"#), "ban_ms: must be greater than 0");
     assert_eq!(
         error(r#"{"ipv6_prefix_len": 0}"#),
