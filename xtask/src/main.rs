@@ -62,6 +62,8 @@ fn build_plugins() -> Result {
     let _ = Command::new("rustup")
         .args(["target", "add", "wasm32-wasip2"])
         .status();
+    // Always into plugins/target, whatever CARGO_TARGET_DIR says: that is
+    // where host/build.rs looks for the built-in plugins to embed.
     status(
         cargo()
             .args([
@@ -71,7 +73,9 @@ fn build_plugins() -> Result {
                 "wasm32-wasip2",
                 "--manifest-path",
             ])
-            .arg(&manifest),
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(root().join("plugins/target")),
     )
 }
 
