@@ -74,8 +74,8 @@ const BUILD: &str =
 
 fn plugin_dir() -> PathBuf {
     match std::env::var_os("SIPFENCE_BENCH_PLUGINS") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../plugins/target/wasm32-wasip2/release"),
     }
 }

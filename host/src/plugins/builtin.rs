@@ -140,6 +140,43 @@ mod tests {
         assert_eq!(names, ["fail-to-ban", "ip-auth", "rate-limit"]);
     }
 
+    /// A bad entry stops the plugin loading, named by position and key, and
+    /// each plugin loads with exactly the grants its docs give it.
+    #[test]
+    fn config_errors_and_grants_of_the_new_plugins() {
+        if !embedded("ip-auth") || !embedded("rate-limit") {
+            return;
+        }
+        let text = |extra: &str| {
+            format!(
+                "[[plugin]]\nname = \"ip-auth\"\npath = \"builtin:ip-auth\"\n\
+                 [[plugin.config.device]]\nextension = \"150\"\nsource = \"127.0.0.3\"\n\
+                 [[plugin.config.device]]\nextension = \"151\"\nsource = \"127.0.0.4\"\n\
+                 {extra}\n\
+                 [[plugin]]\nname = \"rate-limit\"\npath = \"builtin:rate-limit\"\n\
+                 grants = [\"counter\"]\n"
+            )
+        };
+        let engine = PluginEngine::new().unwrap();
+        let load = |text: &str| {
+            let config = Config::parse(text, "x.toml").unwrap_or_else(|e| panic!("{e}"));
+            Chain::load(&config.plugins, &engine, Arc::new(SharedState::default()))
+        };
+        let chain = load(&text("")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.on_request_names().count(), 2);
+        let bad = "[[plugin.config.device]]\nextension = \"152\"\nsource = \"10.0.0/33\"";
+        assert_eq!(
+            load(&text(bad)).err().unwrap().to_string(),
+            "plugin \"ip-auth\": init failed: device[2].source: invalid address or CIDR \"10.0.0/33\""
+        );
+        let without_grant = text("").replace("grants = [\"counter\"]\n", "");
+        assert_eq!(
+            load(&without_grant).err().unwrap().to_string(),
+            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.1.0 but is not granted \
+             \"counter\" (add it to grants)"
+        );
+    }
+
     fn view(text: &str, source: &str, transport: Transport, tenant: &str) -> RequestView {
         let message = crate::sip::Message::parse(text.as_bytes()).unwrap();
         RequestView::new(

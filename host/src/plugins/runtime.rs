@@ -426,16 +426,11 @@ impl Plugin {
         }
         let span = tracing::debug_span!("plugin", plugin = &*self.name, hook);
         let _entered = span.enter();
-        let call = self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let popped = lock(&self.pool).pop();
         // Reading the clock twice would be a tenth of a cheap call: time
-        // one call in TIMED_EVERY (weighted), and every call that creates
-        // an instance (weight 1).
-        let (started, weight) = match popped {
-            None => (Some(Instant::now()), 1),
-            Some(_) if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
-            Some(_) => (None, 0),
-        };
+        // every call that creates an instance (weight 1), and one other
+        // call in TIMED_EVERY (weighted).
+        let creating = popped.is_none().then(Instant::now);
         let mut instance = match popped {
             Some(instance) => instance,
             None => match self.instantiate() {
@@ -448,6 +443,12 @@ impl Plugin {
                     return None;
                 }
             },
+        };
+        let call = self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let (started, weight) = match creating {
+            Some(started) => (Some(started), 1),
+            None if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
+            None => (None, 0),
         };
         instance.store.set_epoch_deadline(self.deadline_ticks);
         instance.store.data_mut().limiter.memory_exceeded = false;
