@@ -154,6 +154,7 @@ pub async fn run(
         t1: Duration::from_millis(config.transaction.t1_ms),
         t2: Duration::from_millis(config.transaction.t2_ms),
         t4: Duration::from_millis(config.transaction.t4_ms),
+        j: Duration::from_millis(config.transaction.timer_j_ms),
     };
     let transactions = Transactions::new(timers);
     let core = Arc::new(Core {

@@ -8,9 +8,9 @@
 //! fires (17.2.1). Non-INVITE transactions linger for Timer J (64*T1 over UDP,
 //! zero over TCP) to absorb retransmissions (17.2.2).
 //!
-//! Expiry is driven by one sweeper task over a FIFO of deadlines instead of a
+//! Expiry is driven by one sweeper task over FIFOs of deadlines instead of a
 //! timer per transaction: every transaction of one kind lives equally long, so
-//! the queue is already in deadline order.
+//! each kind's queue is already in deadline order.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -85,6 +85,8 @@ pub struct Timers {
     pub t1: Duration,
     pub t2: Duration,
     pub t4: Duration,
+    /// Linger of finished non-INVITE transactions over UDP.
+    pub j: Duration,
 }
 
 #[derive(Debug)]
@@ -109,8 +111,14 @@ struct Table {
     /// foldhash: fast, and seeded per process, so chosen branches cannot
     /// force collisions.
     entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
-    /// (deadline, key) of transactions that have finished, oldest first.
-    expiry: VecDeque<(Instant, Key)>,
+    /// (deadline, key) of finished transactions, one queue per linger time
+    /// (non-INVITE, INVITE), so each queue is in deadline order.
+    expiry: [VecDeque<(Instant, Key)>; 2],
+}
+
+/// Index into `Table::expiry`.
+fn queue(method: &Method) -> usize {
+    usize::from(*method == Method::Invite)
 }
 
 impl Transactions {
@@ -177,8 +185,8 @@ impl Transactions {
             let generation = entry.generation;
             if is_final {
                 let linger = match (&key.method, reliable) {
-                    // Timer J: 64*T1 on UDP, 0 on TCP.
-                    (m, false) if *m != Method::Invite => 64 * self.timers.t1,
+                    // Timer J on UDP (configurable, see config), 0 on TCP.
+                    (m, false) if *m != Method::Invite => self.timers.j,
                     (m, true) if *m != Method::Invite => Duration::ZERO,
                     // INVITE: Timer H bounds the wait for the ACK; then Timer I (T4)
                     // would absorb ACK retransmissions. One deadline covers both.
@@ -188,8 +196,7 @@ impl Transactions {
                 if linger.is_zero() {
                     table.entries.remove(key);
                 } else {
-                    table
-                        .expiry
+                    table.expiry[queue(&key.method)]
                         .push_back((Instant::now() + linger, key.clone()));
                 }
             }
@@ -211,8 +218,8 @@ impl Transactions {
         if reliable {
             table.entries.remove(key);
         } else {
-            let deadline = Instant::now() + 64 * self.timers.t1;
-            table.expiry.push_back((deadline, key.clone()));
+            let deadline = Instant::now() + self.timers.j;
+            table.expiry[queue(&key.method)].push_back((deadline, key.clone()));
         }
     }
 
@@ -252,20 +259,22 @@ impl Transactions {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut table = self.table.lock().unwrap();
+        let table = &mut *table;
         let mut removed = 0;
-        while let Some((deadline, _)) = table.expiry.front() {
-            if *deadline > now {
-                break;
-            }
-            let (_, key) = table.expiry.pop_front().expect("front exists");
-            if table.entries.remove(&key).is_some() {
-                removed += 1;
+        for expiry in &mut table.expiry {
+            while expiry.front().is_some_and(|(deadline, _)| *deadline <= now) {
+                let (_, key) = expiry.pop_front().expect("front exists");
+                if table.entries.remove(&key).is_some() {
+                    removed += 1;
+                }
             }
         }
         // Give memory back after a burst: the table only ever grows otherwise.
         if table.entries.capacity() > 4096 && table.entries.len() < table.entries.capacity() / 4 {
             table.entries.shrink_to_fit();
-            table.expiry.shrink_to_fit();
+            for expiry in &mut table.expiry {
+                expiry.shrink_to_fit();
+            }
         }
         removed
     }
@@ -305,6 +314,7 @@ mod tests {
             t1: T1,
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            j: 64 * T1,
         }
     }
 

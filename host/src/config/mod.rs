@@ -128,6 +128,13 @@ pub struct Transaction {
     pub t2_ms: u64,
     /// Maximum duration a message remains in the network.
     pub t4_ms: u64,
+    /// How long a finished non-INVITE server transaction over UDP keeps its
+    /// answer for retransmissions (Timer J). RFC 3261 says 64*T1 (32 s);
+    /// like Kamailio's wait timer we default to 5 s: a client stops
+    /// retransmitting once an answer reaches it, and a late copy is simply
+    /// handled again (a REGISTER gets a fresh challenge). At 32 s a busy
+    /// registrar holds six times more finished transactions in memory.
+    pub timer_j_ms: u64,
 }
 
 impl Default for Transaction {
@@ -136,6 +143,7 @@ impl Default for Transaction {
             t1_ms: 500,
             t2_ms: 4000,
             t4_ms: 5000,
+            timer_j_ms: 5000,
         }
     }
 }

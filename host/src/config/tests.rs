@@ -47,9 +47,10 @@ fn embedded_default_parses_with_expected_values() {
         (
             c.transaction.t1_ms,
             c.transaction.t2_ms,
-            c.transaction.t4_ms
+            c.transaction.t4_ms,
+            c.transaction.timer_j_ms
         ),
-        (500, 4000, 5000)
+        (500, 4000, 5000, 5000)
     );
     assert_eq!(c.registrar.min_expires_s, 60);
     assert_eq!(c.registrar.max_expires_s, 3600);
