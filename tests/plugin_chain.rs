@@ -191,3 +191,25 @@ fn a_plugin_asking_for_an_ungranted_capability_does_not_load() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_loads_the_chain_and_names_a_bad_plugin_setting() {
+    let dir = TempDir::new("cfg");
+    let text = format!(
+        "{}\n{FAIL_TO_BAN}[plugin.config]\nthreshold = \"five\"\n",
+        base_config(&dir.0, &["127.0.0.1:0".into()], "")
+    );
+    let config = dir.0.join("sipfence.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fail-to-ban") && err.contains("threshold"),
+        "{err}"
+    );
+}

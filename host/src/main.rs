@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 use sipfence::config::{Config, LogFormat};
 use sipfence::control::{self, RegistrationRow};
 use sipfence::guard::BanRow;
+use sipfence::plugins::{Chain, PluginEngine, SharedState};
 use sipfence::store;
+use std::sync::Arc;
 
 /// mimalloc: the message path allocates many small, short-lived buffers;
 /// glibc's allocator spent a tenth of the REGISTER path consolidating them.
@@ -277,13 +279,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins { verb } => plugins(verb),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            // Load the chain too: a plugin's own config is checked by its
+            // init, and a missing capability grant only shows when loading.
+            let engine = PluginEngine::new()?;
+            let chain = Chain::load(&config.plugins, &engine, Arc::new(SharedState::default()))?;
             let extensions: usize = config.tenants.iter().map(|t| t.extensions.len()).sum();
             println!(
-                "{}: ok ({} listen address(es), {} tenant(s), {} extension(s))",
+                "{}: ok ({} listen address(es), {} tenant(s), {} extension(s), {} plugin(s))",
                 file.display(),
                 config.server.listen.len(),
                 config.tenants.len(),
-                extensions
+                extensions,
+                chain.len()
             );
             Ok(())
         }
