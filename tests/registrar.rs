@@ -429,31 +429,52 @@ fn options_is_answered_and_unknown_methods_get_501() {
 }
 
 #[test]
-fn invite_is_challenged_with_407_and_retransmitted_until_ack() {
+fn invite_challenge_is_not_amplified_and_finals_are_retransmitted_until_ack() {
     let gw = Gateway::start(
         "127.0.0.1",
         &format!("[transaction]\nt1_ms = 50\nt2_ms = 200\n{USERS}"),
     );
     let phone = Phone::new("127.0.0.1", gw.addr());
     let local = phone.local();
-    let invite = format!(
-        "INVITE sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKinv1\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=a1\r\nTo: <sip:101@127.0.0.1>\r\n\
-         Call-ID: inv1@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-    );
-    phone.send_raw(invite.as_bytes());
+    let invite = |branch: &str, from: &str| {
+        format!(
+            "INVITE sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{from}@127.0.0.1>;tag=a1\r\nTo: <sip:101@127.0.0.1>\r\n\
+             Call-ID: {branch}@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // An unauthenticated INVITE: one 407, never retransmitted by timer (an
+    // unverified source must not get more answers than it sends requests).
+    let text = invite("z9hG4bKinv1", "100");
+    phone.send_raw(text.as_bytes());
     let first = phone.recv();
     assert_eq!(first.code(), Some(407));
-    // No ACK yet: Timer G retransmits the same 407.
+    assert!(phone.recv_within(Duration::from_millis(400)).is_none());
+    // Its own retransmission gets the same 407 from the transaction.
+    phone.send_raw(text.as_bytes());
+    assert_eq!(phone.recv(), first);
+
+    // A final non-2xx answer after authentication (480: callee not registered)
+    // is retransmitted with Timer G until the ACK comes.
+    let mut auth_invite = invite("z9hG4bKinv2", "100");
+    let ch = challenges(&first).remove(0);
+    let authz = authorization(&ch, "100", "pw100", "INVITE", "sip:101@127.0.0.1", 1);
+    auth_invite = auth_invite.replace(
+        "Content-Length: 0",
+        &format!("Proxy-Authorization: {authz}\r\nContent-Length: 0"),
+    );
+    phone.send_raw(auth_invite.as_bytes());
+    let unavailable = phone.recv();
+    assert_eq!(unavailable.code(), Some(480), "{unavailable:?}");
     let again = phone
         .recv_within(Duration::from_millis(500))
-        .expect("retransmitted 407");
-    assert_eq!(again, first);
-    let to = first.headers.get("To").unwrap();
+        .expect("retransmitted 480");
+    assert_eq!(again, unavailable);
+    let to = unavailable.headers.get("To").unwrap();
     let ack = format!(
-        "ACK sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKinv1\r\n\
+        "ACK sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKinv2\r\n\
          Max-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=a1\r\nTo: {to}\r\n\
-         Call-ID: inv1@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+         Call-ID: z9hG4bKinv2@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
     );
     phone.send_raw(ack.as_bytes());
     // Drain anything in flight, then silence.

@@ -205,7 +205,17 @@ impl Transactions {
         // Recorded first, sent second: a retransmission that races the
         // answer must find it in the transaction.
         out.send(to, response.clone());
-        if is_final && key.method == Method::Invite && !reliable && !(200..300).contains(&code) {
+        // A challenge is not retransmitted by timer: the client's own INVITE
+        // retransmissions get it again from the transaction. An unverified UDP
+        // source can thus not turn one INVITE into eleven answers (Kamailio
+        // challenges statelessly for the same reason).
+        let challenge = matches!(code, 401 | 407);
+        if is_final
+            && key.method == Method::Invite
+            && !reliable
+            && !(200..300).contains(&code)
+            && !challenge
+        {
             self.spawn_retransmitter(key.clone(), response, generation, *to, out.clone());
         }
     }
@@ -370,7 +380,7 @@ mod tests {
         let (out, to, peer) = sockets();
         let k = key(Method::Invite);
         assert!(matches!(tx.incoming(&k, false), Incoming::New));
-        tx.respond(&k, Arc::from(&b"SIP/2.0 407"[..]), 407, &to, &out);
+        tx.respond(&k, Arc::from(&b"SIP/2.0 486"[..]), 486, &to, &out);
         assert_eq!(drain(&peer), 1, "sent at once");
         // Timer G: T1, then 2*T1, 4*T1 ... (RFC 3261 17.2.1).
         advance(T1).await;
@@ -401,6 +411,22 @@ mod tests {
         assert_eq!(sent, 4 + 6, "0.5 1.5 3.5 7.5 11.5 15.5 19.5 23.5 27.5 31.5");
         advance(Duration::from_secs(10)).await;
         assert_eq!(drain(&peer), 0, "Timer H: no ACK came, give up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_challenge_to_invite_is_not_retransmitted_by_timer() {
+        let tx = Transactions::new(timers());
+        let (out, to, peer) = sockets();
+        let k = key(Method::Invite);
+        tx.incoming(&k, false);
+        tx.respond(&k, Arc::from(&b"SIP/2.0 407"[..]), 407, &to, &out);
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(drain(&peer), 1, "sent once");
+        // The INVITE's own retransmission gets it again.
+        assert!(matches!(
+            tx.incoming(&k, false),
+            Incoming::Retransmission(Some(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]
