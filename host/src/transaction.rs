@@ -131,10 +131,6 @@ impl Transactions {
         })
     }
 
-    pub fn timers(&self) -> Timers {
-        self.timers
-    }
-
     /// Matches a request against the table, creating a transaction if new.
     pub fn incoming(&self, key: &Key, is_ack: bool) -> Incoming {
         let mut table = self.table.lock().unwrap();

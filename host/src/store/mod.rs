@@ -198,10 +198,6 @@ impl Store {
     pub fn reader(&self) -> Result<Connection, StoreError> {
         open_read_only(&self.path)
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Opens a database for reading only, e.g. for `sipfence registrations list`

@@ -190,10 +190,6 @@ impl Connections {
         };
         writer.try_send(bytes).is_ok()
     }
-
-    pub fn count(&self) -> usize {
-        self.inner.lock().unwrap().writers.len()
-    }
 }
 
 #[cfg(test)]
