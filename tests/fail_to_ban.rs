@@ -25,6 +25,18 @@ fn good_registration(phone: &Phone) {
     assert_eq!(ok.code(), Some(200), "{ok:?}");
 }
 
+/// Four wrong passwords are answered; the fifth bans, and is not.
+fn ban_by_guessing(guesser: &Phone) {
+    for attempt in 1..=4 {
+        let answer = wrong_password(guesser, "100").expect("answered before the threshold");
+        assert_eq!(answer.code(), Some(401), "attempt {attempt}");
+    }
+    assert!(
+        wrong_password(guesser, "100").is_none(),
+        "5th failure must be dropped"
+    );
+}
+
 #[test]
 fn password_guessing_is_banned_while_a_good_user_keeps_registering() {
     let gw = gateway();
@@ -132,10 +144,7 @@ fn a_spoofed_scanner_packet_does_not_ban_a_registered_phone() {
 fn a_ban_survives_kill_9_and_restart_and_unban_lifts_it() {
     let mut gw = gateway();
     let guesser = Phone::new("127.0.0.7", gw.addr());
-    for _ in 0..4 {
-        wrong_password(&guesser, "100").unwrap();
-    }
-    assert!(wrong_password(&guesser, "100").is_none());
+    ban_by_guessing(&guesser);
     gw.kill9();
     // Offline: the database has it.
     assert!(gw.cli(&["bans", "list"]).contains("127.0.0.7"));
@@ -157,10 +166,7 @@ fn a_ban_survives_kill_9_and_restart_and_unban_lifts_it() {
 fn offline_unban_edits_the_database() {
     let mut gw = gateway();
     let guesser = Phone::new("127.0.0.8", gw.addr());
-    for _ in 0..4 {
-        wrong_password(&guesser, "100").unwrap();
-    }
-    assert!(wrong_password(&guesser, "100").is_none());
+    ban_by_guessing(&guesser);
     gw.kill9();
     let out = gw.cli(&["bans", "unban", "127.0.0.8"]);
     assert!(out.contains("unbanned"), "{out}");

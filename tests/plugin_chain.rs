@@ -18,6 +18,16 @@ number = "100"
 password = "pw100"
 "#;
 
+/// Runs `sipfence ARGS CONFIG` with `text` as the config in `dir`; it must
+/// fail. Returns what it said.
+fn fails(args: &[&str], dir: &TempDir, text: &str) -> String {
+    let config = dir.0.join("sipfence.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN).args(args).arg(&config).output().unwrap();
+    assert!(!out.status.success(), "sipfence {args:?} must fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn plugin_entry(name: &str, path: &std::path::Path, extra: &str) -> String {
     format!(
         "[[plugin]]\nname = {name:?}\npath = {:?}\n{extra}\n",
@@ -177,15 +187,7 @@ fn a_plugin_asking_for_an_ungranted_capability_does_not_load() {
         base_config(&dir.0, &["127.0.0.1:0".into()], ""),
         plugin_entry("greedy", &path, "grants = [\"counter\"]")
     );
-    let config = dir.0.join("sipfence.toml");
-    std::fs::write(&config, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&["run", "--config"], &dir, &text);
     assert!(
         err.contains("plugin \"greedy\"") && err.contains("not granted \"kv\""),
         "{err}"
@@ -199,15 +201,7 @@ fn check_config_loads_the_chain_and_names_a_bad_plugin_setting() {
         "{}\n{FAIL_TO_BAN}[plugin.config]\nthreshold = \"five\"\n",
         base_config(&dir.0, &["127.0.0.1:0".into()], "")
     );
-    let config = dir.0.join("sipfence.toml");
-    std::fs::write(&config, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&["check-config"], &dir, &text);
     assert!(
         err.contains("fail-to-ban") && err.contains("threshold"),
         "{err}"

@@ -10,14 +10,6 @@ use common::*;
 const USERS: u32 = 100;
 const FIRST: u32 = 2000;
 
-fn free_udp_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Reads a counter from the last line of SIPp's `-trace_stat` CSV.
 fn stat_column(csv: &str, column: &str) -> u64 {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());

@@ -82,16 +82,6 @@ fn on_path(tool: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A UDP port free on `ip` (the scanner's `-P`), so a run never shares its
-/// socket with another run, nor with anything else on port 5060.
-fn free_udp_port(ip: &str) -> u16 {
-    std::net::UdpSocket::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What one scanner run printed.
 struct Scan {
     what: String,
@@ -229,6 +219,18 @@ fn scanner(tool: &str, source: &str, gw: &Gateway, args: &[&str], limit: Duratio
 
 /// svwar waits 3 s for its first answer.
 const SVWAR_LIMIT: Duration = Duration::from_secs(20);
+
+/// One bounded svwar run over extensions 100-119 from `source`.
+fn svwar(gw: &Gateway, source: &str, args: &[&str]) -> Scan {
+    let range = ["-e", "100-119", "--maximumtime", "2"];
+    scanner(
+        "svwar",
+        source,
+        gw,
+        &[&range[..], args].concat(),
+        SVWAR_LIMIT,
+    )
+}
 /// svcrack waits 10 s for an answer, after `--maximumtime` of silence.
 const SVCRACK_LIMIT: Duration = Duration::from_secs(30);
 
@@ -284,23 +286,10 @@ fn assert_silenced(gw: &Gateway, source: &str) {
 fn svwar_finds_no_extension_and_its_repeats_ban_the_source() {
     let gw = gateway(FAIL_TO_BAN);
     let scanner_ip = "127.0.0.41";
-    let range = ["-e", "100-119", "--maximumtime", "2"];
     // svwar first probes a random extension with `User-Agent:
     // friendly-scanner` over UDP: dropped, so it gives up on that probe.
-    let register = scanner(
-        "svwar",
-        scanner_ip,
-        &gw,
-        &[&range[..], &["-m", "REGISTER"]].concat(),
-        SVWAR_LIMIT,
-    );
-    let invite = scanner(
-        "svwar",
-        scanner_ip,
-        &gw,
-        &[&range[..], &["-m", "INVITE"]].concat(),
-        SVWAR_LIMIT,
-    );
+    let register = svwar(&gw, scanner_ip, &["-m", "REGISTER"]);
+    let invite = svwar(&gw, scanner_ip, &["-m", "INVITE"]);
     for scan in [&register, &invite] {
         assert_no_extension_found(scan);
         assert!(
@@ -316,13 +305,7 @@ fn svwar_finds_no_extension_and_its_repeats_ban_the_source() {
     assert!(ban_of(&gw, scanner_ip).is_none(), "{:?}", bans(&gw));
 
     // The scanner tries again: the third signature bans.
-    let again = scanner(
-        "svwar",
-        scanner_ip,
-        &gw,
-        &[&range[..], &["-m", "REGISTER"]].concat(),
-        SVWAR_LIMIT,
-    );
+    let again = svwar(&gw, scanner_ip, &["-m", "REGISTER"]);
     assert_no_extension_found(&again);
     let ban = ban_of(&gw, scanner_ip).expect("the scanner's source is banned");
     assert_eq!(ban["by"], "fail-to-ban");
@@ -339,21 +322,8 @@ fn svwar_cannot_tell_real_extensions_from_unknown_ones() {
     // same for the real extensions (100, 101, 105) and the others.
     let gw = gateway(&format!("{FAIL_TO_BAN}{NO_SIGNATURES}"));
     let scanner_ip = "127.0.0.42";
-    let range = ["-e", "100-119", "--maximumtime", "2"];
-    let register = scanner(
-        "svwar",
-        scanner_ip,
-        &gw,
-        &[&range[..], &["-m", "REGISTER"]].concat(),
-        SVWAR_LIMIT,
-    );
-    let invite = scanner(
-        "svwar",
-        scanner_ip,
-        &gw,
-        &[&range[..], &["-m", "INVITE"]].concat(),
-        SVWAR_LIMIT,
-    );
+    let register = svwar(&gw, scanner_ip, &["-m", "REGISTER"]);
+    let invite = svwar(&gw, scanner_ip, &["-m", "INVITE"]);
     for scan in [&register, &invite] {
         assert_no_extension_found(scan);
         assert!(
@@ -366,13 +336,7 @@ fn svwar_cannot_tell_real_extensions_from_unknown_ones() {
     }
     // Forced past that check, it compares every answer with the one for an
     // unknown extension: all alike, so still nothing.
-    let forced = scanner(
-        "svwar",
-        scanner_ip,
-        &gw,
-        &[&range[..], &["-m", "REGISTER", "--force"]].concat(),
-        SVWAR_LIMIT,
-    );
+    let forced = svwar(&gw, scanner_ip, &["-m", "REGISTER", "--force"]);
     assert_no_extension_found(&forced);
     assert!(gw.stat("challenges") >= 3, "svwar was answered");
     // Challenges without credentials are no failures: no ban.

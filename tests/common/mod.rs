@@ -544,3 +544,13 @@ pub fn options(local: SocketAddr, transport: &str, user_agent: &str, cseq: u32) 
         rand::random::<u64>()
     )
 }
+
+/// A UDP port free on `ip` right now, for a peer tool's own socket (`-p`,
+/// `-cp`, `-P`), so parallel runs never share one.
+pub fn free_udp_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
