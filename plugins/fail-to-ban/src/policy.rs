@@ -86,26 +86,7 @@ pub trait RequestView {
     fn auth_user(&self) -> Option<String>;
 }
 
-/// A ban of the request's or event's source address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ban {
-    pub duration_ms: u64,
-    /// The evidence, kept with the ban.
-    pub reason: String,
-}
-
-/// What the policy decides about a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Continue,
-    Reject {
-        code: u16,
-        reason: String,
-    },
-    /// No answer at all.
-    Drop,
-    Ban(Ban),
-}
+pub use plugin_kit::verdict::{Ban, Verdict};
 
 /// What the policy asks for in answer to an event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,8 @@
 //!   by its prefix, as the gateway bans) and CIDR matching.
 //! - [`text`]: client text made safe for keys, logs and reasons; durations
 //!   for people.
+//! - [`verdict`]: what a security policy decides (continue, reject, drop,
+//!   ban), shared by fail-to-ban and rate-limit.
 //!
 //! Nothing here allocates randomness or uses a `HashMap`: a plugin's std
 //! gets no WASI (randomness included), so a `RandomState` would trap.
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod net;
 pub mod text;
+pub mod verdict;
 
 /// A log line's level (the host's `log.level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

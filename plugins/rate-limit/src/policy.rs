@@ -50,26 +50,7 @@ pub trait RequestView {
     fn source_ip(&self) -> IpAddr;
 }
 
-/// A ban of the request's source address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ban {
-    pub duration_ms: u64,
-    /// The evidence, kept with the ban.
-    pub reason: String,
-}
-
-/// What the policy decides about a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Continue,
-    Reject {
-        code: u16,
-        reason: String,
-    },
-    /// No answer at all.
-    Drop,
-    Ban(Ban),
-}
+pub use plugin_kit::verdict::{Ban, Verdict};
 
 /// The answer to the first excess request of a window.
 pub const REJECT_CODE: u16 = 503;

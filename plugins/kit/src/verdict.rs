@@ -1,0 +1,24 @@
+//! The verdict of a security plugin's policy, without WIT types: what
+//! fail-to-ban and rate-limit decide. The glue of each plugin maps it to the
+//! WIT `verdict` (ip-auth, which only trusts, has its own).
+
+/// A ban of the request's (or event's) source address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub duration_ms: u64,
+    /// The evidence, kept with the ban.
+    pub reason: String,
+}
+
+/// What a policy decides about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Reject {
+        code: u16,
+        reason: String,
+    },
+    /// No answer at all.
+    Drop,
+    Ban(Ban),
+}
