@@ -42,6 +42,9 @@ pub enum StoreError {
     /// The writer thread has stopped (the gateway is shutting down).
     #[error("database writer has stopped")]
     WriterGone,
+    /// A group commit failed; every write in the group is lost.
+    #[error("database commit failed: {0}")]
+    Commit(String),
 }
 
 /// One registration binding as stored.
@@ -160,9 +163,7 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(
-                e.into(),
-            ))),
+            Ok(Err(e)) => Err(StoreError::Commit(e)),
             Err(_) => Err(StoreError::WriterGone),
         }
     }
