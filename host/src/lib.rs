@@ -10,11 +10,13 @@
 //! - [`auth`]: HTTP digest for SIP (RFC 3261 22, RFC 7616, RFC 8760).
 
 pub mod auth;
+pub mod cdr;
 pub mod config;
 pub mod control;
 pub mod directory;
 pub mod guard;
 pub mod plugins;
+pub mod proxy;
 pub mod registrar;
 pub mod run;
 pub mod server;

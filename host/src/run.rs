@@ -17,6 +17,7 @@ use crate::control;
 use crate::directory::{self, Directory};
 use crate::guard::Guard;
 use crate::plugins::{Chain, PluginEngine, PluginError, SharedState};
+use crate::proxy::Proxy;
 use crate::registrar::location::Location;
 use crate::registrar::Registrar;
 use crate::server::{self, now_ms, tenant_key, Core, Gateway, Sink};
@@ -173,6 +174,11 @@ pub async fn run(
         guard,
         chain: RwLock::new(Arc::new(chain)),
         store: store.clone(),
+        proxy: Proxy::new(
+            timers.t1,
+            timers.t2,
+            Duration::from_millis(config.calls.max_duration_ms),
+        ),
     });
     let gateway = Gateway(core.clone());
     let sink: Arc<dyn Sink> = Arc::new(gateway.clone());

@@ -27,6 +27,7 @@ use crate::plugins::{
     AuthAttempt, AuthFailure, Chain, Event, Reaction, Registration, RequestInfo, RequestView,
     Verdict,
 };
+use crate::proxy::Proxy;
 use crate::registrar::location::Aor;
 use crate::registrar::{Answer, Registrar};
 use crate::sip::{Message, Method, StartLine};
@@ -78,6 +79,8 @@ pub struct Core {
     /// The plugin chain; a reload swaps in a new one.
     pub chain: RwLock<Arc<Chain>>,
     pub store: Store,
+    /// The call router.
+    pub proxy: Proxy,
 }
 
 /// The gateway as the transports see it.
@@ -138,7 +141,7 @@ impl Gateway {
             }
         };
         if !message.is_request() {
-            Stats::inc(&core.stats.dropped_responses);
+            core.proxy.on_response(core, message, &source);
             return;
         }
         let span = tracing::debug_span!(
@@ -156,7 +159,7 @@ impl Gateway {
 /// How a request is answered. (Returned once per request, never stored, so
 /// the size difference between the variants costs nothing.)
 #[allow(clippy::large_enum_variant)]
-enum Reply {
+pub(crate) enum Reply {
     /// Answer now with this final response.
     Now(u16, Message),
     /// The answer leaves later (after a commit) through the transaction.
@@ -224,7 +227,9 @@ impl Core {
                 }
                 return;
             }
-            Incoming::AckAbsorbed | Incoming::StrayAck => return,
+            Incoming::AckAbsorbed => return,
+            // The ACK of a 2xx: end to end, along its dialog.
+            Incoming::StrayAck => return self.proxy.ack(self, &request, &source),
         }
         let tenant = request.request_uri().and_then(|uri| {
             let host = uri.host.to_string();
@@ -241,7 +246,7 @@ impl Core {
 
     fn finish(&self, key: &Key, reply: Reply, source: &Source) {
         match reply {
-            Reply::Now(code, response) => self.send_final(key, code, &response, source),
+            Reply::Now(code, response) => self.send_response(key, code, &response, source),
             Reply::Later => {}
             Reply::Silent => self
                 .transactions
@@ -390,8 +395,8 @@ impl Core {
         banned
     }
 
-    /// Sends a transaction's final response and records it there.
-    fn send_final(&self, key: &Key, code: u16, response: &Message, to: &Source) {
+    /// Sends a response of a server transaction and records it there.
+    pub(crate) fn send_response(&self, key: &Key, code: u16, response: &Message, to: &Source) {
         Stats::inc(&self.stats.responses_out);
         self.transactions
             .respond(key, response.to_bytes().into(), code, to, &self.out);
@@ -413,10 +418,13 @@ impl Core {
             }
         }
         if *method == Method::Cancel {
-            // No INVITE is ever left pending here yet, so nothing can be cancelled.
-            return self
-                .reply(request, 481, "Call/Transaction Does Not Exist")
-                .into();
+            return self.proxy.cancel(self, request, key);
+        }
+        // Inside a dialog (To has a tag) a request follows its dialog, whatever
+        // its Request-URI (the peer's Contact) says.
+        let in_dialog = request.to().is_ok_and(|to| to.tag().is_some());
+        if in_dialog && *method != Method::Register && *method != Method::Options {
+            return self.proxy.in_dialog(self, request, source, key);
         }
         let Some(tenant) = tenant else {
             // Never a relay: a domain we do not serve is refused, not forwarded.
@@ -431,7 +439,7 @@ impl Core {
                 response.headers.push("Supported", "path, outbound");
                 Reply::Now(code, response)
             }
-            Method::Invite => self.invite(request, tenant, trusted, source),
+            Method::Invite => self.invite(request, tenant, trusted, source, key),
             Method::Bye => self
                 .reply(request, 481, "Call/Transaction Does Not Exist")
                 .into(),
@@ -499,7 +507,7 @@ impl Core {
         let to = *source;
         self.registrar.commit(writes, move |committed| {
             if committed {
-                core.send_final(&key, code, &response, &to);
+                core.send_response(&key, code, &response, &to);
                 for event in events {
                     core.emit(event);
                 }
@@ -510,7 +518,7 @@ impl Core {
                     reason: "Binding not stored".into(),
                 };
                 failed.headers.remove("Contact");
-                core.send_final(&key, 500, &failed, &to);
+                core.send_response(&key, 500, &failed, &to);
             }
         });
         Reply::Later
@@ -520,11 +528,12 @@ impl Core {
     /// trusted by a plugin). Routing comes with the call router; until then
     /// the callee is reported unavailable.
     fn invite(
-        &self,
+        self: &Arc<Self>,
         request: &Message,
         tenant: &Tenant,
         trusted: Option<String>,
         source: &Source,
+        key: &Key,
     ) -> Reply {
         let Ok(from) = request.from() else {
             return self.reply(request, 400, "Malformed From").into();
@@ -532,6 +541,18 @@ impl Core {
         let Some(caller) = from.uri.user.clone() else {
             return self.reply(request, 403, "From has no extension").into();
         };
+        // A caller calls within its own tenant: extension 100 of one domain
+        // cannot reach another domain's numbers.
+        let from_host = from.uri.host.to_string();
+        let same_tenant = self
+            .config
+            .tenant_for_host(from_host.trim_matches(['[', ']']))
+            .is_some_and(|t| std::ptr::eq(t, tenant));
+        if !same_tenant {
+            return self
+                .reply(request, 403, "From domain does not match Request-URI")
+                .into();
+        }
         if trusted.as_deref() != Some(caller.as_str()) {
             match self.authenticate(request, tenant, &caller, source, true) {
                 AuthStep::Pass => {}
@@ -539,14 +560,11 @@ impl Core {
                 AuthStep::Silent => return Reply::Silent,
             }
         }
-        let callee = request.request_uri().and_then(|u| u.user.clone());
-        let known = callee
-            .as_deref()
-            .is_some_and(|c| self.directory.get(tenant_key(tenant), c).is_some());
-        if !known {
+        let Some(callee) = request.request_uri().and_then(|u| u.user.clone()) else {
             return self.reply(request, 404, "Not Found").into();
-        }
-        self.reply(request, 480, "Temporarily Unavailable").into()
+        };
+        self.proxy
+            .start(self, request, source, key, tenant, &caller, &callee)
     }
 
     /// Digest authentication of `user` in `tenant`. `proxy` selects 407 and
@@ -656,7 +674,7 @@ impl Core {
         AuthStep::Answer(code, response)
     }
 
-    fn reply(&self, request: &Message, code: u16, reason: &str) -> (u16, Message) {
+    pub(crate) fn reply(&self, request: &Message, code: u16, reason: &str) -> (u16, Message) {
         let tag = (code > 100).then(new_tag);
         let mut response = request.response(code, reason, tag.as_deref());
         response

@@ -37,8 +37,18 @@ counters! {
     dropped_unparseable,
     /// Datagrams larger than `server.max_message_bytes`: dropped.
     dropped_oversized,
-    /// Responses received (the gateway sends no requests yet): dropped.
+    /// Responses that matched no request the gateway sent: dropped.
     dropped_responses,
+    /// Responses received to requests the gateway forwarded.
+    responses_in,
+    /// Requests forwarded to a phone or peer (each fork branch counts).
+    requests_forwarded,
+    /// New calls (initial INVITEs that passed authentication and routing).
+    calls_started,
+    /// Calls that were answered.
+    calls_answered,
+    /// In-dialog requests refused: no such dialog, or not from its party.
+    dialog_refused,
     /// Requests answered 400 because they were malformed.
     bad_requests,
     /// Request retransmissions answered from the transaction.

@@ -92,6 +92,8 @@ pub struct Timers {
 #[derive(Debug)]
 struct Entry {
     last_response: Option<Arc<[u8]>>,
+    /// Status of `last_response` (0 before any).
+    last_code: u16,
     /// INVITE: a final response was sent and its ACK has arrived.
     confirmed: bool,
     /// Bumps on every new response, so a retransmission task can tell it is stale.
@@ -135,6 +137,10 @@ impl Transactions {
     pub fn incoming(&self, key: &Key, is_ack: bool) -> Incoming {
         let mut table = self.table.lock().unwrap();
         match table.entries.get_mut(key) {
+            // The ACK of a 2xx is a request of its own, end to end (RFC 3261
+            // 17.2.3): a UA that reuses the INVITE's branch must not have it
+            // swallowed here.
+            Some(entry) if is_ack && (200..300).contains(&entry.last_code) => Incoming::StrayAck,
             Some(entry) if is_ack => {
                 entry.confirmed = true;
                 entry.generation += 1;
@@ -147,6 +153,7 @@ impl Transactions {
                     key.clone(),
                     Entry {
                         last_response: None,
+                        last_code: 0,
                         confirmed: false,
                         generation: 0,
                     },
@@ -177,6 +184,7 @@ impl Transactions {
                 return;
             };
             entry.last_response = Some(response.clone());
+            entry.last_code = code;
             entry.generation += 1;
             let generation = entry.generation;
             if is_final {

@@ -43,6 +43,7 @@ pub struct Config {
     pub auth: Auth,
     pub storage: Storage,
     pub log: Log,
+    pub calls: Calls,
     /// Normalised: the default tenant (if any) first, then [[tenant]] entries.
     pub tenants: Vec<Tenant>,
     pub bans: Bans,
@@ -383,9 +384,15 @@ pub struct Tenant {
     /// Lowercased extra host names; for the default tenant a copy of server.aliases.
     pub aliases: Vec<String>,
     pub extensions: Vec<Extension>,
+    pub ring_groups: Vec<RingGroup>,
 }
 
 impl Tenant {
+    /// The ring group with this number.
+    pub fn ring_group(&self, number: &str) -> Option<&RingGroup> {
+        self.ring_groups.iter().find(|g| g.number == number)
+    }
+
     /// The extension with this number (numbers are case-sensitive, like SIP user parts).
     pub fn extension(&self, number: &str) -> Option<&Extension> {
         self.extensions.iter().find(|e| e.number == number)
@@ -411,6 +418,61 @@ pub struct Extension {
     pub display_name: Option<String>,
     /// Overrides registrar.max_contacts, >= 1.
     pub max_contacts: Option<usize>,
+    /// Overrides calls.ring_time_ms, >= 1.
+    pub ring_time_ms: Option<u64>,
+    /// Number (extension or ring group of the same tenant) that an
+    /// unanswered call goes to when the ring time is up; None: 480.
+    pub no_answer: Option<String>,
+}
+
+/// `[calls]`: call routing timers.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Calls {
+    /// How long an extension rings before the call ends with 480 (or goes
+    /// to the extension's no_answer number).
+    pub ring_time_ms: u64,
+    /// A call whose BYE never comes is closed (BYE sent to both ends) after this.
+    pub max_duration_ms: u64,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            ring_time_ms: 30_000,
+            max_duration_ms: 4 * 3_600_000,
+        }
+    }
+}
+
+/// How a ring group rings its members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Every member at once; the first to answer gets the call.
+    RingAll,
+    /// One member after the other, each for member_timeout_ms.
+    Hunt,
+}
+
+/// `[[ring_group]]` / `[[tenant.ring_group]]`: one number that rings several extensions.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingGroup {
+    /// Same rules as an extension number; must not be one.
+    pub number: String,
+    pub strategy: Strategy,
+    /// Extension numbers of the same tenant, in hunt order.
+    pub members: Vec<String>,
+    /// Hunt: how long each member rings before the next one.
+    #[serde(default = "default_member_timeout_ms")]
+    pub member_timeout_ms: u64,
+    /// Overrides calls.ring_time_ms for the whole group.
+    pub ring_time_ms: Option<u64>,
+}
+
+fn default_member_timeout_ms() -> u64 {
+    15_000
 }
 
 impl Config {

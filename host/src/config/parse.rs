@@ -20,8 +20,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{
-    is_ip_literal, Auth, Bans, Config, ConfigError, Extension, Grant, Location, Log, OnError,
-    PluginSource, PluginSpec, Registrar, Server, Storage, Tcp, Tenant, Transaction,
+    is_ip_literal, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log,
+    OnError, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage, Tcp, Tenant,
+    Transaction,
 };
 
 // ---------------------------------------------------------------------------
@@ -355,9 +356,13 @@ struct RawFile {
     storage: Storage,
     #[serde(default)]
     log: Log,
+    #[serde(default)]
+    calls: Calls,
     /// The default tenant's extensions.
     #[serde(default)]
     extension: Vec<Extension>,
+    #[serde(default)]
+    ring_group: Vec<RingGroup>,
     #[serde(default)]
     tenant: Vec<RawTenant>,
     #[serde(default)]
@@ -506,6 +511,8 @@ struct RawTenant {
     aliases: Vec<String>,
     #[serde(default)]
     extension: Vec<Extension>,
+    #[serde(default)]
+    ring_group: Vec<RingGroup>,
 }
 
 // ---------------------------------------------------------------------------
@@ -680,6 +687,7 @@ impl Ctx<'_> {
         self.registrar(&raw.registrar)?;
         self.auth(&raw.auth)?;
         self.storage(&raw.storage)?;
+        self.calls(&raw.calls)?;
 
         let mut tenants = Vec::new();
         if !raw.extension.is_empty() || raw.tenant.is_empty() {
@@ -688,8 +696,10 @@ impl Ctx<'_> {
                 realm: server.realm.clone(),
                 aliases: server.aliases.clone(),
                 extensions: raw.extension,
+                ring_groups: raw.ring_group,
             };
             self.extensions(&KeyPath::default(), &default)?;
+            self.ring_groups(&KeyPath::default(), &default)?;
             tenants.push(default);
         }
         for (i, raw_tenant) in raw.tenant.into_iter().enumerate() {
@@ -704,8 +714,10 @@ impl Ctx<'_> {
                 domain: Some(domain),
                 aliases,
                 extensions: raw_tenant.extension,
+                ring_groups: raw_tenant.ring_group,
             };
             self.extensions(&base, &tenant)?;
+            self.ring_groups(&base, &tenant)?;
             tenants.push(tenant);
         }
 
@@ -720,6 +732,7 @@ impl Ctx<'_> {
             auth: raw.auth,
             storage: raw.storage,
             log: raw.log,
+            calls: raw.calls,
             tenants,
             bans,
             plugins,
@@ -1001,6 +1014,81 @@ impl Ctx<'_> {
             }
             if let Some(max) = ext.max_contacts {
                 self.at_least(&at.key("max_contacts"), max as u64, 1)?;
+            }
+            if let Some(ms) = ext.ring_time_ms {
+                self.at_least(&at.key("ring_time_ms"), ms, 1)?;
+            }
+            if let Some(target) = &ext.no_answer {
+                self.callable(&at.key("no_answer"), target, tenant)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn calls(&self, calls: &Calls) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["calls"]);
+        self.at_least(&base.key("ring_time_ms"), calls.ring_time_ms, 1)?;
+        self.at_least(&base.key("max_duration_ms"), calls.max_duration_ms, 1)
+    }
+
+    /// A number calls can be sent to: an extension or ring group of `tenant`.
+    fn callable(&self, path: &KeyPath, number: &str, tenant: &Tenant) -> Result<(), ConfigError> {
+        if tenant.extension(number).is_some() || tenant.ring_group(number).is_some() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            at: self.at(path),
+            key: path.to_string(),
+            message: format!(
+                "\"{number}\" is neither an extension nor a ring group of {}",
+                tenant.describe()
+            ),
+        })
+    }
+
+    fn ring_groups(&self, base: &KeyPath, tenant: &Tenant) -> Result<(), ConfigError> {
+        let list = base.key("ring_group");
+        for (i, group) in tenant.ring_groups.iter().enumerate() {
+            let at = list.index(i);
+            let number_path = at.key("number");
+            if !valid_number(&group.number) {
+                return Err(ConfigError::InvalidExtensionNumber {
+                    at: self.at(&number_path),
+                    key: number_path.to_string(),
+                    number: group.number.clone(),
+                });
+            }
+            let taken = tenant.extension(&group.number).is_some()
+                || tenant.ring_groups[..i]
+                    .iter()
+                    .any(|g| g.number == group.number);
+            if taken {
+                return Err(ConfigError::DuplicateExtension {
+                    at: self.at(&number_path),
+                    key: number_path.to_string(),
+                    number: group.number.clone(),
+                    tenant: tenant.describe(),
+                });
+            }
+            if group.members.is_empty() {
+                return Err(self.empty(&at.key("members")));
+            }
+            for (j, member) in group.members.iter().enumerate() {
+                let path = at.key("members").index(j);
+                if tenant.extension(member).is_none() {
+                    return Err(ConfigError::Invalid {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        message: format!(
+                            "\"{member}\" is not an extension of {}",
+                            tenant.describe()
+                        ),
+                    });
+                }
+            }
+            self.at_least(&at.key("member_timeout_ms"), group.member_timeout_ms, 1)?;
+            if let Some(ms) = group.ring_time_ms {
+                self.at_least(&at.key("ring_time_ms"), ms, 1)?;
             }
         }
         Ok(())

@@ -203,6 +203,8 @@ max_contacts = 5
             password: Some("pw".into()),
             display_name: Some("Front desk".into()),
             max_contacts: Some(5),
+            ring_time_ms: None,
+            no_answer: None,
         }]
     );
     let named = &c.tenants[1];
@@ -311,7 +313,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(
         error(text),
         "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
-         registrar, auth, storage, log, extension, tenant, bans, plugin)"
+         registrar, auth, storage, log, calls, extension, ring_group, tenant, bans, plugin)"
     );
 }
 
@@ -327,7 +329,7 @@ fn unknown_key_nested() {
     assert_eq!(
         error(text),
         "x.toml:5: tenant[0].extension[0].pasword: unknown key (expected one of: \
-         number, password, display_name, max_contacts)"
+         number, password, display_name, max_contacts, ring_time_ms, no_answer)"
     );
 }
 
@@ -889,4 +891,61 @@ enabled = false
         error(text),
         "x.toml:11: plugin[2].name: duplicate plugin name \"f2b\" (first used by plugin[0].name)"
     );
+}
+
+#[test]
+fn ring_groups_and_call_timers() {
+    let c = Config::parse(
+        r#"
+[calls]
+ring_time_ms = 2000
+[[extension]]
+number = "100"
+ring_time_ms = 500
+no_answer = "600"
+[[extension]]
+number = "101"
+[[ring_group]]
+number = "600"
+strategy = "hunt"
+members = ["101", "100"]
+member_timeout_ms = 300
+"#,
+        "x.toml",
+    )
+    .unwrap();
+    assert_eq!(c.calls.ring_time_ms, 2000);
+    let tenant = &c.tenants[0];
+    assert_eq!(tenant.extension("100").unwrap().ring_time_ms, Some(500));
+    let group = tenant.ring_group("600").unwrap();
+    assert_eq!(group.strategy, crate::config::Strategy::Hunt);
+    assert_eq!(group.members, ["101", "100"]);
+    assert_eq!(group.member_timeout_ms, 300);
+}
+
+#[test]
+fn ring_group_errors_name_the_key() {
+    let cases = [
+        (
+            "[[extension]]\nnumber = \"100\"\n[[ring_group]]\nnumber = \"600\"\nstrategy = \"ring-all\"\nmembers = [\"100\", \"102\"]\n",
+            "x.toml:6: ring_group[0].members[1]: \"102\" is not an extension of the default tenant",
+        ),
+        (
+            "[[extension]]\nnumber = \"100\"\n[[ring_group]]\nnumber = \"100\"\nstrategy = \"ring-all\"\nmembers = [\"100\"]\n",
+            "ring_group[0].number",
+        ),
+        (
+            "[[extension]]\nnumber = \"100\"\nno_answer = \"999\"\n",
+            "x.toml:3: extension[0].no_answer: \"999\" is neither an extension nor a ring group of the default tenant",
+        ),
+        ("[calls]\nring_time_ms = 0\n", "calls.ring_time_ms"),
+        (
+            "[[extension]]\nnumber = \"100\"\n[[ring_group]]\nnumber = \"600\"\nstrategy = \"round-robin\"\nmembers = [\"100\"]\n",
+            "ring_group[0].strategy",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+    }
 }

@@ -240,6 +240,26 @@ impl Headers {
         }
     }
 
+    /// Removes the first comma-separated value of the first line with this
+    /// name (the whole line when it held one value) and returns it: a proxy
+    /// popping its own Via or Route (RFC 3261 7.3.1 lets peers combine lines).
+    pub fn pop_first_value(&mut self, name: &str) -> Option<String> {
+        let q = query_name(name);
+        let index = self
+            .list
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(q))?;
+        let items = split_list(&self.list[index].1);
+        let first = items.first()?.to_string();
+        if items.len() <= 1 {
+            self.list.remove(index);
+        } else {
+            let rest = items[1..].join(", ");
+            self.list[index].1 = rest;
+        }
+        Some(first)
+    }
+
     /// Removes every line with this name.
     pub fn remove(&mut self, name: &str) {
         let q = query_name(name);

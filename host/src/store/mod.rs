@@ -97,6 +97,7 @@ pub enum Write {
     DeleteBan {
         address: String,
     },
+    InsertCdr(crate::cdr::Cdr),
     SetGeneratedPassword {
         tenant: String,
         extension: String,
@@ -328,6 +329,7 @@ fn apply(conn: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
                     b.until_ms as i64
                 ])?;
             }
+            Write::InsertCdr(_) => {}
             Write::DeleteBan { address } => {
                 tx.prepare_cached("DELETE FROM bans WHERE address = ?1")?
                     .execute(params![address])?;

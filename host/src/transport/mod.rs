@@ -86,6 +86,48 @@ impl Outbound {
         &self.tcp
     }
 
+    /// Local address of a UDP socket.
+    pub fn udp_local(&self, index: usize) -> Option<SocketAddr> {
+        self.udp.get(index).and_then(|s| s.local_addr().ok())
+    }
+
+    /// Our address as `peer` sees it: the local address of the UDP socket of
+    /// the peer's family (TCP listens on the same addresses). A wildcard
+    /// listener (0.0.0.0, ::) is resolved to the source address the kernel
+    /// would route from: connecting a UDP socket sends nothing.
+    pub fn local_for(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        let local = self
+            .udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .find(|local| local.is_ipv4() == peer.is_ipv4())?;
+        if !local.ip().is_unspecified() {
+            return Some(local);
+        }
+        let probe = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).ok()?;
+        probe.connect(peer).ok()?;
+        Some(SocketAddr::new(probe.local_addr().ok()?.ip(), local.port()))
+    }
+
+    /// The way to reach `addr` over `transport`: the first UDP socket of the
+    /// address's family, or the open TCP connection from that peer. None when
+    /// there is no such socket or connection (the gateway does not open TCP
+    /// connections itself: phones on TCP keep theirs open).
+    pub fn route_to(&self, addr: SocketAddr, transport: Transport) -> Option<Source> {
+        let via = match transport {
+            Transport::Udp => Route::UdpSocket(self.udp.iter().position(|s| {
+                s.local_addr()
+                    .is_ok_and(|local| local.is_ipv4() == addr.is_ipv4())
+            })?),
+            Transport::Tcp => Route::TcpConn(self.tcp.find(addr)?),
+        };
+        Some(Source {
+            addr,
+            transport,
+            via,
+        })
+    }
+
     /// Sends one message to where `to` came from. Failures are logged, never
     /// fatal: the peer may have gone.
     pub fn send(&self, to: &Source, bytes: Arc<[u8]>) {
@@ -177,6 +219,16 @@ impl Connections {
                 let _ = writer.try_send(Arc::from(Vec::new()));
             }
         }
+    }
+
+    /// The open connection from `peer`, if any.
+    pub fn find(&self, peer: SocketAddr) -> Option<ConnId> {
+        let table = self.inner.lock().unwrap();
+        table
+            .writers
+            .iter()
+            .find(|(_, (p, _))| *p == peer)
+            .map(|(id, _)| *id)
     }
 
     /// Queues bytes for a connection's writer; false if it is gone or choked.

@@ -1,0 +1,1002 @@
+//! The call router: a transaction-stateful proxy (RFC 3261 section 16).
+//!
+//! ```text
+//! INVITE (authenticated) -> route (extension | ring group) -> 100 Trying
+//!   -> one client transaction ("branch") per phone of the current step
+//!   -> 1xx relayed; first 2xx relayed, dialog created, other branches
+//!      CANCELled (Reason: call completed elsewhere); every later 2xx relayed
+//!   -> all failed: next step (hunt), else the best response (choose.rs)
+//!   -> ring time up: CANCEL all, 480 (or the no-answer number)
+//! CANCEL from the caller -> 200, CANCEL every ringing branch, 487
+//! in-dialog request -> its dialog (dialog.rs) -> the other party
+//! ```
+//!
+//! One lock guards calls and dialogs: a call's state changes in a few
+//! microseconds, and even at a thousand calls a second the lock is free
+//! nearly always. Timers are tokio tasks that look the call up again when
+//! they fire, so a call that ended meanwhile simply is not found.
+//!
+//! Our branch ids are `z9hG4bKsf<salt><call>.<branch>`: a response names its
+//! call directly, and the per-process salt means a response to an earlier
+//! process, or a forged one, matches nothing.
+
+pub mod choose;
+pub mod dialog;
+pub mod forward;
+pub mod target;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::cdr::{Cdr, Disposition};
+use crate::config::Tenant;
+use crate::server::{tenant_key, Core, Reply};
+use crate::sip::{Message, Method, NameAddr, StartLine, Uri};
+use crate::stats::Stats;
+use crate::store::Write;
+use crate::transaction::Key;
+use crate::transport::Source;
+use dialog::{Dialog, Dialogs, Side};
+use target::{Plan, Routed, Step, Target};
+
+pub use crate::now_ms;
+
+/// Reason of the CANCELs sent when another phone answered (RFC 3326).
+const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
+
+/// The call router's state and timers.
+pub struct Proxy {
+    state: Mutex<State>,
+    /// Branch prefix with this process's salt.
+    prefix: String,
+    next_id: AtomicU64,
+    runtime: tokio::runtime::Handle,
+    t1: Duration,
+    t2: Duration,
+    max_duration: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    calls: HashMap<u64, Call>,
+    /// INVITE server transactions with a call, for CANCEL.
+    by_key: HashMap<Key, u64>,
+    dialogs: Dialogs,
+}
+
+/// A request being forwarded: an initial INVITE with its ring plan, or an
+/// in-dialog request with its single branch.
+struct Call {
+    id: u64,
+    /// The caller's server transaction.
+    key: Key,
+    caller: Source,
+    /// The request as received (with `received`/`rport` marked).
+    request: Message,
+    method: Method,
+    branches: Vec<Branch>,
+    steps: VecDeque<Step>,
+    /// Number of the step ringing now (hunt timers name it).
+    step: u32,
+    best: Option<(u16, Message)>,
+    /// Challenges of every 401/407 branch, merged into the one sent (16.7 step 7).
+    challenges: Vec<(String, String)>,
+    answered: bool,
+    cancelled: bool,
+    final_sent: bool,
+    /// Initial INVITE only: our Record-Route, the CDR being built, the
+    /// tenant and the number rung when nobody answers.
+    initial: Option<Initial>,
+}
+
+struct Initial {
+    record_route: String,
+    cdr: Cdr,
+    tenant: String,
+    no_answer: Option<String>,
+}
+
+/// One client transaction.
+struct Branch {
+    to: Source,
+    contact: String,
+    sent: Message,
+    bytes: Arc<[u8]>,
+    state: BranchState,
+    /// CANCEL as soon as a provisional arrives (RFC 3261 9.1 forbids it before).
+    cancel_wanted: Option<&'static str>,
+    step: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BranchState {
+    Calling,
+    Proceeding,
+    Done,
+}
+
+/// What a branch timer does next.
+enum Tick {
+    Again,
+    Stop,
+}
+
+impl Call {
+    fn all_done(&self) -> bool {
+        self.branches.iter().all(|b| b.state == BranchState::Done)
+    }
+}
+
+impl Proxy {
+    /// Must be called within a tokio runtime, whose handle runs the timers.
+    pub fn new(t1: Duration, t2: Duration, max_duration: Duration) -> Proxy {
+        Proxy {
+            state: Mutex::new(State::default()),
+            prefix: format!("z9hG4bKsf{:08x}", rand::random::<u32>()),
+            next_id: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::current(),
+            t1,
+            t2,
+            max_duration,
+        }
+    }
+
+    /// Calls being set up, and calls that are up.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.state.lock().unwrap();
+        (state.calls.len(), state.dialogs.len())
+    }
+
+    fn branch_id(&self, call: u64, branch: usize) -> String {
+        format!("{}{call:x}.{branch}", self.prefix)
+    }
+
+    /// The call and branch a branch id names, if it is one of ours.
+    fn parse_branch(&self, id: &str) -> Option<(u64, usize)> {
+        let rest = id.strip_prefix(&self.prefix)?;
+        let (call, branch) = rest.split_once('.')?;
+        Some((u64::from_str_radix(call, 16).ok()?, branch.parse().ok()?))
+    }
+
+    // -----------------------------------------------------------------------
+    // Initial INVITE
+
+    /// Routes an authenticated initial INVITE from `caller` of `tenant`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        &self,
+        core: &Arc<Core>,
+        request: &Message,
+        source: &Source,
+        key: &Key,
+        tenant: &Tenant,
+        caller: &str,
+        callee: &str,
+    ) -> Reply {
+        let tenant_key = tenant_key(tenant).to_owned();
+        let now = now_ms();
+        let plan = match target::route(
+            tenant,
+            &tenant_key,
+            callee,
+            caller,
+            &core.config.calls,
+            &target::Lookup {
+                location: &core.registrar.location,
+                out: &core.out,
+                now_ms: now,
+            },
+        ) {
+            Routed::Plan(plan) => plan,
+            Routed::NotFound => return core.reply(request, 404, "Not Found").into(),
+        };
+        Stats::inc(&core.stats.calls_started);
+        let local = core
+            .out
+            .local_for(source.addr)
+            .map(forward::host_port)
+            .unwrap_or_default();
+        let cdr = Cdr {
+            call_id: request.call_id().unwrap_or("").to_owned(),
+            tenant: tenant_key.clone(),
+            caller: caller.to_owned(),
+            caller_source: format!("{}/{}", source.addr, source.transport),
+            caller_user_agent: request.headers.get("User-Agent").map(str::to_owned),
+            callee: callee.to_owned(),
+            route: plan.route.clone(),
+            answered_by: None,
+            start_ms: now,
+            answer_ms: None,
+            end_ms: now,
+            duration_ms: 0,
+            disposition: Disposition::Failed,
+            status: 0,
+        };
+        let trying = core.reply(request, 100, "Trying").1;
+        core.send_response(key, 100, &trying, source);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let Plan {
+            steps,
+            ring_time,
+            no_answer,
+            ..
+        } = plan;
+        let mut call = Call {
+            id,
+            key: key.clone(),
+            caller: *source,
+            request: request.clone(),
+            method: Method::Invite,
+            branches: Vec::new(),
+            steps,
+            step: 0,
+            best: None,
+            challenges: Vec::new(),
+            answered: false,
+            cancelled: false,
+            final_sent: false,
+            initial: Some(Initial {
+                record_route: forward::record_route(&local, source.transport),
+                cdr,
+                tenant: tenant_key,
+                no_answer,
+            }),
+        };
+        let mut state = self.state.lock().unwrap();
+        if !self.next_step(core, &mut call) {
+            self.nobody_answered(core, &mut call, 480, "Temporarily Unavailable");
+        }
+        self.spawn_ring_timer(core, id, ring_time);
+        self.keep(&mut state, call);
+        Reply::Later
+    }
+
+    /// Starts the next step with phones to ring; false when none is left.
+    fn next_step(&self, core: &Arc<Core>, call: &mut Call) -> bool {
+        while let Some(step) = call.steps.pop_front() {
+            if step.targets.is_empty() {
+                continue;
+            }
+            call.step += 1;
+            for target in &step.targets {
+                self.send_branch(core, call, target);
+            }
+            if let Some(timeout) = step.timeout {
+                self.spawn_step_timer(core, call.id, call.step, timeout);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Sends the request to one target as a new client transaction.
+    fn send_branch(&self, core: &Arc<Core>, call: &mut Call, target: &Target) {
+        let index = call.branches.len();
+        let id = self.branch_id(call.id, index);
+        let local = core
+            .out
+            .local_for(target.to.addr)
+            .map(forward::host_port)
+            .unwrap_or_default();
+        let via = forward::via(target.to.transport, &local, &id);
+        let mut sent = forward::forward(&call.request, Some(&target.uri), &via);
+        if let Some(initial) = &call.initial {
+            sent.headers
+                .insert(1, "Record-Route", initial.record_route.clone());
+        }
+        let bytes: Arc<[u8]> = sent.to_bytes().into();
+        Stats::inc(&core.stats.requests_forwarded);
+        core.out.send(&target.to, bytes.clone());
+        call.branches.push(Branch {
+            to: target.to,
+            contact: target.uri.to_string(),
+            sent,
+            bytes,
+            state: BranchState::Calling,
+            cancel_wanted: None,
+            step: call.step,
+        });
+        self.spawn_branch_timer(core, call.id, index, target.to.transport.is_reliable());
+    }
+
+    /// Puts a call back in the table unless it is over.
+    fn keep(&self, state: &mut State, call: Call) {
+        if call.final_sent && call.all_done() {
+            state.by_key.remove(&call.key);
+            return;
+        }
+        if call.method == Method::Invite {
+            state.by_key.insert(call.key.clone(), call.id);
+        }
+        state.calls.insert(call.id, call);
+    }
+
+    // -----------------------------------------------------------------------
+    // Responses
+
+    /// A response from downstream.
+    pub fn on_response(&self, core: &Arc<Core>, mut response: Message, source: &Source) {
+        let Some(code) = response.code() else {
+            return;
+        };
+        let ours = response
+            .top_via()
+            .ok()
+            .and_then(|via| via.branch().and_then(|b| self.parse_branch(b)));
+        let Some((call_id, index)) = ours else {
+            Stats::inc(&core.stats.dropped_responses);
+            return;
+        };
+        Stats::inc(&core.stats.responses_in);
+        response.headers.pop_first_value("Via");
+        let cseq_method = response.cseq().ok().map(|c| c.method);
+        let mut state = self.state.lock().unwrap();
+        let Some(mut call) = state.calls.remove(&call_id) else {
+            drop(state);
+            self.late_response(core, code, &response, cseq_method.as_ref());
+            return;
+        };
+        let from_branch = call
+            .branches
+            .get(index)
+            .is_some_and(|b| b.to.addr.ip() == source.addr.ip());
+        // Answers to our CANCELs need nothing; a response from another host
+        // than the branch was sent to is not believed.
+        if from_branch && cseq_method.as_ref() == Some(&call.method) {
+            self.branch_response(core, &mut state, &mut call, index, code, response);
+        } else if !from_branch {
+            Stats::inc(&core.stats.dropped_responses);
+        }
+        self.keep(&mut state, call);
+    }
+
+    /// A response for a call that is gone: a 2xx retransmission still goes
+    /// to the caller of its dialog (its ACK ends the retransmissions).
+    fn late_response(
+        &self,
+        core: &Arc<Core>,
+        code: u16,
+        response: &Message,
+        method: Option<&Method>,
+    ) {
+        if (200..300).contains(&code) && method == Some(&Method::Invite) {
+            let caller = response
+                .call_id()
+                .and_then(|id| self.state.lock().unwrap().dialogs.caller_of(id));
+            if let Some(caller) = caller {
+                core.out.send(&caller, response.to_bytes().into());
+            }
+        }
+    }
+
+    fn branch_response(
+        &self,
+        core: &Arc<Core>,
+        state: &mut State,
+        call: &mut Call,
+        index: usize,
+        code: u16,
+        response: Message,
+    ) {
+        let branch = &mut call.branches[index];
+        match code {
+            100 => {
+                if branch.state == BranchState::Calling {
+                    branch.state = BranchState::Proceeding;
+                }
+            }
+            101..=199 => {
+                if branch.state == BranchState::Calling {
+                    branch.state = BranchState::Proceeding;
+                }
+                if let Some(reason) = branch.cancel_wanted.take() {
+                    self.send_cancel(core, branch, reason);
+                }
+                if !call.final_sent && branch.state != BranchState::Done {
+                    core.send_response(&call.key, code, &response, &call.caller);
+                }
+            }
+            200..=299 => self.answered(core, state, call, index, code, response),
+            _ => self.branch_failed(core, call, index, code, Some(response)),
+        }
+    }
+
+    /// A 2xx: relayed to the caller, always (RFC 3261 16.7 step 10).
+    fn answered(
+        &self,
+        core: &Arc<Core>,
+        state: &mut State,
+        call: &mut Call,
+        index: usize,
+        code: u16,
+        response: Message,
+    ) {
+        call.branches[index].state = BranchState::Done;
+        if call.method == Method::Invite && call.initial.is_some() {
+            self.open_dialog(core, state, call, index, &response);
+        }
+        if !call.answered {
+            call.answered = true;
+            // The first answer wins: the other phones stop ringing.
+            for branch in &mut call.branches {
+                self.stop_branch(core, branch, COMPLETED_ELSEWHERE);
+            }
+            call.steps.clear();
+        }
+        if call.final_sent {
+            core.out.send(&call.caller, response.to_bytes().into());
+        } else {
+            call.final_sent = true;
+            core.send_response(&call.key, code, &response, &call.caller);
+        }
+    }
+
+    /// Records the dialog a 2xx to an initial INVITE creates.
+    fn open_dialog(
+        &self,
+        core: &Arc<Core>,
+        state: &mut State,
+        call: &mut Call,
+        index: usize,
+        response: &Message,
+    ) {
+        let request = &call.request;
+        let (Some(call_id), Ok(from), Ok(to)) = (request.call_id(), request.from(), response.to())
+        else {
+            return;
+        };
+        let callee_tag = to.tag().unwrap_or("").to_owned();
+        if state.dialogs.contains(call_id, &callee_tag) {
+            return; // a retransmitted 2xx
+        }
+        let contact_of = |m: &Message| {
+            m.headers
+                .get("Contact")
+                .and_then(|c| NameAddr::parse(c).ok())
+                .map(|a| a.uri.to_string())
+                .unwrap_or_default()
+        };
+        let branch = &call.branches[index];
+        // The first answer takes the CDR; a second phone answering the same
+        // fork gets a dialog (the caller will end it) but no second record.
+        let cdr = match (&mut call.initial, call.answered) {
+            (Some(initial), false) => {
+                Stats::inc(&core.stats.calls_answered);
+                let mut cdr = initial.cdr.clone();
+                cdr.answer_ms = Some(now_ms());
+                cdr.answered_by = Some(branch.contact.clone());
+                cdr.disposition = Disposition::Answered;
+                cdr.status = response.code().unwrap_or(200);
+                Some(cdr)
+            }
+            _ => None,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        state.dialogs.insert(Dialog {
+            id,
+            call_id: call_id.to_owned(),
+            caller_tag: from.tag().unwrap_or("").to_owned(),
+            callee_tag,
+            caller: call.caller,
+            callee: branch.to,
+            caller_from: request.headers.get("From").unwrap_or("").to_owned(),
+            callee_to: response.headers.get("To").unwrap_or("").to_owned(),
+            caller_contact: contact_of(request),
+            callee_contact: contact_of(response),
+            caller_cseq: request.cseq().map(|c| c.seq).unwrap_or(1),
+            callee_cseq: 0,
+            cdr,
+        });
+        self.spawn_dialog_timer(core, call_id.to_owned(), id);
+    }
+
+    /// A final failure (received, or made up by a timer) on one branch.
+    fn branch_failed(
+        &self,
+        core: &Arc<Core>,
+        call: &mut Call,
+        index: usize,
+        code: u16,
+        response: Option<Message>,
+    ) {
+        let branch = &mut call.branches[index];
+        let was_done = branch.state == BranchState::Done;
+        branch.state = BranchState::Done;
+        if let Some(response) = &response {
+            if call.method == Method::Invite {
+                // Hop by hop: we ACK the failure ourselves (RFC 3261 17.1.1.3),
+                // also for retransmissions of it.
+                let ack = forward::ack_for(&branch.sent, response);
+                core.out.send(&branch.to, ack.to_bytes().into());
+            }
+        }
+        if was_done || call.final_sent {
+            return;
+        }
+        let response = response.unwrap_or_else(|| {
+            let mut made = core.reply(&branch.sent, code, "Request Timeout").1;
+            made.headers.pop_first_value("Via");
+            made
+        });
+        if matches!(code, 401 | 407) {
+            for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
+                for value in response.headers.get_all(name) {
+                    call.challenges.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+        if code >= 600 {
+            // A 6xx ends the search (16.7 step 5).
+            for branch in &mut call.branches {
+                self.stop_branch(core, branch, "SIP;cause=600;text=\"Declined elsewhere\"");
+            }
+            call.steps.clear();
+        }
+        if choose::better(code, call.best.as_ref().map(|(c, _)| *c)) {
+            call.best = Some((code, response));
+        }
+        let current_step_done = call
+            .branches
+            .iter()
+            .filter(|b| b.step == call.step)
+            .all(|b| b.state == BranchState::Done);
+        if current_step_done && !call.cancelled && self.next_step(core, call) {
+            return;
+        }
+        if call.all_done() {
+            self.send_best(core, call);
+        }
+    }
+
+    /// Sends the best final response once every branch has failed.
+    fn send_best(&self, core: &Arc<Core>, call: &mut Call) {
+        let Some((code, mut response)) = call.best.take() else {
+            return self.finish_own(core, call, 480, "Temporarily Unavailable");
+        };
+        let sent_code = choose::forwarded_code(code);
+        if sent_code != code {
+            response.start = StartLine::Response {
+                code: sent_code,
+                reason: "Server Internal Error".into(),
+            };
+        }
+        if matches!(code, 401 | 407) {
+            for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
+                response.headers.remove(name);
+            }
+            for (name, value) in call.challenges.drain(..) {
+                response.headers.push(&name, value);
+            }
+        }
+        self.send_final(core, call, sent_code, &response);
+    }
+
+    /// Ends the call with a response of our own.
+    fn finish_own(&self, core: &Arc<Core>, call: &mut Call, code: u16, reason: &str) {
+        let response = core.reply(&call.request, code, reason).1;
+        self.send_final(core, call, code, &response);
+    }
+
+    /// Sends the caller its final non-2xx response and records the call.
+    fn send_final(&self, core: &Arc<Core>, call: &mut Call, code: u16, response: &Message) {
+        if call.final_sent {
+            return;
+        }
+        call.final_sent = true;
+        core.send_response(&call.key, code, response, &call.caller);
+        if let Some(initial) = &call.initial {
+            let mut cdr = initial.cdr.clone();
+            cdr.end_ms = now_ms();
+            cdr.status = code;
+            cdr.disposition = match code {
+                486 | 600 => Disposition::Busy,
+                487 => Disposition::Cancelled,
+                408 | 480 => Disposition::NoAnswer,
+                _ => Disposition::Failed,
+            };
+            if call.cancelled {
+                cdr.disposition = Disposition::Cancelled;
+            }
+            core.store.write_detached(vec![Write::InsertCdr(cdr)]);
+        }
+        self.spawn_cleanup(core, call.id);
+    }
+
+    /// Stops a branch that is still ringing: CANCEL now if it has sent a
+    /// provisional, else as soon as it does.
+    fn stop_branch(&self, core: &Arc<Core>, branch: &mut Branch, reason: &'static str) {
+        match branch.state {
+            BranchState::Proceeding => self.send_cancel(core, branch, reason),
+            BranchState::Calling => branch.cancel_wanted = Some(reason),
+            BranchState::Done => {}
+        }
+    }
+
+    fn send_cancel(&self, core: &Arc<Core>, branch: &Branch, reason: &str) {
+        let reason = (!reason.is_empty()).then_some(reason);
+        let cancel = forward::cancel_for(&branch.sent, reason);
+        core.out.send(&branch.to, cancel.to_bytes().into());
+    }
+
+    /// Nobody answered in time (or nobody could be rung): the no-answer
+    /// number if the extension has one, else `code`.
+    fn nobody_answered(&self, core: &Arc<Core>, call: &mut Call, code: u16, reason: &str) {
+        for branch in &mut call.branches {
+            self.stop_branch(core, branch, "");
+        }
+        call.steps.clear();
+        let next = call.initial.as_mut().and_then(|i| {
+            let number = i.no_answer.take()?;
+            let tenant = core
+                .config
+                .tenants
+                .iter()
+                .find(|t| tenant_key(t) == i.tenant)?;
+            Some((tenant, number))
+        });
+        if let Some((tenant, number)) = next {
+            let caller = call
+                .initial
+                .as_ref()
+                .map(|i| i.cdr.caller.clone())
+                .unwrap_or_default();
+            if let Routed::Plan(plan) = target::route(
+                tenant,
+                tenant_key(tenant),
+                &number,
+                &caller,
+                &core.config.calls,
+                &target::Lookup {
+                    location: &core.registrar.location,
+                    out: &core.out,
+                    now_ms: now_ms(),
+                },
+            ) {
+                tracing::debug!(%number, "no answer: forwarding");
+                if let Some(initial) = &mut call.initial {
+                    initial.cdr.route = format!("{} -> {}", initial.cdr.route, plan.route);
+                }
+                call.steps = plan.steps;
+                if self.next_step(core, call) {
+                    self.spawn_ring_timer(core, call.id, plan.ring_time);
+                    return;
+                }
+            }
+        }
+        self.finish_own(core, call, code, reason);
+    }
+
+    // -----------------------------------------------------------------------
+    // CANCEL
+
+    /// A CANCEL from the caller: its own answer (200, or 481 for no call).
+    pub(crate) fn cancel(&self, core: &Arc<Core>, request: &Message, key: &Key) -> Reply {
+        let invite = Key {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        let mut state = self.state.lock().unwrap();
+        let Some(mut call) = state
+            .by_key
+            .get(&invite)
+            .copied()
+            .and_then(|id| state.calls.remove(&id))
+        else {
+            return core
+                .reply(request, 481, "Call/Transaction Does Not Exist")
+                .into();
+        };
+        if !call.final_sent {
+            call.cancelled = true;
+            for branch in &mut call.branches {
+                self.stop_branch(core, branch, "");
+            }
+            call.steps.clear();
+            // The caller learns at once; a phone that answers anyway still
+            // gets its 2xx relayed (and the caller ends that call).
+            self.finish_own(core, &mut call, 487, "Request Terminated");
+        }
+        self.keep(&mut state, call);
+        core.reply(request, 200, "OK").into()
+    }
+
+    // -----------------------------------------------------------------------
+    // In-dialog requests
+
+    /// A request inside a dialog (To has a tag): forwarded to the other
+    /// party if it belongs to a dialog we route and comes from its party.
+    pub(crate) fn in_dialog(
+        &self,
+        core: &Arc<Core>,
+        request: &Message,
+        source: &Source,
+        key: &Key,
+    ) -> Reply {
+        let Some(method) = request.method().cloned() else {
+            return Reply::Silent;
+        };
+        let mut state = self.state.lock().unwrap();
+        let Some((to, uri)) = self.dialog_hop(&mut state, core, request, source) else {
+            Stats::inc(&core.stats.dialog_refused);
+            return core
+                .reply(request, 481, "Call/Transaction Does Not Exist")
+                .into();
+        };
+        let mut request = request.clone();
+        forward::strip_own_routes(&mut request);
+        if method == Method::Invite {
+            let trying = core.reply(&request, 100, "Trying").1;
+            core.send_response(key, 100, &trying, source);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut call = Call {
+            id,
+            key: key.clone(),
+            caller: *source,
+            request,
+            method,
+            branches: Vec::new(),
+            steps: VecDeque::from([Step {
+                targets: vec![Target {
+                    member: String::new(),
+                    uri,
+                    to,
+                }],
+                timeout: None,
+            }]),
+            step: 0,
+            best: None,
+            challenges: Vec::new(),
+            answered: false,
+            cancelled: false,
+            final_sent: false,
+            initial: None,
+        };
+        self.next_step(core, &mut call);
+        self.keep(&mut state, call);
+        Reply::Later
+    }
+
+    /// The ACK of a 2xx, end to end: forwarded statelessly along its dialog.
+    pub fn ack(&self, core: &Arc<Core>, request: &Message, source: &Source) {
+        let hop = {
+            let mut state = self.state.lock().unwrap();
+            self.dialog_hop(&mut state, core, request, source)
+        };
+        let Some((to, _)) = hop else {
+            Stats::inc(&core.stats.dialog_refused);
+            return;
+        };
+        let mut request = request.clone();
+        forward::strip_own_routes(&mut request);
+        let local = core
+            .out
+            .local_for(to.addr)
+            .map(forward::host_port)
+            .unwrap_or_default();
+        let branch = format!("{}a{:016x}", self.prefix, rand::random::<u64>());
+        let sent = forward::forward(&request, None, &forward::via(to.transport, &local, &branch));
+        Stats::inc(&core.stats.requests_forwarded);
+        core.out.send(&to, sent.to_bytes().into());
+    }
+
+    /// Where an in-dialog request goes: the other party's address and the
+    /// Request-URI. A BYE ends the dialog and writes its CDR.
+    fn dialog_hop(
+        &self,
+        state: &mut State,
+        core: &Arc<Core>,
+        request: &Message,
+        source: &Source,
+    ) -> Option<(Source, Uri)> {
+        let call_id = request.call_id()?;
+        let from = request.from().ok()?;
+        let to = request.to().ok()?;
+        let (dialog, side) =
+            state
+                .dialogs
+                .find_mut(call_id, from.tag().unwrap_or(""), to.tag().unwrap_or(""))?;
+        if dialog.party(side).addr.ip() != source.addr.ip() {
+            tracing::info!(peer = %source.addr, call_id, "in-dialog request from a stranger refused");
+            return None;
+        }
+        let cseq = request.cseq().ok()?.seq;
+        let other = match side {
+            Side::Caller => {
+                dialog.caller_cseq = dialog.caller_cseq.max(cseq);
+                dialog.callee
+            }
+            Side::Callee => {
+                dialog.callee_cseq = dialog.callee_cseq.max(cseq);
+                dialog.caller
+            }
+        };
+        let uri = request.request_uri()?.clone();
+        if request.method() == Some(&Method::Bye) {
+            let id = dialog.id;
+            if let Some(dialog) = state.dialogs.remove(call_id, id) {
+                close_cdr(core, dialog);
+            }
+        }
+        Some((other, uri))
+    }
+
+    // -----------------------------------------------------------------------
+    // Timers
+
+    fn spawn_ring_timer(&self, core: &Arc<Core>, call: u64, after: Duration) {
+        let core = core.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            core.proxy.ring_timeout(&core, call);
+        });
+    }
+
+    fn ring_timeout(&self, core: &Arc<Core>, id: u64) {
+        let mut state = self.state.lock().unwrap();
+        let Some(mut call) = state.calls.remove(&id) else {
+            return;
+        };
+        if !call.answered && !call.final_sent {
+            self.nobody_answered(core, &mut call, 480, "Temporarily Unavailable");
+        }
+        self.keep(&mut state, call);
+    }
+
+    fn spawn_step_timer(&self, core: &Arc<Core>, call: u64, step: u32, after: Duration) {
+        let core = core.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            core.proxy.step_timeout(&core, call, step);
+        });
+    }
+
+    /// A hunt member rang long enough: stop its phones, ring the next.
+    fn step_timeout(&self, core: &Arc<Core>, id: u64, step: u32) {
+        let mut state = self.state.lock().unwrap();
+        let Some(mut call) = state.calls.remove(&id) else {
+            return;
+        };
+        if call.step == step && !call.answered && !call.final_sent {
+            for branch in call.branches.iter_mut().filter(|b| b.step == step) {
+                self.stop_branch(core, branch, "");
+            }
+            if !self.next_step(core, &mut call) {
+                self.nobody_answered(core, &mut call, 480, "Temporarily Unavailable");
+            }
+        }
+        self.keep(&mut state, call);
+    }
+
+    /// Timer A/B (INVITE) or E/F (other methods): retransmit over UDP until a
+    /// response; no response within 64*T1 is a 408 of that branch.
+    fn spawn_branch_timer(&self, core: &Arc<Core>, call: u64, branch: usize, reliable: bool) {
+        let core = core.clone();
+        let (t1, t2) = (self.t1, self.t2);
+        self.runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + 64 * t1;
+            let mut interval = t1;
+            loop {
+                let wake = if reliable {
+                    deadline
+                } else {
+                    (tokio::time::Instant::now() + interval).min(deadline)
+                };
+                tokio::time::sleep_until(wake).await;
+                let expired = tokio::time::Instant::now() >= deadline;
+                match core.proxy.branch_tick(&core, call, branch, expired) {
+                    Tick::Again => {}
+                    Tick::Stop => break,
+                }
+                interval = (interval * 2).min(t2.max(t1));
+            }
+        });
+    }
+
+    fn branch_tick(&self, core: &Arc<Core>, id: u64, index: usize, expired: bool) -> Tick {
+        let mut state = self.state.lock().unwrap();
+        let Some(mut call) = state.calls.remove(&id) else {
+            return Tick::Stop;
+        };
+        let tick = match call.branches.get(index).map(|b| b.state) {
+            None | Some(BranchState::Done) => Tick::Stop,
+            // An INVITE that rings waits for its answer or the ring timer.
+            Some(BranchState::Proceeding) if call.method == Method::Invite => Tick::Stop,
+            Some(_) if expired => {
+                self.branch_failed(core, &mut call, index, 408, None);
+                Tick::Stop
+            }
+            Some(_) => {
+                let branch = &call.branches[index];
+                core.out.send(&branch.to, branch.bytes.clone());
+                Tick::Again
+            }
+        };
+        self.keep(&mut state, call);
+        tick
+    }
+
+    /// After the caller's final response, a call whose branches never
+    /// finished (no answer to our CANCEL) is forgotten after 64*T1.
+    fn spawn_cleanup(&self, core: &Arc<Core>, call: u64) {
+        let core = core.clone();
+        let after = 64 * self.t1;
+        self.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            let mut state = core.proxy.state.lock().unwrap();
+            if let Some(call) = state.calls.remove(&call) {
+                state.by_key.remove(&call.key);
+            }
+        });
+    }
+
+    /// The maximum call duration: the gateway ends a call whose BYE never
+    /// came, with a BYE to each party.
+    fn spawn_dialog_timer(&self, core: &Arc<Core>, call_id: String, id: u64) {
+        let core = core.clone();
+        let after = self.max_duration;
+        self.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            let dialog = core.proxy.state.lock().unwrap().dialogs.remove(&call_id, id);
+            if let Some(dialog) = dialog {
+                tracing::info!(call_id = %dialog.call_id, "call exceeded calls.max_duration_ms: ended with BYE");
+                core.proxy.send_byes(&core, &dialog);
+                close_cdr(&core, dialog);
+            }
+        });
+    }
+
+    /// BYE to both parties of a dialog, each as from the other party.
+    fn send_byes(&self, core: &Arc<Core>, dialog: &Dialog) {
+        let reason = "SIP;cause=408;text=\"Maximum call duration\"";
+        let legs = [
+            (
+                &dialog.callee,
+                &dialog.callee_contact,
+                &dialog.caller_from,
+                &dialog.callee_to,
+                dialog.caller_cseq + 1,
+            ),
+            (
+                &dialog.caller,
+                &dialog.caller_contact,
+                &dialog.callee_to,
+                &dialog.caller_from,
+                dialog.callee_cseq.max(1) + 1,
+            ),
+        ];
+        for (to, contact, from, to_header, cseq) in legs {
+            let Ok(target) = Uri::parse(contact) else {
+                continue;
+            };
+            let local = core
+                .out
+                .local_for(to.addr)
+                .map(forward::host_port)
+                .unwrap_or_default();
+            let branch = format!("{}b{:016x}", self.prefix, rand::random::<u64>());
+            let mut bye = forward::bye(
+                &target,
+                from,
+                to_header,
+                &dialog.call_id,
+                cseq,
+                &forward::via(to.transport, &local, &branch),
+            );
+            bye.headers.push("Reason", reason);
+            core.out.send(to, bye.to_bytes().into());
+        }
+    }
+}
+
+/// Writes the record of an answered call that ended now.
+fn close_cdr(core: &Core, dialog: Dialog) {
+    if let Some(mut cdr) = dialog.cdr {
+        let now = now_ms();
+        cdr.end_ms = now;
+        cdr.duration_ms = now.saturating_sub(cdr.answer_ms.unwrap_or(now));
+        core.store.write_detached(vec![Write::InsertCdr(cdr)]);
+    }
+}
