@@ -2,6 +2,8 @@
 //! commands reach a running gateway, the way `kamcmd` and `fail2ban-client`
 //! do. One JSON request per line, one JSON answer per line:
 //! `{"command":"registrations.list"}` -> `{"ok":true,"result":[...]}`.
+//! A command that takes structured input has it in `params`:
+//! `{"command":"cdrs.list","params":{"extension":"101","limit":20}}`.
 //! The HTTP management API will call the same handlers.
 
 use std::os::unix::fs::PermissionsExt;
@@ -13,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use crate::cdr::{Cdr, CdrFilter};
 use crate::run::{reload_chain, Plugins};
 use crate::server::{now_ms, Core};
 
@@ -23,6 +26,9 @@ pub struct Request {
     /// The command's argument, e.g. the address for `bans.unban`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub argument: Option<String>,
+    /// Structured input, e.g. the [`CdrFilter`] of `cdrs.list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
 }
 
 /// The answer to a request.
@@ -150,6 +156,19 @@ pub async fn handle(request: &Request, core: &Arc<Core>, plugins: &Arc<Plugins>)
                 None => return failure(format!("{ip} is not banned")),
             }
         }
+        "cdrs.list" => {
+            let filter = match request.params.clone() {
+                None => CdrFilter::default(),
+                Some(params) => match serde_json::from_value::<CdrFilter>(params) {
+                    Ok(filter) => filter,
+                    Err(e) => return failure(format!("cdrs.list: bad filter: {e}")),
+                },
+            };
+            match cdrs(core, filter).await {
+                Ok(rows) => serde_json::to_value(rows),
+                Err(e) => return failure(e),
+            }
+        }
         "plugins.list" => serde_json::to_value(core.chain.read().unwrap().stats()),
         "plugins.reload" => match reload_chain(core, plugins).await {
             Ok(names) => serde_json::to_value(names),
@@ -202,6 +221,19 @@ pub fn registrations(core: &Core) -> Vec<RegistrationRow> {
         .collect()
 }
 
+/// The call detail records `filter` selects, newest first, read on a
+/// blocking thread with a read-only connection (the writer is not held up).
+pub async fn cdrs(core: &Core, filter: CdrFilter) -> Result<Vec<Cdr>, String> {
+    let store = core.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = store.reader()?;
+        crate::store::load_cdrs(&conn, &filter)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
 /// Sends one command to a running gateway.
 pub async fn call(path: &Path, command: &str) -> std::io::Result<Response> {
     call_with(path, command, None).await
@@ -213,12 +245,22 @@ pub async fn call_with(
     command: &str,
     argument: Option<&str>,
 ) -> std::io::Result<Response> {
+    send(
+        path,
+        &Request {
+            command: command.to_owned(),
+            argument: argument.map(str::to_owned),
+            params: None,
+        },
+    )
+    .await
+}
+
+/// Sends one request to a running gateway and reads its answer.
+pub async fn send(path: &Path, request: &Request) -> std::io::Result<Response> {
     let stream = UnixStream::connect(path).await?;
     let (read, mut write) = stream.into_split();
-    let mut text = serde_json::to_string(&Request {
-        command: command.to_owned(),
-        argument: argument.map(str::to_owned),
-    })?;
+    let mut text = serde_json::to_string(request)?;
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     let mut lines = BufReader::new(read).lines();

@@ -8,6 +8,7 @@
 //! - [`config`]: the TOML configuration, with errors that name file, line and key.
 //! - [`sip`]: our SIP message model, parser and serializer (RFC 3261 section 7, 25).
 //! - [`auth`]: HTTP digest for SIP (RFC 3261 22, RFC 7616, RFC 8760).
+//! - [`cdr`]: call detail records: the record, filters, CSV and the CLI times.
 
 pub mod auth;
 pub mod cdr;

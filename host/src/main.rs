@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use sipfence::cdr::{self, CdrFilter, Disposition};
 use sipfence::config::{Config, LogFormat};
 use sipfence::control::{self, RegistrationRow};
 use sipfence::guard::BanRow;
@@ -59,6 +60,57 @@ enum Command {
         #[command(subcommand)]
         verb: PluginsVerb,
     },
+    /// Call detail records, read from the database (running gateway or not).
+    #[command(alias = "cdrs")]
+    Cdr {
+        #[command(subcommand)]
+        verb: CdrVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdrVerb {
+    /// List calls, newest first: start, caller, callee, disposition, status,
+    /// talk time, route. `--csv` for a spreadsheet, `--json` for everything.
+    ///
+    /// WHEN is RFC 3339 (2026-11-26T08:00:00Z), a date (2026-11-26, midnight
+    /// UTC) or an age before now (30s, 15m, 2h, 7d, 2w). Times shown are UTC.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Calls that started at or after WHEN.
+        #[arg(long, value_name = "WHEN", value_parser = when_arg)]
+        since: Option<u64>,
+        /// Calls that started before WHEN.
+        #[arg(long, value_name = "WHEN", value_parser = when_arg)]
+        until: Option<u64>,
+        /// Calls from or to this extension or number.
+        #[arg(long, value_name = "N")]
+        extension: Option<String>,
+        /// answered, no-answer, busy, failed or cancelled.
+        #[arg(long, value_name = "D")]
+        disposition: Option<Disposition>,
+        /// Calls of this tenant domain ("" for the default tenant).
+        #[arg(long, value_name = "DOMAIN")]
+        tenant: Option<String>,
+        /// At most N calls; 0 for all. Default: 100, or all with --csv.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Skip the N newest matching calls first (paging).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: usize,
+        /// RFC 4180 CSV with a header row (columns in the README).
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// JSON: every field of every record.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses a WHEN argument against the clock now (clap names the argument).
+fn when_arg(text: &str) -> Result<u64, cdr::BadWhen> {
+    cdr::parse_when(text, sipfence::now_ms())
 }
 
 #[derive(Subcommand)]
@@ -265,6 +317,56 @@ fn plugins(verb: PluginsVerb) -> anyhow::Result<()> {
     }
 }
 
+fn cdrs(verb: CdrVerb) -> anyhow::Result<()> {
+    let CdrVerb::List {
+        config,
+        since,
+        until,
+        extension,
+        disposition,
+        tenant,
+        limit,
+        offset,
+        csv,
+        json,
+    } = verb;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            bail!(
+                "--since ({}) must be before --until ({})",
+                cdr::format_rfc3339_ms(s),
+                cdr::format_rfc3339_ms(u)
+            );
+        }
+    }
+    let config = load_config(&config)?;
+    let filter = CdrFilter {
+        since_ms: since,
+        until_ms: until,
+        extension,
+        disposition,
+        tenant,
+        limit: limit.unwrap_or(if csv { 0 } else { cdr::DEFAULT_LIMIT }),
+        offset,
+    };
+    let rows = store::read_cdrs(&config.storage.database, &filter)?;
+    if csv {
+        print!("{}", cdr::to_csv(&rows));
+    } else if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", cdr::render_table(&rows));
+        if filter.limit != 0 && rows.len() == filter.limit {
+            println!(
+                "(limit of {} reached: --offset {} for the next ones, --limit 0 for all)",
+                filter.limit,
+                offset + rows.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config: path } => {
@@ -277,6 +379,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bans { verb } => bans(verb),
         Command::Plugins { verb } => plugins(verb),
+        Command::Cdr { verb } => cdrs(verb),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             // Load the chain too: a plugin's own config is checked by its

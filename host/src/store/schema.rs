@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
@@ -41,10 +41,45 @@ CREATE TABLE IF NOT EXISTS bans (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: call detail records, one row per call (see `crate::cdr`).
+/// Times are Unix ms; `disposition` is `Disposition::as_str`. The `caller` and
+/// `callee` indexes serve the extension filter (caller OR callee, newest
+/// first), the `start_ms` one the time range and the order.
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS cdrs (
+    id                INTEGER PRIMARY KEY,
+    call_id           TEXT    NOT NULL,
+    tenant            TEXT    NOT NULL,
+    caller            TEXT    NOT NULL,
+    caller_source     TEXT    NOT NULL,
+    caller_user_agent TEXT,
+    callee            TEXT    NOT NULL,
+    route             TEXT    NOT NULL,
+    answered_by       TEXT,
+    start_ms          INTEGER NOT NULL,
+    answer_ms         INTEGER,
+    end_ms            INTEGER NOT NULL,
+    duration_ms       INTEGER NOT NULL,
+    disposition       TEXT    NOT NULL,
+    status            INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cdrs_start ON cdrs (start_ms);
+CREATE INDEX IF NOT EXISTS cdrs_caller ON cdrs (caller, start_ms);
+CREATE INDEX IF NOT EXISTS cdrs_callee ON cdrs (callee, start_ms);
+";
+
+/// Every migration: the version it brings the database to, and its SQL.
+const MIGRATIONS: [(i64, &str); 3] = [(1, V1), (2, V2), (3, V3)];
+
 /// Brings the database up to [`SCHEMA_VERSION`], one version at a time.
 pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Brings the database up to `target` (tests build older databases with it).
+pub(crate) fn migrate_to(conn: &Connection, target: i64) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (to, sql) in [(1, V1), (2, V2)] {
+    for (to, sql) in MIGRATIONS.into_iter().take_while(|(to, _)| *to <= target) {
         if version < to {
             conn.execute_batch(sql)?;
             conn.pragma_update(None, "user_version", to)?;
