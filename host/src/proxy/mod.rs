@@ -24,6 +24,8 @@ pub mod choose;
 pub mod dialog;
 pub mod forward;
 pub mod target;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,10 +98,15 @@ struct Initial {
     cdr: Cdr,
     tenant: String,
     no_answer: Option<String>,
+    /// Nothing could be rung.
+    unreachable: bool,
 }
 
 /// One client transaction.
 struct Branch {
+    /// The call it belongs to and its place there (timers name it so).
+    call: u64,
+    index: usize,
     to: Source,
     contact: String,
     sent: Message,
@@ -242,10 +249,15 @@ impl Proxy {
                 cdr,
                 tenant: tenant_key,
                 no_answer,
+                unreachable: false,
             }),
         };
         let mut state = self.state.lock().unwrap();
         if !self.next_step(core, &mut call) {
+            // No phone registered at all: a failed call, not an unanswered one.
+            if let Some(initial) = &mut call.initial {
+                initial.unreachable = true;
+            }
             self.nobody_answered(core, &mut call, 480, "Temporarily Unavailable");
         }
         self.spawn_ring_timer(core, id, ring_time);
@@ -290,6 +302,8 @@ impl Proxy {
         Stats::inc(&core.stats.requests_forwarded);
         core.out.send(&target.to, bytes.clone());
         call.branches.push(Branch {
+            call: call.id,
+            index,
             to: target.to,
             contact: target.uri.to_string(),
             sent,
@@ -298,7 +312,14 @@ impl Proxy {
             cancel_wanted: None,
             step: call.step,
         });
-        self.spawn_branch_timer(core, call.id, index, target.to.transport.is_reliable());
+        let invite = call.method == Method::Invite;
+        self.spawn_branch_timer(
+            core,
+            call.id,
+            index,
+            target.to.transport.is_reliable(),
+            invite,
+        );
     }
 
     /// Puts a call back in the table unless it is over.
@@ -516,7 +537,9 @@ impl Proxy {
             return;
         }
         let response = response.unwrap_or_else(|| {
-            let mut made = core.reply(&branch.sent, code, "Request Timeout").1;
+            let mut made = core
+                .reply(&branch.sent, code, crate::sip::reason_phrase(code))
+                .1;
             made.headers.pop_first_value("Via");
             made
         });
@@ -598,6 +621,8 @@ impl Proxy {
             };
             if call.cancelled {
                 cdr.disposition = Disposition::Cancelled;
+            } else if initial.unreachable {
+                cdr.disposition = Disposition::Failed;
             }
             core.store.write_detached(vec![Write::InsertCdr(cdr)]);
         }
@@ -614,10 +639,27 @@ impl Proxy {
         }
     }
 
+    /// CANCELs a ringing branch. A phone that never answers the CANCEL with
+    /// a final response is given up after 64*T1, as if it had sent 487.
     fn send_cancel(&self, core: &Arc<Core>, branch: &Branch, reason: &str) {
         let reason = (!reason.is_empty()).then_some(reason);
         let cancel = forward::cancel_for(&branch.sent, reason);
         core.out.send(&branch.to, cancel.to_bytes().into());
+        let (call, index) = (branch.call, branch.index);
+        let after = 64 * self.t1;
+        let core = core.clone();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(after).await;
+            let proxy = &core.proxy;
+            let mut state = proxy.state.lock().unwrap();
+            let Some(mut call) = state.calls.remove(&call) else {
+                return;
+            };
+            if call.branches[index].state != BranchState::Done {
+                proxy.branch_failed(&core, &mut call, index, 487, None);
+            }
+            proxy.keep(&mut state, call);
+        });
     }
 
     /// Nobody answered in time (or nobody could be rung): the no-answer
@@ -872,7 +914,14 @@ impl Proxy {
 
     /// Timer A/B (INVITE) or E/F (other methods): retransmit over UDP until a
     /// response; no response within 64*T1 is a 408 of that branch.
-    fn spawn_branch_timer(&self, core: &Arc<Core>, call: u64, branch: usize, reliable: bool) {
+    fn spawn_branch_timer(
+        &self,
+        core: &Arc<Core>,
+        call: u64,
+        branch: usize,
+        reliable: bool,
+        invite: bool,
+    ) {
         let core = core.clone();
         let (t1, t2) = (self.t1, self.t2);
         self.runtime.spawn(async move {
@@ -890,7 +939,12 @@ impl Proxy {
                     Tick::Again => {}
                     Tick::Stop => break,
                 }
-                interval = (interval * 2).min(t2.max(t1));
+                // Timer A doubles without bound; Timer E stops at T2.
+                interval = if invite {
+                    interval * 2
+                } else {
+                    (interval * 2).min(t2.max(t1))
+                };
             }
         });
     }
