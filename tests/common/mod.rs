@@ -6,6 +6,7 @@
 //! what the gateway said.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -145,10 +146,10 @@ impl Gateway {
             Ok(Ok(addrs)) => self.addrs = addrs,
             other => {
                 let _ = child.kill();
-                panic!(
-                    "gateway did not start: {other:?}\n{}",
-                    self.log.lock().unwrap().join("\n")
-                );
+                // Not inside the lock: a panic holding it would poison it,
+                // and Drop's log_text would then panic during the unwinding.
+                let log = self.log_text();
+                panic!("gateway did not start: {other:?}\n{log}");
             }
         }
         self.child = Some(child);
@@ -241,6 +242,41 @@ impl Gateway {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The call detail records of `sipfence cdr list --csv`, one map per
+    /// row from column name (the CSV header row) to value, so a test does
+    /// not depend on the column order.
+    pub fn cdrs(&self) -> Vec<HashMap<String, String>> {
+        let text = self.cli(&["cdr", "list", "--csv"]);
+        let mut rows = parse_csv(&text).into_iter();
+        let Some(header) = rows.next() else {
+            return Vec::new();
+        };
+        rows.filter(|r| !(r.len() == 1 && r[0].is_empty()))
+            .map(|r| {
+                assert_eq!(r.len(), header.len(), "CSV row {r:?} for header {header:?}");
+                header.iter().cloned().zip(r).collect()
+            })
+            .collect()
+    }
+
+    /// Waits (5 s at most) until there are `n` call detail records, which
+    /// may be stored a little after the call ended, and returns them.
+    pub fn wait_cdrs(&self, n: usize) -> Vec<HashMap<String, String>> {
+        let mut rows = Vec::new();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            rows = self.cdrs();
+            if rows.len() >= n {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "expected {n} call detail record(s), have {}: {rows:#?}",
+            rows.len()
+        );
     }
 }
 
@@ -553,4 +589,461 @@ pub fn free_udp_port(ip: &str) -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Splits CSV text (RFC 4180: commas, fields in double quotes may hold
+/// commas, line breaks and doubled quotes) into rows of fields.
+pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => row.push(std::mem::take(&mut field)),
+            '\r' if !quoted => {}
+            '\n' if !quoted => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            c => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}
+
+/// Registers extension `user` (digest MD5, so the config must offer it) from
+/// a fresh UDP socket on `ip`, with a Contact of that same address, and
+/// returns the port. The socket is closed on return, so a SIPp callee can
+/// take the address over (`Sipp::new(.., ip, port)`): the gateway sends
+/// the extension's calls there.
+pub fn register_device(gw: &Gateway, user: &str, password: &str, ip: &str) -> u16 {
+    let phone = Phone::new(ip, gw.addr());
+    let contact = format!("sip:{user}@{}", phone.local());
+    let mut reg = Register::new("127.0.0.1", user, &contact);
+    let ok = register_with_auth(&phone, &mut reg, password, "MD5");
+    assert_eq!(ok.code(), Some(200), "register {user} from {ip}: {ok:?}");
+    phone.local().port()
+}
+
+/// Whether a UDP socket is bound to IPv4 `ip:port` (from /proc/net/udp:
+/// looking does not take the port, unlike a test bind).
+pub fn udp_bound(ip: &str, port: u16) -> bool {
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip.octets()));
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+}
+
+/// A scenario file in tests/sipp/.
+pub fn sipp_scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
+}
+
+/// A SIPp (Debian `sip-tester`) instance to start: one scenario from
+/// tests/sipp/, bound to its own loopback address (`-i`, `-mi`,
+/// `-bind_local`, so every address in Via, Contact and SDP is that one) and
+/// port. It runs one call (`-m 1`) and quits on its own after
+/// [`Sipp::timeout`] (20 s by default) as failed (`-timeout_error`). Each
+/// instance writes its logs (messages, errors, `<log>` actions, statistics,
+/// screen) in a folder of its own, which [`SippOutcome::report`] shows when
+/// a test fails. Build it, [`Sipp::spawn`] it (and for a callee wait until
+/// it is [`SippRun::listening`]), then [`wait_all`] and
+/// [`assert_sipp_success`]; [`SippOutcome::received`] and
+/// [`SippOutcome::sent`] give the messages for further assertions.
+///
+/// A missing `sipp` fails the test: it never skips quietly.
+pub struct Sipp {
+    scenario: String,
+    ip: String,
+    port: u16,
+    remote: Option<SocketAddr>,
+    timeout: Duration,
+    args: Vec<String>,
+}
+
+impl Sipp {
+    /// `scenario` (a file name in tests/sipp/) played from `ip:port`.
+    pub fn new(scenario: &str, ip: &str, port: u16) -> Sipp {
+        Sipp {
+            scenario: scenario.to_owned(),
+            ip: ip.to_owned(),
+            port,
+            remote: None,
+            timeout: Duration::from_secs(20),
+            args: Vec::new(),
+        }
+    }
+
+    /// A client (caller) scenario from `ip` on a free port, sending to `remote`.
+    pub fn client(scenario: &str, ip: &str, remote: SocketAddr) -> Sipp {
+        let mut sipp = Sipp::new(scenario, ip, free_udp_port(ip));
+        sipp.remote = Some(remote);
+        sipp
+    }
+
+    /// Extra command-line arguments.
+    pub fn args<I, S>(mut self, args: I) -> Sipp
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// `-key NAME VALUE`: the scenario's `[NAME]` keyword.
+    pub fn key(self, name: &str, value: &str) -> Sipp {
+        self.args(["-key", name, value])
+    }
+
+    /// `-set NAME VALUE`: the scenario's global variable `$NAME`.
+    pub fn set(self, name: &str, value: &str) -> Sipp {
+        self.args(["-set", name, value])
+    }
+
+    /// `-d MS`: the length of the scenario's `<pause/>` elements.
+    pub fn pause_ms(self, ms: u64) -> Sipp {
+        self.args(["-d".to_owned(), ms.to_string()])
+    }
+
+    /// A call from extension `caller` (digest user and password, and the
+    /// From user: the `[caller]` keyword) to `callee` (`-s`, `[service]`)
+    /// at domain 127.0.0.1 (`[domain]`, the default tenant). The digest
+    /// uri is the Request-URI (`-auth_uri`; SIPp's default would be the
+    /// gateway's address).
+    pub fn call(self, caller: &str, password: &str, callee: &str) -> Sipp {
+        self.args(["-s", callee, "-au", caller, "-ap", password])
+            .args(["-auth_uri".to_owned(), format!("{callee}@127.0.0.1")])
+            .key("caller", caller)
+            .key("domain", "127.0.0.1")
+    }
+
+    /// How long it may run before it is stopped as failed (default 20 s).
+    pub fn timeout(mut self, timeout: Duration) -> Sipp {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The command line, for failure messages and reports.
+    pub fn command_line(&self) -> String {
+        let mut parts = vec!["sipp".to_owned()];
+        if let Some(remote) = self.remote {
+            parts.push(remote.to_string());
+        }
+        parts.extend(self.base_args().into_iter().chain(self.args.clone()));
+        parts.join(" ")
+    }
+
+    fn base_args(&self) -> Vec<String> {
+        let secs = self.timeout.as_secs().max(1);
+        [
+            "-sf",
+            &sipp_scenario(&self.scenario).display().to_string(),
+            "-i",
+            &self.ip,
+            "-mi",
+            &self.ip,
+            "-bind_local",
+            "-p",
+            &self.port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            &format!("{secs}s"),
+            "-timeout_error",
+            // logs, in the instance's own folder (its working directory)
+            "-trace_msg",
+            "-message_file",
+            "messages.log",
+            "-trace_err",
+            "-error_file",
+            "errors.log",
+            "-trace_logs",
+            "-log_file",
+            "actions.log",
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+            "-trace_screen",
+            "-screen_file",
+            "screen.log",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Starts SIPp in the background, with its logs in a new folder under `dir`.
+    pub fn spawn(self, dir: &Path) -> SippRun {
+        let label = format!(
+            "{}@{}:{}",
+            self.scenario.trim_end_matches(".xml"),
+            self.ip,
+            self.port
+        );
+        let workdir = dir.join(format!("sipp-{}", label.replace([':', '@'], "-")));
+        std::fs::create_dir_all(&workdir).unwrap();
+        let stdout = std::fs::File::create(workdir.join("stdout.txt")).unwrap();
+        let stderr = std::fs::File::create(workdir.join("stderr.txt")).unwrap();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(&workdir);
+        if let Some(remote) = self.remote {
+            cmd.arg(remote.to_string());
+        }
+        cmd.args(self.base_args())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let command_line = self.command_line();
+        let child = cmd
+            .spawn()
+            .expect("`sipp` is needed: apt-get install sip-tester");
+        SippRun {
+            label,
+            command_line,
+            ip: self.ip,
+            port: self.port,
+            workdir,
+            child: Some(child),
+            started: Instant::now(),
+            deadline: Instant::now() + self.timeout + Duration::from_secs(5),
+        }
+    }
+
+    /// [`Sipp::spawn`] and [`SippRun::wait`].
+    pub fn run(self, dir: &Path) -> SippOutcome {
+        self.spawn(dir).wait()
+    }
+}
+
+/// A SIPp instance running in the background; killed if dropped unwaited.
+pub struct SippRun {
+    pub label: String,
+    pub command_line: String,
+    ip: String,
+    port: u16,
+    workdir: PathBuf,
+    child: Option<Child>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl SippRun {
+    /// Waits until SIPp has bound its SIP port, so a call sent there now
+    /// reaches it (a server scenario must listen before the caller starts).
+    pub fn listening(self) -> SippRun {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !udp_bound(&self.ip, self.port) {
+            assert!(
+                Instant::now() < end,
+                "SIPp never bound its port\n{}",
+                self.outcome_now(None).report()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self
+    }
+
+    /// Waits for SIPp to exit; past its timeout (plus a grace of 5 s) it is
+    /// killed and the outcome has no exit code.
+    pub fn wait(self) -> SippOutcome {
+        let deadline = self.deadline;
+        self.wait_until(deadline)
+    }
+
+    /// Like [`SippRun::wait`], but gives up (kills it) at `deadline` already.
+    pub fn wait_until(mut self, deadline: Instant) -> SippOutcome {
+        let mut child = self.child.take().expect("waited once");
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() >= deadline.min(self.deadline) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.outcome_now(status.and_then(|s| s.code()))
+    }
+
+    fn outcome_now(&self, code: Option<i32>) -> SippOutcome {
+        SippOutcome {
+            label: self.label.clone(),
+            command_line: self.command_line.clone(),
+            code,
+            elapsed: self.started.elapsed(),
+            workdir: self.workdir.clone(),
+        }
+    }
+}
+
+impl Drop for SippRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How a SIPp instance ended, with its logs.
+pub struct SippOutcome {
+    pub label: String,
+    pub command_line: String,
+    /// The exit code: 0 = every call succeeded, 1 = a call failed, 255 =
+    /// quit on its global timeout (`-timeout_error`), 97/99 = stopped or
+    /// no call at all; None = it did not end in time and was killed.
+    pub code: Option<i32>,
+    /// From spawn to exit.
+    pub elapsed: Duration,
+    pub workdir: PathBuf,
+}
+
+impl SippOutcome {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// One of its log files (empty if it wrote none).
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.workdir.join(name)).unwrap_or_default()
+    }
+
+    /// The SIP messages it received, in order, from its message log
+    /// (each as its text, CRLFs included).
+    pub fn received(&self) -> Vec<String> {
+        self.timed("received").into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The SIP messages it sent (retransmissions included), in order.
+    pub fn sent(&self) -> Vec<String> {
+        self.timed("sent").into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// The messages received, each with the seconds since midnight (local
+    /// time, microseconds) at which SIPp logged it: comparable between the
+    /// SIPp instances of one test.
+    pub fn received_at(&self) -> Vec<(f64, String)> {
+        self.timed("received")
+    }
+
+    /// Entries of the message log whose heading has `direction`
+    /// ("received" or "sent").
+    fn timed(&self, direction: &str) -> Vec<(f64, String)> {
+        const SEPARATOR: &str = "-----------------------------------------------";
+        let log = self.file("messages.log");
+        log.split(SEPARATOR)
+            .filter_map(|entry| {
+                // " 2026-11-26 08:12:58.453448\nUDP message received [668] bytes :\n\nINVITE ..."
+                let mut lines = entry.splitn(3, '\n');
+                let stamp = lines.next()?.trim();
+                let what = lines.next()?;
+                let mut message = lines.next()?.trim_start_matches(['\r', '\n']).to_owned();
+                if !what.contains(direction) {
+                    return None;
+                }
+                while message.ends_with('\n') && !message.ends_with("\r\n") {
+                    message.pop();
+                }
+                let clock = stamp.rsplit(' ').next()?;
+                let seconds = clock.split(':').try_fold(0.0, |acc, part| {
+                    part.parse::<f64>().ok().map(|v| acc * 60.0 + v)
+                })?;
+                Some((seconds, message))
+            })
+            .collect()
+    }
+
+    /// A counter from the last row of its `-trace_stat` CSV, e.g.
+    /// "SuccessfulCall(C)" or "FailedCall(C)".
+    pub fn stat(&self, column: &str) -> u64 {
+        let csv = self.file("stat.csv");
+        let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<&str> = lines.next().expect("stat header").split(';').collect();
+        let last: Vec<&str> = lines.next_back().expect("stat row").split(';').collect();
+        let i = header
+            .iter()
+            .position(|h| *h == column)
+            .unwrap_or_else(|| panic!("no column {column} in {header:?}"));
+        last[i].trim().parse().unwrap()
+    }
+
+    /// Everything needed to see why it failed: command, exit code, errors,
+    /// `<log>` lines, the end of the screen and the message log.
+    pub fn report(&self) -> String {
+        let tail = |text: String, lines: usize| {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        };
+        format!(
+            "==== SIPp {} (exit code {:?}, after {:?})\n$ {}\n-- errors:\n{}\n-- log actions:\n{}\n\
+             -- stderr:\n{}\n-- screen:\n{}\n-- messages:\n{}\n",
+            self.label,
+            self.code,
+            self.elapsed,
+            self.command_line,
+            tail(self.file("errors.log"), 40),
+            tail(self.file("actions.log"), 40),
+            tail(self.file("stderr.txt"), 20),
+            tail(self.file("screen.log"), 30),
+            tail(self.file("messages.log"), 300),
+        )
+    }
+}
+
+/// Waits for every run in order, the first one (usually the caller) with
+/// its own timeout; once one has failed, the others get 2 s more at most,
+/// so a failing test ends soon. Returns the outcomes in the same order.
+pub fn wait_all(runs: Vec<SippRun>) -> Vec<SippOutcome> {
+    let mut outcomes: Vec<SippOutcome> = Vec::new();
+    for run in runs {
+        let outcome = if outcomes.iter().all(SippOutcome::success) {
+            run.wait()
+        } else {
+            run.wait_until(Instant::now() + Duration::from_secs(2))
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Panics, with the report of each failed one, unless every SIPp succeeded
+/// (exit code 0).
+pub fn assert_sipp_success(outcomes: &[SippOutcome]) {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.success())
+        .map(SippOutcome::report)
+        .collect();
+    if !failed.is_empty() {
+        let summary: Vec<String> = outcomes
+            .iter()
+            .map(|o| format!("{}: {:?}", o.label, o.code))
+            .collect();
+        panic!(
+            "SIPp failed ({})\n{}",
+            summary.join(", "),
+            failed.join("\n")
+        );
+    }
 }
