@@ -138,21 +138,15 @@ fn assert_cdr(
             "column {column} of {row:#?}"
         );
     }
-    let duration = row
-        .get("duration")
-        .unwrap_or_else(|| panic!("no duration column: {row:#?}"));
-    // Seconds or milliseconds: only zero or not is asserted (empty = zero).
-    let duration: f64 = if duration.is_empty() {
-        0.0
-    } else {
-        duration
-            .parse()
-            .unwrap_or_else(|_| panic!("duration of {row:#?}"))
-    };
+    let duration: u64 = row
+        .get("duration_ms")
+        .unwrap_or_else(|| panic!("no duration_ms column: {row:#?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("duration_ms of {row:#?}"));
     if row["disposition"] == "answered" {
-        assert!(duration > 0.0, "an answered call lasts: {row:#?}");
+        assert!(duration > 0, "an answered call lasts: {row:#?}");
     } else {
-        assert_eq!(duration, 0.0, "an unanswered call lasts 0: {row:#?}");
+        assert_eq!(duration, 0, "an unanswered call lasts 0: {row:#?}");
     }
     row
 }
