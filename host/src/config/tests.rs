@@ -952,3 +952,15 @@ fn ring_group_errors_name_the_key() {
         );
     }
 }
+
+#[test]
+fn ring_groups_example_parses() {
+    let text = include_str!("../../../config/examples/ring-groups.toml");
+    let c = Config::parse(text, "config/examples/ring-groups.toml").unwrap();
+    let tenant = &c.tenants[0];
+    assert_eq!(tenant.ring_groups.len(), 2);
+    assert_eq!(
+        tenant.extension("100").unwrap().no_answer.as_deref(),
+        Some("600")
+    );
+}

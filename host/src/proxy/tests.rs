@@ -46,10 +46,10 @@ impl Drop for TempDb {
 
 async fn rig(extra: &str) -> Rig {
     let text = format!(
-        "[transaction]\nt1_ms = {}\nt2_ms = 400\n{extra}\n\
+        "[transaction]\nt1_ms = {}\nt2_ms = 400\n\
          [[extension]]\nnumber = \"100\"\npassword = \"pw\"\n\
          [[extension]]\nnumber = \"101\"\npassword = \"pw\"\n\
-         [[extension]]\nnumber = \"102\"\npassword = \"pw\"\n",
+         [[extension]]\nnumber = \"102\"\npassword = \"pw\"\n{extra}\n",
         T1.as_millis()
     );
     let config = Arc::new(Config::parse(&text, "test.toml").unwrap());
@@ -480,4 +480,26 @@ async fn a_member_calling_its_own_group_does_not_ring_itself() {
             .is_err(),
         "the caller's own phone must not ring"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_call_moves_to_the_no_answer_number() {
+    let rig =
+        rig("[[extension]]\nnumber = \"103\"\nring_time_ms = 1500\nno_answer = \"102\"\n").await;
+    let (desk, backup) = (phone(&rig, "103").await, phone(&rig, "102").await);
+    rig.call("103");
+    let start = Instant::now();
+    let first = recv(&desk, Duration::from_millis(1)).await;
+    rig.answer(&desk, &first, 180, "d");
+    let moved = recv(&backup, Duration::from_secs(5)).await;
+    assert_eq!(method(&moved), Some(Method::Invite));
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    assert_eq!(
+        method(&recv(&desk, Duration::from_millis(1)).await),
+        Some(Method::Cancel)
+    );
+    rig.answer(&backup, &moved, 200, "b");
+    let ok = recv_final(&rig.caller, Duration::from_millis(1)).await;
+    assert_eq!(ok.code(), Some(200));
+    assert!(ok.headers.get("To").unwrap().contains("tag=b"));
 }
