@@ -681,3 +681,44 @@ fn callee_reinvite_and_bye_go_through_the_gateway() {
         ],
     );
 }
+
+/// NAT: the phone's Contact names an address where nothing of it listens
+/// (127.0.0.198:5999 stands for its private address); the call must reach the
+/// address its REGISTER came from, and nothing may go to the Contact.
+#[test]
+fn a_phone_behind_nat_is_called_at_its_source_address() {
+    const CALLER_IP: &str = "127.0.0.196";
+    const PHONE_IP: &str = "127.0.0.197";
+    const PRIVATE: &str = "127.0.0.198:5999";
+    let gw = Gateway::start("127.0.0.1", &config("", ""));
+    let dir = &gw.dir.0;
+    // Listens where the Contact points, to prove nothing is sent there.
+    let private = std::net::UdpSocket::bind(PRIVATE).unwrap();
+    private
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let port = register_behind_nat(&gw, "101", "pw101", PHONE_IP, PRIVATE);
+    let callee = Sipp::new("uas_answer.xml", PHONE_IP, port)
+        .pause_ms(200)
+        .spawn(dir)
+        .listening();
+    let caller = caller(&gw, CALLER_IP, "uac_call_auth.xml", "101")
+        .pause_ms(300)
+        .spawn(dir);
+    let out = wait_all(vec![caller, callee]);
+    assert_sipp_success(&out);
+    let mut buf = [0u8; 2048];
+    assert!(
+        private.recv_from(&mut buf).is_err(),
+        "nothing may be sent to the address written in the Contact"
+    );
+    assert_cdr(
+        &gw,
+        &out[0],
+        &[
+            ("callee", "101"),
+            ("disposition", "answered"),
+            ("status", "200"),
+        ],
+    );
+}

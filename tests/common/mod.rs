@@ -636,6 +636,23 @@ pub fn register_device(gw: &Gateway, user: &str, password: &str, ip: &str) -> u1
     phone.local().port()
 }
 
+/// Like [`register_device`], but the Contact names `contact` (`host:port`)
+/// instead of the phone's own address, as a phone behind NAT writes its
+/// private address. The gateway must ring the phone at its source address.
+pub fn register_behind_nat(
+    gw: &Gateway,
+    user: &str,
+    password: &str,
+    ip: &str,
+    contact: &str,
+) -> u16 {
+    let phone = Phone::new(ip, gw.addr());
+    let mut reg = Register::new("127.0.0.1", user, &format!("sip:{user}@{contact}"));
+    let ok = register_with_auth(&phone, &mut reg, password, "MD5");
+    assert_eq!(ok.code(), Some(200), "register {user} from {ip}: {ok:?}");
+    phone.local().port()
+}
+
 /// Whether a UDP socket is bound to IPv4 `ip:port` (from /proc/net/udp:
 /// looking does not take the port, unlike a test bind).
 pub fn udp_bound(ip: &str, port: u16) -> bool {
