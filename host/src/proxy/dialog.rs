@@ -40,6 +40,17 @@ pub struct Dialog {
     /// The call's record, written when the dialog ends. None for the extra
     /// dialogs of a fork where a second phone also answered.
     pub cdr: Option<Cdr>,
+    /// The maximum-duration timer, stopped when the dialog ends first (it
+    /// would otherwise sleep for hours after every call).
+    pub timer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Dialog {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+    }
 }
 
 impl Dialog {

@@ -509,8 +509,8 @@ impl Proxy {
             caller_cseq: request.cseq().map(|c| c.seq).unwrap_or(1),
             callee_cseq: 0,
             cdr,
+            timer: Some(self.spawn_dialog_timer(core, call_id.to_owned(), id)),
         });
-        self.spawn_dialog_timer(core, call_id.to_owned(), id);
     }
 
     /// A final failure (received, or made up by a timer) on one branch.
@@ -988,18 +988,26 @@ impl Proxy {
 
     /// The maximum call duration: the gateway ends a call whose BYE never
     /// came, with a BYE to each party.
-    fn spawn_dialog_timer(&self, core: &Arc<Core>, call_id: String, id: u64) {
+    fn spawn_dialog_timer(
+        &self,
+        core: &Arc<Core>,
+        call_id: String,
+        id: u64,
+    ) -> tokio::task::AbortHandle {
         let core = core.clone();
         let after = self.max_duration;
-        self.runtime.spawn(async move {
+        let task = self.runtime.spawn(async move {
             tokio::time::sleep(after).await;
             let dialog = core.proxy.state.lock().unwrap().dialogs.remove(&call_id, id);
-            if let Some(dialog) = dialog {
+            if let Some(mut dialog) = dialog {
+                // This task is the timer: it must not abort itself.
+                dialog.timer = None;
                 tracing::info!(call_id = %dialog.call_id, "call exceeded calls.max_duration_ms: ended with BYE");
                 core.proxy.send_byes(&core, &dialog);
                 close_cdr(&core, dialog);
             }
         });
+        task.abort_handle()
     }
 
     /// BYE to both parties of a dialog, each as from the other party.
@@ -1046,8 +1054,8 @@ impl Proxy {
 }
 
 /// Writes the record of an answered call that ended now.
-fn close_cdr(core: &Core, dialog: Dialog) {
-    if let Some(mut cdr) = dialog.cdr {
+fn close_cdr(core: &Core, mut dialog: Dialog) {
+    if let Some(mut cdr) = dialog.cdr.take() {
         let now = now_ms();
         cdr.end_ms = now;
         cdr.duration_ms = now.saturating_sub(cdr.answer_ms.unwrap_or(now));

@@ -503,3 +503,57 @@ async fn an_unanswered_call_moves_to_the_no_answer_number() {
     assert_eq!(ok.code(), Some(200));
     assert!(ok.headers.get("To").unwrap().contains("tag=b"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn bye_goes_to_the_other_party_and_stops_the_duration_timer() {
+    let rig = rig("[calls]\nmax_duration_ms = 60000").await;
+    let phone = phone(&rig, "101").await;
+    let (invite, _) = rig.call("101");
+    let forwarded = recv(&phone, Duration::from_millis(1)).await;
+    rig.answer(&phone, &forwarded, 200, "p");
+    let ok = recv_final(&rig.caller, Duration::from_millis(1)).await;
+    let caller = rig.caller.local_addr().unwrap();
+    let route = ok.headers.get("Record-Route").unwrap().to_owned();
+    let text = format!(
+        "BYE sip:phone@{} SIP/2.0\r\n\
+Via: SIP/2.0/UDP {caller};branch=z9hG4bKbye;rport\r\n\
+Max-Forwards: 70\r\n\
+Route: {route}\r\n\
+From: {}\r\n\
+To: {}\r\n\
+Call-ID: {}\r\n\
+CSeq: 2 BYE\r\n\
+Content-Length: 0\r\n\r\n",
+        phone.local_addr().unwrap(),
+        invite.headers.get("From").unwrap(),
+        ok.headers.get("To").unwrap(),
+        invite.call_id().unwrap(),
+    );
+    let bye = Message::parse(text.as_bytes()).unwrap();
+    let key = Key::of(&bye).unwrap();
+    rig.core.transactions.incoming(&key, false);
+    let _ = rig
+        .core
+        .proxy
+        .in_dialog(&rig.core, &bye, &udp_source(caller), &key);
+    let relayed = recv(&phone, Duration::from_millis(1)).await;
+    assert_eq!(method(&relayed), Some(Method::Bye));
+    assert!(
+        relayed.headers.get("Route").is_none(),
+        "our Route entry is removed"
+    );
+    assert_eq!(relayed.vias().unwrap().len(), 2);
+    rig.answer(&phone, &relayed, 200, "p");
+    assert_eq!(
+        recv(&rig.caller, Duration::from_millis(1)).await.code(),
+        Some(200)
+    );
+    assert_eq!(rig.core.proxy.counts(), (0, 0));
+    let mut buf = [0u8; 2048];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(120), phone.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "no BYE at the maximum duration of a call that has ended"
+    );
+}
