@@ -722,3 +722,74 @@ fn a_phone_behind_nat_is_called_at_its_source_address() {
         ],
     );
 }
+
+/// Tenants are kept apart: a caller of a.example cannot reach b.example's
+/// extension 101 by number, whatever it writes in the Request-URI.
+#[test]
+fn a_tenant_cannot_call_another_tenants_extension() {
+    const CALLER_IP: &str = "127.0.0.192";
+    const CALLEE_IP: &str = "127.0.0.193";
+    let gw = Gateway::start(
+        "127.0.0.1",
+        r#"
+[auth]
+algorithms = ["MD5"]
+[[tenant]]
+domain = "a.example"
+[[tenant.extension]]
+number = "100"
+password = "pw100"
+[[tenant]]
+domain = "b.example"
+[[tenant.extension]]
+number = "101"
+password = "pw101"
+"#,
+    );
+    let callee = Phone::new(CALLEE_IP, gw.addr());
+    let mut reg = Register::new("b.example", "101", &format!("sip:101@{}", callee.local()));
+    assert_eq!(
+        register_with_auth(&callee, &mut reg, "pw101", "MD5").code(),
+        Some(200)
+    );
+    let phone = Phone::new(CALLER_IP, gw.addr());
+    let invite = |uri_host: &str, call_id: &str, auth: Option<&str>| {
+        let local = phone.local();
+        let auth = auth
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "INVITE sip:101@{uri_host} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:100@a.example>;tag=t\r\n\
+             To: <sip:101@{uri_host}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:100@{local}>\r\n\
+             {auth}Content-Length: 0\r\n\r\n",
+            phone.next_branch()
+        )
+    };
+    // Straight at the other domain: refused before any challenge.
+    let refused = phone.request(&invite("b.example", "x1@test", None));
+    assert_eq!(refused.code(), Some(403), "{refused:?}");
+    // Within its own domain, authenticated: 101 is no number of a.example.
+    let challenge = phone.request(&invite("a.example", "x2@test", None));
+    assert_eq!(challenge.code(), Some(407), "{challenge:?}");
+    let offered = challenges(&challenge);
+    let auth = authorization(
+        &offered[0],
+        "100",
+        "pw100",
+        "INVITE",
+        "sip:101@a.example",
+        1,
+    );
+    let not_found = phone.request(&invite("a.example", "x3@test", Some(&auth)));
+    assert_eq!(not_found.code(), Some(404), "{not_found:?}");
+    assert!(
+        callee.recv_within(Duration::from_millis(500)).is_none(),
+        "b.example's phone rang for a.example's caller"
+    );
+}

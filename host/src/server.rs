@@ -420,6 +420,9 @@ impl Core {
         if *method == Method::Cancel {
             return self.proxy.cancel(self, request, key);
         }
+        if self.proxy.looped(request) {
+            return self.reply(request, 482, "Loop Detected").into();
+        }
         // Inside a dialog (To has a tag) a request follows its dialog, whatever
         // its Request-URI (the peer's Contact) says.
         let in_dialog = request.to().is_ok_and(|to| to.tag().is_some());

@@ -150,6 +150,17 @@ impl Proxy {
         }
     }
 
+    /// Whether a request already passed through this gateway: one of its Vias
+    /// carries our branch prefix (RFC 3261 16.3 step 4). Our targets are
+    /// addresses phones registered from, so a request coming back is a loop
+    /// (a phone forwarding to us), never a legitimate spiral.
+    pub fn looped(&self, request: &Message) -> bool {
+        request
+            .headers
+            .get_all("Via")
+            .any(|line| line.contains(self.prefix.as_str()))
+    }
+
     /// Calls being set up, and calls that are up.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.state.lock().unwrap();

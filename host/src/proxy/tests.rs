@@ -557,3 +557,16 @@ Content-Length: 0\r\n\r\n",
         "no BYE at the maximum duration of a call that has ended"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_carrying_our_own_via_is_a_loop() {
+    let rig = rig("").await;
+    let phone = phone(&rig, "101").await;
+    let (invite, _) = rig.call("101");
+    assert!(!rig.core.proxy.looped(&invite));
+    let forwarded = recv(&phone, Duration::from_millis(1)).await;
+    assert!(
+        rig.core.proxy.looped(&forwarded),
+        "what we sent, coming back"
+    );
+}
