@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod directory;
 pub mod guard;
+pub mod keepalive;
 pub mod plugins;
 pub mod proxy;
 pub mod registrar;

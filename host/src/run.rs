@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::control;
 use crate::directory::{self, Directory};
 use crate::guard::Guard;
+use crate::keepalive;
 use crate::plugins::{Chain, PluginEngine, PluginError, SharedState};
 use crate::proxy::Proxy;
 use crate::registrar::location::Location;
@@ -179,6 +180,7 @@ pub async fn run(
             timers.t2,
             Duration::from_millis(config.calls.max_duration_ms),
         ),
+        keepalive: Default::default(),
     });
     let gateway = Gateway(core.clone());
     let sink: Arc<dyn Sink> = Arc::new(gateway.clone());
@@ -240,6 +242,13 @@ pub async fn run(
             }
         })
     };
+    let pinger = (config.nat.ping_interval_ms > 0).then(|| {
+        keepalive::spawn(
+            core.clone(),
+            Duration::from_millis(config.nat.ping_interval_ms),
+            config.nat.ping_failures,
+        )
+    });
     let control_path = config.server.control_socket.clone();
     let control_listener = control::bind(&control_path).map_err(|source| StartError::Control {
         path: control_path.display().to_string(),
@@ -278,6 +287,9 @@ pub async fn run(
     sweeper.abort();
     purger.abort();
     reloader.abort();
+    if let Some(pinger) = pinger {
+        pinger.abort();
+    }
     let _ = std::fs::remove_file(&control_path);
     store.flush().await?;
     Ok(())

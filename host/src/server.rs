@@ -81,6 +81,8 @@ pub struct Core {
     pub store: Store,
     /// The call router.
     pub proxy: Proxy,
+    /// Addresses of phones behind NAT, and when they were last heard from.
+    pub keepalive: crate::keepalive::Watch,
 }
 
 /// The gateway as the transports see it.
@@ -95,6 +97,7 @@ impl Sink for Gateway {
             Stats::inc(&core.stats.dropped_banned);
             return Received::Banned;
         }
+        core.keepalive.heard(source.addr);
         self.handle(data, source);
         Received::Handled
     }
@@ -376,7 +379,7 @@ impl Core {
 
     /// Tells the plugins what happened; applies their reactions. True when
     /// the event's source got banned.
-    fn emit(&self, event: Event) -> bool {
+    pub(crate) fn emit(&self, event: Event) -> bool {
         let chain = self.chain.read().unwrap().clone();
         if chain.is_empty() {
             return false;

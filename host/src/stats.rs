@@ -47,6 +47,10 @@ counters! {
     calls_started,
     /// Calls that were answered.
     calls_answered,
+    /// OPTIONS pings sent to phones behind NAT.
+    keepalive_pings,
+    /// Bindings removed because their phone stopped answering pings.
+    keepalive_removed,
     /// In-dialog requests refused: no such dialog, or not from its party.
     dialog_refused,
     /// Requests answered 400 because they were malformed.

@@ -44,6 +44,7 @@ pub struct Config {
     pub storage: Storage,
     pub log: Log,
     pub calls: Calls,
+    pub nat: Nat,
     /// Normalised: the default tenant (if any) first, then [[tenant]] entries.
     pub tenants: Vec<Tenant>,
     pub bans: Bans,
@@ -441,6 +442,26 @@ impl Default for Calls {
         Calls {
             ring_time_ms: 30_000,
             max_duration_ms: 4 * 3_600_000,
+        }
+    }
+}
+
+/// `[nat]`: phones behind NAT.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nat {
+    /// OPTIONS to a phone behind NAT that has sent nothing for this long
+    /// (0: no pings).
+    pub ping_interval_ms: u64,
+    /// Pings left unanswered in a row before the binding is removed (>= 1).
+    pub ping_failures: u32,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat {
+            ping_interval_ms: 0,
+            ping_failures: 3,
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{
-    is_ip_literal, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log,
+    is_ip_literal, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log, Nat,
     OnError, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage, Tcp, Tenant,
     Transaction,
 };
@@ -358,6 +358,8 @@ struct RawFile {
     log: Log,
     #[serde(default)]
     calls: Calls,
+    #[serde(default)]
+    nat: Nat,
     /// The default tenant's extensions.
     #[serde(default)]
     extension: Vec<Extension>,
@@ -688,6 +690,11 @@ impl Ctx<'_> {
         self.auth(&raw.auth)?;
         self.storage(&raw.storage)?;
         self.calls(&raw.calls)?;
+        self.at_least(
+            &KeyPath::of(&["nat"]).key("ping_failures"),
+            u64::from(raw.nat.ping_failures),
+            1,
+        )?;
 
         let mut tenants = Vec::new();
         if !raw.extension.is_empty() || raw.tenant.is_empty() {
@@ -733,6 +740,7 @@ impl Ctx<'_> {
             storage: raw.storage,
             log: raw.log,
             calls: raw.calls,
+            nat: raw.nat,
             tenants,
             bans,
             plugins,

@@ -313,7 +313,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(
         error(text),
         "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
-         registrar, auth, storage, log, calls, extension, ring_group, tenant, bans, plugin)"
+         registrar, auth, storage, log, calls, nat, extension, ring_group, tenant, bans, plugin)"
     );
 }
 

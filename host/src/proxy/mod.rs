@@ -358,7 +358,14 @@ impl Proxy {
             .ok()
             .and_then(|via| via.branch().and_then(|b| self.parse_branch(b)));
         let Some((call_id, index)) = ours else {
-            Stats::inc(&core.stats.dropped_responses);
+            let ping_answer = response.top_via().ok().is_some_and(|v| {
+                v.branch()
+                    .is_some_and(|b| b.starts_with(crate::keepalive::PING_BRANCH))
+            });
+            // The answer to a keep-alive ping has done its work by arriving.
+            if !ping_answer {
+                Stats::inc(&core.stats.dropped_responses);
+            }
             return;
         };
         Stats::inc(&core.stats.responses_in);

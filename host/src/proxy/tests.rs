@@ -84,6 +84,7 @@ async fn rig(extra: &str) -> Rig {
             Duration::from_millis(400),
             Duration::from_millis(config.calls.max_duration_ms),
         ),
+        keepalive: Default::default(),
     });
     Rig {
         core,

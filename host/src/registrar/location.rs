@@ -269,6 +269,18 @@ impl Location {
         out
     }
 
+    /// Removes one binding by its key; returns it if it existed.
+    pub fn remove(&self, aor: &Aor, key: &str) -> Option<Binding> {
+        let mut shard = self.shard(aor).lock().unwrap();
+        let bindings = shard.get_mut(aor)?;
+        let index = bindings.iter().position(|b| b.key() == key)?;
+        let removed = bindings.remove(index);
+        if bindings.is_empty() {
+            shard.remove(aor);
+        }
+        Some(removed)
+    }
+
     /// Drops expired bindings from memory; returns how many.
     pub fn purge(&self, now_ms: u64) -> usize {
         let mut removed = 0;

@@ -110,6 +110,39 @@ impl Registrar {
         );
     }
 
+    /// Removes one binding from memory and the database; `emit` gets the
+    /// unregistration event once it is committed.
+    pub fn remove(
+        &self,
+        aor: &Aor,
+        key: &str,
+        source: std::net::SocketAddr,
+        emit: impl FnOnce(crate::plugins::Event) + Send + 'static,
+    ) -> bool {
+        let Some(binding) = self.location.remove(aor, key) else {
+            return false;
+        };
+        let event = crate::plugins::Event::Unregistered(crate::plugins::Registration {
+            source,
+            tenant: aor.tenant.clone(),
+            extension: aor.extension.clone(),
+            contact: binding.contact.to_string(),
+        });
+        self.commit(
+            vec![Write::DeleteBinding {
+                tenant: aor.tenant.clone(),
+                extension: aor.extension.clone(),
+                key: key.to_owned(),
+            }],
+            move |committed| {
+                if committed {
+                    emit(event);
+                }
+            },
+        );
+        true
+    }
+
     /// Drops expired bindings from memory and the database.
     pub fn purge(&self, now_ms: u64) {
         let removed = self.location.purge(now_ms);
