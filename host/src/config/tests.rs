@@ -946,6 +946,9 @@ fn ring_group_errors_name_the_key() {
     ];
     for (text, expected) in cases {
         let error = Config::parse(text, "x.toml").unwrap_err().to_string();
-        assert!(error.contains(expected), "{error:?} should contain {expected:?}");
+        assert!(
+            error.contains(expected),
+            "{error:?} should contain {expected:?}"
+        );
     }
 }
