@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use sipfence::plugins::testing::{misbehaving, Import, TestPlugin};
 use sipfence::plugins::Verdict;
+use sipfence::sip::Message;
 
 const USERS: &str = r#"
 [[extension]]
@@ -174,6 +175,103 @@ fn misbehaving_plugin_fail_closed_drops_and_the_gateway_keeps_answering() {
     let answer = phone.request(&options(phone.local(), "UDP", "phone", 9));
     assert_eq!(answer.code(), Some(403), "the next request is served");
     assert_eq!(plugin_stats(&gw)["timeouts"], 1);
+}
+
+/// Extension 101 exists but nobody registered it: a call to it is routed
+/// (call-started), rings nobody and ends with 480 (call-ended).
+const TWO_USERS: &str = r#"
+[[extension]]
+number = "100"
+password = "pw100"
+
+[[extension]]
+number = "101"
+password = "pw101"
+"#;
+
+/// A gateway whose only plugin bans the source of every event of `case`
+/// (4 call-started, 5 call-ended), with the Call-ID as the reason.
+fn call_event_banner(case: u8) -> Gateway {
+    let dir = Arc::new(TempDir::new("gw"));
+    // The ban's duration echoes the event's transport byte (udp: 0, so the
+    // default ban duration), its reason the call-id (at +8 in both cases).
+    let transport_at = if case == 4 { 52 } else { 44 };
+    let banner = TestPlugin::echoes(case, transport_at, 1, 8);
+    let path = write_plugin(&dir.0, "banner", &banner.wat());
+    Gateway::start_in(
+        dir,
+        "127.0.0.1",
+        "",
+        &format!("{}{TWO_USERS}", plugin_entry("call-banner", &path, "")),
+    )
+}
+
+/// 100 calls 101 with digest auth; returns the final answer to the
+/// authenticated INVITE, or None when the gateway stayed silent.
+fn call_101(phone: &Phone, call_id: &str) -> Option<Message> {
+    let local = phone.local();
+    let invite = |branch: &str, authorization: &str| {
+        format!(
+            "INVITE sip:101@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:100@127.0.0.1>;tag=c1\r\nTo: <sip:101@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {} INVITE\r\nUser-Agent: test-phone\r\n{authorization}\
+             Content-Length: 0\r\n\r\n",
+            if authorization.is_empty() { 1 } else { 2 }
+        )
+    };
+    let challenge = phone.request(&invite(&phone.next_branch(), ""));
+    assert_eq!(challenge.code(), Some(407), "{challenge:?}");
+    let ch = challenges(&challenge).remove(0);
+    let authz = authorization(&ch, "100", "pw100", "INVITE", "sip:101@127.0.0.1", 1);
+    phone.send_raw(
+        invite(
+            &phone.next_branch(),
+            &format!("Proxy-Authorization: {authz}\r\n"),
+        )
+        .as_bytes(),
+    );
+    loop {
+        let answer = phone.recv_within(Duration::from_millis(1000))?;
+        if answer.code().unwrap_or(0) >= 200 {
+            return Some(answer);
+        }
+    }
+}
+
+fn bans(gw: &Gateway) -> Vec<serde_json::Value> {
+    serde_json::from_str(&gw.cli(&["bans", "list", "--json"])).unwrap()
+}
+
+#[test]
+fn a_plugin_banning_on_call_ended_bans_the_caller_after_the_call() {
+    let gw = call_event_banner(5);
+    let caller = Phone::new("127.0.0.7", gw.addr());
+    let answer = call_101(&caller, "ended-1@test").expect("the call is answered");
+    assert_eq!(answer.code(), Some(480));
+    // call-ended is emitted off the router's lock, just after the answer.
+    wait_until(Duration::from_secs(5), "the caller banned", || {
+        !bans(&gw).is_empty()
+    });
+    let bans = bans(&gw);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["address"], "127.0.0.7");
+    assert_eq!(bans[0]["by"], "call-banner");
+    assert_eq!(bans[0]["reason"], "ended-1@test");
+}
+
+#[test]
+fn a_plugin_banning_on_call_started_stops_the_call() {
+    let gw = call_event_banner(4);
+    let caller = Phone::new("127.0.0.8", gw.addr());
+    assert!(
+        call_101(&caller, "started-1@test").is_none(),
+        "no answer: the caller was banned before anything rang"
+    );
+    let bans = bans(&gw);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["address"], "127.0.0.8");
+    assert_eq!(bans[0]["reason"], "started-1@test");
+    assert_eq!(gw.stat("calls_started"), 0);
 }
 
 #[test]

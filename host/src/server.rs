@@ -378,7 +378,8 @@ impl Core {
     }
 
     /// Tells the plugins what happened; applies their reactions. True when
-    /// the event's source got banned.
+    /// the event's source got banned. Runs the plugins on this thread: never
+    /// call it with a lock held that others wait for.
     pub(crate) fn emit(&self, event: Event) -> bool {
         let chain = self.chain.read().unwrap().clone();
         if chain.is_empty() {

@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::bindings::sipfence::plugin::types as wit;
-use super::{AuthAttempt, AuthFailure, Event, Reaction, Registration, Verdict};
+use super::{AuthAttempt, AuthFailure, CallStarted, Event, Reaction, Registration, Verdict};
+use crate::cdr::{Cdr, Disposition};
 use crate::transport::Transport;
 
 /// Longest reason text kept from a plugin (a SIP reason phrase or a ban's
@@ -145,6 +146,45 @@ fn registration(r: &Registration) -> wit::Registration {
     }
 }
 
+fn call_started(c: &CallStarted) -> wit::CallStarted {
+    wit::CallStarted {
+        call_id: c.call_id.clone(),
+        tenant: c.tenant.clone(),
+        caller: c.caller.clone(),
+        callee: c.callee.clone(),
+        source: address(c.source),
+        transport: transport(c.transport),
+        user_agent: c.user_agent.clone(),
+        route: c.route.clone(),
+    }
+}
+
+fn call_record(cdr: &Cdr, source: SocketAddr, t: Transport) -> wit::CallRecord {
+    wit::CallRecord {
+        call_id: cdr.call_id.clone(),
+        tenant: cdr.tenant.clone(),
+        caller: cdr.caller.clone(),
+        source: address(source),
+        transport: transport(t),
+        user_agent: cdr.caller_user_agent.clone(),
+        callee: cdr.callee.clone(),
+        route: cdr.route.clone(),
+        answered_by: cdr.answered_by.clone(),
+        start_ms: cdr.start_ms,
+        answer_ms: cdr.answer_ms,
+        end_ms: cdr.end_ms,
+        duration_ms: cdr.duration_ms,
+        disposition: match cdr.disposition {
+            Disposition::Answered => wit::Disposition::Answered,
+            Disposition::NoAnswer => wit::Disposition::NoAnswer,
+            Disposition::Busy => wit::Disposition::Busy,
+            Disposition::Failed => wit::Disposition::Failed,
+            Disposition::Cancelled => wit::Disposition::Cancelled,
+        },
+        status: cdr.status,
+    }
+}
+
 /// Converted once per event, then lent to every plugin of the chain.
 pub(super) fn event(e: &Event) -> wit::Event {
     match e {
@@ -163,6 +203,12 @@ pub(super) fn event(e: &Event) -> wit::Event {
         Event::AuthSucceeded(a) => wit::Event::AuthSucceeded(attempt(a)),
         Event::Registered(r) => wit::Event::Registered(registration(r)),
         Event::Unregistered(r) => wit::Event::Unregistered(registration(r)),
+        Event::CallStarted(c) => wit::Event::CallStarted(call_started(c)),
+        Event::CallEnded {
+            cdr,
+            source,
+            transport,
+        } => wit::Event::CallEnded(call_record(cdr, *source, *transport)),
     }
 }
 

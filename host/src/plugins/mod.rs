@@ -52,6 +52,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::cdr::Cdr;
 use crate::sip::{Message, NameAddr};
 use crate::transport::Transport;
 
@@ -86,16 +87,47 @@ pub enum Event {
     AuthSucceeded(AuthAttempt),
     Registered(Registration),
     Unregistered(Registration),
+    /// The router accepted a call.
+    CallStarted(CallStarted),
+    /// A call ended: its record as stored, and where the caller's INVITE
+    /// came from (the CDR keeps that only as text).
+    CallEnded {
+        cdr: Cdr,
+        source: SocketAddr,
+        transport: Transport,
+    },
 }
 
 impl Event {
-    /// The address the event is about (a [`Reaction::Ban`] bans it).
+    /// The address the event is about (a [`Reaction::Ban`] bans it): for a
+    /// call, the caller's.
     pub fn source(&self) -> SocketAddr {
         match self {
             Event::AuthFailed { attempt, .. } | Event::AuthSucceeded(attempt) => attempt.source,
             Event::Registered(r) | Event::Unregistered(r) => r.source,
+            Event::CallStarted(c) => c.source,
+            Event::CallEnded { source, .. } => *source,
         }
     }
+}
+
+/// A call the router accepted: an authenticated initial INVITE for an
+/// extension or ring group of its tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallStarted {
+    pub call_id: String,
+    /// "" for the default tenant.
+    pub tenant: String,
+    /// The calling extension.
+    pub caller: String,
+    /// The number dialled.
+    pub callee: String,
+    /// Where the caller's INVITE came from.
+    pub source: SocketAddr,
+    pub transport: Transport,
+    pub user_agent: Option<String>,
+    /// What the number was routed to ("extension:200", "ring-group:500").
+    pub route: String,
 }
 
 /// Who tried to authenticate.

@@ -34,10 +34,16 @@
 //! Parameters flatten too: `borrow<request>` is one `i32` handle, which the
 //! guest must give back (`resource.drop`) before `on-request` returns — the
 //! generated export wrapper does that around [`TestPlugin::on_request`];
-//! `init(config: string)` gets `(ptr, len)` after the host called `realloc`;
-//! `event` flattens to 13 `i32`s (discriminant plus the widest case,
-//! auth-failed). Lowered imports taking strings take `(ptr, len)`; those
-//! returning a string or an option take a last `i32`: where to write it.
+//! `init(config: string)` gets `(ptr, len)` after the host called `realloc`.
+//! Parameters that flatten to more than 16 core values are passed in linear
+//! memory instead: `event` is one (call-ended's record alone is 27), so
+//! `on-event` gets one `i32`, the address where the host wrote the event
+//! (with `realloc`): discriminant byte at +0 (0 auth-failed, 1
+//! auth-succeeded, 2 registered, 3 unregistered, 4 call-started, 5
+//! call-ended), payload at +8 (call-record holds `u64`s, so every case is
+//! 8-aligned); see [`TestPlugin::echoes`]. Lowered imports taking strings
+//! take `(ptr, len)`; those returning a string or an option take a last
+//! `i32`: where to write it.
 //!
 //! Memory map of every test component: `0..1024` zero (a `continue` verdict
 //! lives at [`CONTINUE_AT`]), return areas at [`VERDICT_AT`],
@@ -92,8 +98,8 @@ pub struct TestPlugin {
     /// its verdict. Core imports available: `$method (handle, retptr)`,
     /// `$cseq (handle) -> i32`, and those of [`TestPlugin::imports`].
     pub on_request: String,
-    /// Body of `on-event` (13 `i32` params) returning the address of its
-    /// reaction.
+    /// Body of `on-event (param $event i32) (result i32)`: gets the address
+    /// of the event, returns the address of its reaction.
     pub on_event: String,
     /// Extra core functions for the bodies to call.
     pub funcs: String,
@@ -132,6 +138,39 @@ impl TestPlugin {
             .extend(reaction_bytes(reaction, REACTION_AT, STRINGS_AT + 512));
         p.on_event = format!("(i32.const {REACTION_AT})");
         p
+    }
+
+    /// A plugin that answers the event case `case` (the discriminant, see
+    /// the module doc) with a ban that echoes two of its fields: the
+    /// duration is the unsigned number of `number_bytes` (1, 2 or 8) at
+    /// `number_at`, the reason the string whose (ptr, len) is at `text_at`
+    /// (offsets from the start of the event, payload at +8). Other events
+    /// get `none`. So a test reads event fields back from the reaction.
+    pub fn echoes(case: u8, number_at: u32, number_bytes: u8, text_at: u32) -> TestPlugin {
+        let load = match number_bytes {
+            1 => "i64.load8_u",
+            2 => "i64.load16_u",
+            8 => "i64.load",
+            n => panic!("a number of {n} bytes"),
+        };
+        TestPlugin {
+            hooks: 2,
+            on_event: format!(
+                "(if (result i32) (i32.eq (i32.load8_u (local.get 0)) (i32.const {case}))
+                   (then
+                     (i32.store8 (i32.const {REACTION_AT}) (i32.const 1))
+                     (i64.store (i32.const {}) ({load} (i32.add (local.get 0) (i32.const {number_at}))))
+                     (i32.store (i32.const {}) (i32.load (i32.add (local.get 0) (i32.const {text_at}))))
+                     (i32.store (i32.const {}) (i32.load (i32.add (local.get 0) (i32.const {}))))
+                     (i32.const {REACTION_AT}))
+                   (else (i32.const {CONTINUE_AT})))",
+                REACTION_AT + 8,
+                REACTION_AT + 16,
+                REACTION_AT + 20,
+                text_at + 4,
+            ),
+            ..TestPlugin::default()
+        }
     }
 
     /// Makes `init` fail with the config it was given as its message (so a
@@ -235,8 +274,25 @@ impl TestPlugin {
     (type $registration-t (record (field "source" $address) (field "tenant" string)
                                   (field "extension" string) (field "contact" string)))
     (export "registration" (type $registration (eq $registration-t)))
+    (type $call-started-t (record (field "call-id" string) (field "tenant" string)
+                                  (field "caller" string) (field "callee" string)
+                                  (field "source" $address) (field "transport" $transport)
+                                  (field "user-agent" (option string)) (field "route" string)))
+    (export "call-started" (type $call-started (eq $call-started-t)))
+    (type $disposition-t (enum "answered" "no-answer" "busy" "failed" "cancelled"))
+    (export "disposition" (type $disposition (eq $disposition-t)))
+    (type $call-record-t (record (field "call-id" string) (field "tenant" string)
+                                 (field "caller" string) (field "source" $address)
+                                 (field "transport" $transport) (field "user-agent" (option string))
+                                 (field "callee" string) (field "route" string)
+                                 (field "answered-by" (option string)) (field "start-ms" u64)
+                                 (field "answer-ms" (option u64)) (field "end-ms" u64)
+                                 (field "duration-ms" u64) (field "disposition" $disposition)
+                                 (field "status" u16)))
+    (export "call-record" (type $call-record (eq $call-record-t)))
     (type $event-t (variant (case "auth-failed" $auth-failed) (case "auth-succeeded" $auth-attempt)
-                            (case "registered" $registration) (case "unregistered" $registration)))
+                            (case "registered" $registration) (case "unregistered" $registration)
+                            (case "call-started" $call-started) (case "call-ended" $call-record)))
     (export "event" (type $event (eq $event-t)))
     (type $reaction-t (variant (case "none") (case "ban" $ban)))
     (export "reaction" (type $reaction (eq $reaction-t)))
@@ -305,7 +361,8 @@ impl TestPlugin {
       ;; A borrowed handle must be dropped before the export returns.
       (call $drop-request (local.get $request))
       (local.get $verdict))
-    (func (export "on-event") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    ;; The event is in memory (more than 16 flat values): its address.
+    (func (export "on-event") (param $event i32) (result i32)
       {on_event})
   )
   (core instance $main (instantiate $Main (with "host" (instance $host))))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::testing::{Import, TestPlugin, CONTINUE_AT, SCRATCH_AT, STRINGS_AT, VERDICT_AT};
 use super::*;
+use crate::cdr::{Cdr, Disposition};
 use crate::transport::Transport;
 
 // ---------------------------------------------------------------------------
@@ -182,6 +183,8 @@ fn events_collect_reactions() {
             extension: "100".into(),
             contact: "<sip:100@192.0.2.7>".into(),
         }),
+        call_started(),
+        call_ended(answered_call()),
     ];
     for event in &events {
         assert_eq!(
@@ -190,7 +193,177 @@ fn events_collect_reactions() {
         );
     }
     let calls: Vec<u64> = chain.stats().iter().map(|s| s.calls).collect();
-    assert_eq!(calls, [3, 3, 0]);
+    assert_eq!(calls, [5, 5, 0]);
+}
+
+// ---------------------------------------------------------------------------
+// Call events
+
+/// The caller of the call events below.
+const CALLER: &str = "[2001:db8::7]:5062";
+
+fn call_started() -> Event {
+    Event::CallStarted(CallStarted {
+        call_id: "call-7@a.example".into(),
+        tenant: "a.example".into(),
+        caller: "100".into(),
+        callee: "500".into(),
+        source: CALLER.parse().unwrap(),
+        transport: Transport::Tcp,
+        user_agent: Some("Yealink SIP-T46U".into()),
+        route: "ring-group:500".into(),
+    })
+}
+
+fn answered_call() -> Cdr {
+    Cdr {
+        call_id: "call-7@a.example".into(),
+        tenant: "a.example".into(),
+        caller: "100".into(),
+        caller_source: format!("{CALLER}/TCP"),
+        caller_user_agent: Some("Yealink SIP-T46U".into()),
+        callee: "500".into(),
+        route: "ring-group:500 -> extension:300".into(),
+        answered_by: Some("sip:300@192.0.2.8:5060".into()),
+        start_ms: 1_700_000_000_000,
+        answer_ms: Some(1_700_000_004_000),
+        end_ms: 1_700_000_064_500,
+        duration_ms: 60_500,
+        disposition: Disposition::Answered,
+        status: 200,
+    }
+}
+
+fn call_ended(cdr: Cdr) -> Event {
+    Event::CallEnded {
+        cdr,
+        source: CALLER.parse().unwrap(),
+        transport: Transport::Tcp,
+    }
+}
+
+fn echoed(name: &str, number: u64, text: &str) -> (String, Reaction) {
+    (
+        name.to_owned(),
+        Reaction::Ban {
+            duration: Duration::from_millis(number),
+            reason: text.to_owned(),
+        },
+    )
+}
+
+/// Every field of both call events reaches a plugin that has an `on-event`
+/// hook, where the canonical ABI puts it: each plugin echoes one number and
+/// one text of its case back as a ban (see [`TestPlugin::echoes`]).
+///
+/// The event is in memory, payload at +8. call-record: call-id 8, tenant
+/// 16, caller 24, source (ip 32, port 40), transport 44, user-agent 48
+/// (some: text at 52), callee 60, route 68, answered-by 76 (text at 80),
+/// start-ms 88, answer-ms 96 (value at 104), end-ms 112, duration-ms 120,
+/// disposition 128, status 130. call-started: call-id 8, tenant 16, caller
+/// 24, callee 32, source (ip 40, port 48), transport 52, user-agent 56 (text
+/// at 60), route 68.
+#[test]
+fn call_events_reach_plugins_with_every_field() {
+    const STARTED: u8 = 4;
+    const ENDED: u8 = 5;
+    let echoes = [
+        ("duration+call-id", ENDED, 120, 8, 8),
+        ("start+tenant", ENDED, 88, 8, 16),
+        ("end+caller", ENDED, 112, 8, 24),
+        ("answer+ip", ENDED, 104, 8, 32),
+        ("port+user-agent", ENDED, 40, 2, 52),
+        ("status+callee", ENDED, 130, 2, 60),
+        ("disposition+route", ENDED, 128, 1, 68),
+        ("transport+answered-by", ENDED, 44, 1, 80),
+        ("has-answer+call-id", ENDED, 96, 1, 8),
+        ("has-user-agent+caller", ENDED, 48, 1, 24),
+        ("has-answered-by+tenant", ENDED, 76, 1, 16),
+        ("started-port+route", STARTED, 48, 2, 68),
+        ("started-transport+callee", STARTED, 52, 1, 32),
+        ("started-has-user-agent+user-agent", STARTED, 56, 1, 60),
+        ("started-user-agent-len+ip", STARTED, 64, 1, 40),
+    ];
+    let mut specs: Vec<PluginSpec> = echoes
+        .iter()
+        .map(|&(name, case, number_at, bytes, text_at)| {
+            spec(name, &TestPlugin::echoes(case, number_at, bytes, text_at))
+        })
+        .collect();
+    // A plugin without on-event is never asked (it would trap).
+    specs.push(spec(
+        "requests-only",
+        &TestPlugin {
+            hooks: 1,
+            on_event: "unreachable".into(),
+            ..TestPlugin::default()
+        },
+    ));
+    let chain = load(&specs);
+
+    assert_eq!(
+        chain.on_event(&call_ended(answered_call())),
+        [
+            echoed("duration+call-id", 60_500, "call-7@a.example"),
+            echoed("start+tenant", 1_700_000_000_000, "a.example"),
+            echoed("end+caller", 1_700_000_064_500, "100"),
+            echoed("answer+ip", 1_700_000_004_000, "2001:db8::7"),
+            echoed("port+user-agent", 5062, "Yealink SIP-T46U"),
+            echoed("status+callee", 200, "500"),
+            echoed("disposition+route", 0, "ring-group:500 -> extension:300"),
+            echoed("transport+answered-by", 1, "sip:300@192.0.2.8:5060"),
+            echoed("has-answer+call-id", 1, "call-7@a.example"),
+            echoed("has-user-agent+caller", 1, "100"),
+            echoed("has-answered-by+tenant", 1, "a.example"),
+        ]
+    );
+
+    // Nobody answered: the options are none, the disposition busy.
+    let busy = Cdr {
+        caller_user_agent: None,
+        answered_by: None,
+        answer_ms: None,
+        duration_ms: 0,
+        end_ms: 1_700_000_009_000,
+        disposition: Disposition::Busy,
+        status: 486,
+        ..answered_call()
+    };
+    let reactions = chain.on_event(&call_ended(busy));
+    let numbers: Vec<(&str, Duration)> = reactions
+        .iter()
+        .filter_map(|(name, r)| match r {
+            Reaction::Ban { duration, .. } => Some((name.as_str(), *duration)),
+            Reaction::None => None,
+        })
+        .filter(|(name, _)| {
+            ["status+callee", "disposition+route"].contains(name) || name.starts_with("has-")
+        })
+        .collect();
+    assert_eq!(
+        numbers,
+        [
+            ("status+callee", Duration::from_millis(486)),
+            ("disposition+route", Duration::from_millis(2)),
+            ("has-answer+call-id", Duration::ZERO),
+            ("has-user-agent+caller", Duration::ZERO),
+            ("has-answered-by+tenant", Duration::ZERO),
+        ]
+    );
+
+    assert_eq!(
+        chain.on_event(&call_started()),
+        [
+            echoed("started-port+route", 5062, "ring-group:500"),
+            echoed("started-transport+callee", 1, "500"),
+            echoed("started-has-user-agent+user-agent", 1, "Yealink SIP-T46U"),
+            echoed("started-user-agent-len+ip", 16, "2001:db8::7"),
+        ]
+    );
+
+    // Every plugin with on-event heard all three; requests-only none.
+    let calls: Vec<u64> = chain.stats().iter().map(|s| s.calls).collect();
+    assert_eq!(calls, [vec![3; echoes.len()], vec![0]].concat());
 }
 
 #[test]
@@ -646,6 +819,10 @@ fn source_addresses_of_events() {
         contact: "*".into(),
     });
     assert_eq!(event.source(), a);
+    // A call event's source is the caller's.
+    let caller: SocketAddr = CALLER.parse().unwrap();
+    assert_eq!(call_started().source(), caller);
+    assert_eq!(call_ended(answered_call()).source(), caller);
 }
 
 // ---------------------------------------------------------------------------
@@ -696,6 +873,10 @@ fn builtin_fail_to_ban_bans_after_five_failures() {
         banned_by_event || matches!(verdict, Verdict::Ban { .. }),
         "{reactions:?} {verdict:?}"
     );
+    // Call events reach the real guest too (its bindings decode them); it
+    // ignores them.
+    assert_eq!(chain.on_event(&call_started()), []);
+    assert_eq!(chain.on_event(&call_ended(answered_call())), []);
     let s = stats(&chain);
     assert_eq!((s.traps, s.timeouts, s.out_of_memory), (0, 0, 0), "{s:?}");
 }

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use crate::cdr::{Cdr, Disposition};
 use crate::config::Tenant;
+use crate::plugins::{CallStarted, Event};
 use crate::server::{tenant_key, Core, Reply};
 use crate::sip::{Message, Method, NameAddr, StartLine, Uri};
 use crate::stats::Stats;
@@ -210,12 +211,6 @@ impl Proxy {
             Routed::Plan(plan) => plan,
             Routed::NotFound => return core.reply(request, 404, "Not Found").into(),
         };
-        Stats::inc(&core.stats.calls_started);
-        let local = core
-            .out
-            .local_for(source.addr)
-            .map(forward::host_port)
-            .unwrap_or_default();
         let cdr = Cdr {
             call_id: request.call_id().unwrap_or("").to_owned(),
             tenant: tenant_key.clone(),
@@ -232,6 +227,31 @@ impl Proxy {
             disposition: Disposition::Failed,
             status: 0,
         };
+        // The plugins hear of the call here, on the request's thread: no
+        // lock is held yet, and every call-ended of this call is emitted
+        // after this returns, so plugins see the two in order. A plugin that
+        // bans the caller in answer stops the call before anything rings
+        // (as a ban after a failed authentication does): no answer, no
+        // record, no call-ended.
+        let started = Event::CallStarted(CallStarted {
+            call_id: cdr.call_id.clone(),
+            tenant: cdr.tenant.clone(),
+            caller: cdr.caller.clone(),
+            callee: cdr.callee.clone(),
+            source: source.addr,
+            transport: source.transport,
+            user_agent: cdr.caller_user_agent.clone(),
+            route: cdr.route.clone(),
+        });
+        if core.emit(started) {
+            return Reply::Silent;
+        }
+        Stats::inc(&core.stats.calls_started);
+        let local = core
+            .out
+            .local_for(source.addr)
+            .map(forward::host_port)
+            .unwrap_or_default();
         let trying = core.reply(request, 100, "Trying").1;
         core.send_response(key, 100, &trying, source);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -642,6 +662,7 @@ impl Proxy {
             } else if initial.unreachable {
                 cdr.disposition = Disposition::Failed;
             }
+            emit_call_ended(core, &cdr, &call.caller);
             core.store.write_detached(vec![Write::InsertCdr(cdr)]);
         }
         self.spawn_cleanup(core, call.id);
@@ -1072,11 +1093,35 @@ impl Proxy {
 }
 
 /// Writes the record of an answered call that ended now.
-fn close_cdr(core: &Core, mut dialog: Dialog) {
+fn close_cdr(core: &Arc<Core>, mut dialog: Dialog) {
     if let Some(mut cdr) = dialog.cdr.take() {
         let now = now_ms();
         cdr.end_ms = now;
         cdr.duration_ms = now.saturating_sub(cdr.answer_ms.unwrap_or(now));
+        emit_call_ended(core, &cdr, &dialog.caller);
         core.store.write_detached(vec![Write::InsertCdr(cdr)]);
     }
+}
+
+/// Tells the plugins that a call ended, with its record.
+///
+/// A CDR is final while the state lock is held (in `send_final`, and in
+/// `close_cdr` from `dialog_hop`), and running plugins under that lock would
+/// stall every call for as long as they take (up to their deadline). So the
+/// event is handed to the runtime and emitted after the lock is released;
+/// the event is after the fact, and its ban reaction (of the caller's
+/// source) applies all the same. `spawn_blocking`, not `spawn`: a plugin
+/// call is synchronous work that must not hold up the tasks of the timers
+/// and of TCP. Events of different calls may reach plugins in any order; a
+/// call's call-started always comes before its call-ended (see `start`).
+fn emit_call_ended(core: &Arc<Core>, cdr: &Cdr, caller: &Source) {
+    let event = Event::CallEnded {
+        cdr: cdr.clone(),
+        source: caller.addr,
+        transport: caller.transport,
+    };
+    let emitting = core.clone();
+    core.proxy.runtime.spawn_blocking(move || {
+        emitting.emit(event);
+    });
 }

@@ -83,7 +83,10 @@ mod component {
                     policy.on_auth_failed(&Host, &attempt(&failed.attempt), failure)
                 }
                 Event::AuthSucceeded(ok) => policy.on_auth_succeeded(&Host, &attempt(&ok)),
-                Event::Registered(_) | Event::Unregistered(_) => policy::Reaction::None,
+                Event::Registered(_)
+                | Event::Unregistered(_)
+                | Event::CallStarted(_)
+                | Event::CallEnded(_) => policy::Reaction::None,
             };
             match reaction {
                 policy::Reaction::None => Reaction::None,
