@@ -465,7 +465,11 @@ fn invite_challenge_is_not_amplified_and_finals_are_retransmitted_until_ack() {
     );
     phone.send_raw(auth_invite.as_bytes());
     let trying = phone.recv();
-    assert_eq!(trying.code(), Some(100), "the proxy answers at once: {trying:?}");
+    assert_eq!(
+        trying.code(),
+        Some(100),
+        "the proxy answers at once: {trying:?}"
+    );
     let unavailable = phone.recv();
     assert_eq!(unavailable.code(), Some(480), "{unavailable:?}");
     let again = phone
