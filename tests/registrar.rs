@@ -490,3 +490,26 @@ fn invite_challenge_is_not_amplified_and_finals_are_retransmitted_until_ack() {
         "no more retransmissions after ACK"
     );
 }
+
+/// Path (RFC 3327): a registrar echoes the Path of a UA that supports it.
+#[test]
+fn path_is_echoed_to_a_ua_that_supports_it() {
+    let gw = gateway();
+    let phone = Phone::new("127.0.0.1", gw.addr());
+    let mut reg = Register::new("127.0.0.1", "100", &contact_of(&phone, "100"));
+    reg.extra = vec![
+        "Supported: path, outbound".into(),
+        "Path: <sip:edge.example;lr>".into(),
+    ];
+    let ok = register(&phone, &mut reg, "pw100");
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(ok.headers.get("Path"), Some("<sip:edge.example;lr>"));
+    // Without Supported: path, no Path comes back.
+    reg.extra = vec!["Path: <sip:edge.example;lr>".into()];
+    reg.call_id = format!("reg-{:x}@test", rand::random::<u64>());
+    reg.cseq = 1;
+    reg.authorization = None;
+    let ok = register(&phone, &mut reg, "pw100");
+    assert_eq!(ok.code(), Some(200));
+    assert!(ok.headers.get("Path").is_none());
+}

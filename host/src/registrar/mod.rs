@@ -93,6 +93,19 @@ impl Registrar {
                 .headers
                 .push(("Contact", format!("<{}>;expires={}", b.contact, remaining)));
         }
+        // Path (RFC 3327): echoed to a UA that supports it. Calls need no
+        // stored route set here: they go to the address this REGISTER came
+        // from, which is the proxy that wrote the first Path entry.
+        let supports_path = request
+            .headers
+            .get_all("Supported")
+            .flat_map(crate::sip::split_list)
+            .any(|option| option.eq_ignore_ascii_case("path"));
+        if supports_path {
+            for path in request.headers.get_all("Path") {
+                answer.headers.push(("Path", path.to_owned()));
+            }
+        }
         (answer, writes)
     }
 
