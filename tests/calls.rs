@@ -793,3 +793,90 @@ password = "pw101"
         "b.example's phone rang for a.example's caller"
     );
 }
+
+/// A phone registered over TCP is called over its own connection (the
+/// gateway opens none), and the whole dialog follows it there.
+#[test]
+fn a_phone_registered_over_tcp_is_called_over_its_connection() {
+    use std::io::Write;
+    const CALLER_IP: &str = "127.0.0.194";
+    const PHONE_IP: &str = "127.0.0.195";
+    let gw = Gateway::start("127.0.0.1", &config("", ""));
+    let dir = &gw.dir.0;
+    let mut stream = tcp_connect(PHONE_IP, gw.addr());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let local = stream.local_addr().unwrap();
+    let mut buf = Vec::new();
+    let register = |cseq: u32, auth: Option<&str>| {
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {local};branch=z9hG4bKtcpreg{cseq}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:101@127.0.0.1>;tag=tcp\r\n\
+             To: <sip:101@127.0.0.1>\r\n\
+             Call-ID: tcp-reg@test\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:101@{local};transport=tcp>\r\n\
+             Expires: 600\r\n\
+             {auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    stream.write_all(register(1, None).as_bytes()).unwrap();
+    let challenge = read_stream_message(&mut stream, &mut buf);
+    assert_eq!(challenge.code(), Some(401));
+    let offered = challenges(&challenge).remove(0);
+    let auth = authorization(&offered, "101", "pw101", "REGISTER", "sip:127.0.0.1", 1);
+    stream
+        .write_all(register(2, Some(&auth)).as_bytes())
+        .unwrap();
+    assert_eq!(read_stream_message(&mut stream, &mut buf).code(), Some(200));
+
+    let caller = caller(&gw, CALLER_IP, "uac_call_auth.xml", "101")
+        .pause_ms(300)
+        .spawn(dir);
+    let invite = read_stream_message(&mut stream, &mut buf);
+    assert_eq!(invite.method().map(|m| m.as_str()), Some("INVITE"));
+    let top = invite.top_via().unwrap();
+    assert_eq!(
+        top.transport, "TCP",
+        "sent over the phone's connection: {top}"
+    );
+    let answer = |code: u16| {
+        let mut response =
+            invite.response(code, sipfence::sip::reason_phrase(code), Some("tcpphone"));
+        if code == 200 {
+            response
+                .headers
+                .push("Contact", format!("<sip:101@{local};transport=tcp>"));
+            for rr in invite.headers.get_all("Record-Route") {
+                response.headers.push("Record-Route", rr);
+            }
+        }
+        response.to_bytes()
+    };
+    stream.write_all(&answer(180)).unwrap();
+    stream.write_all(&answer(200)).unwrap();
+    let ack = read_stream_message(&mut stream, &mut buf);
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    let bye = read_stream_message(&mut stream, &mut buf);
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
+    stream
+        .write_all(&bye.response(200, "OK", None).to_bytes())
+        .unwrap();
+    let out = wait_all(vec![caller]);
+    assert_sipp_success(&out);
+    assert_cdr(
+        &gw,
+        &out[0],
+        &[
+            ("callee", "101"),
+            ("disposition", "answered"),
+            ("status", "200"),
+        ],
+    );
+}

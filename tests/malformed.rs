@@ -153,23 +153,6 @@ fn ipv6_requests_are_served() {
     assert_eq!(phone.request(&text).code(), Some(200));
 }
 
-/// Reads the next message from a stream; `buf` keeps what followed it.
-fn read_message(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Message {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let sipfence::sip::framing::Frame::Message(len) =
-            sipfence::sip::framing::frame(buf, 65535)
-        {
-            let message = Message::parse(&buf[..len]).unwrap();
-            buf.drain(..len);
-            return message;
-        }
-        let n = stream.read(&mut chunk).expect("read from gateway");
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 #[test]
 fn tcp_frames_by_content_length_across_partial_writes() {
     let gw = Gateway::start("127.0.0.1", "");
@@ -195,7 +178,7 @@ fn tcp_frames_by_content_length_across_partial_writes() {
     let mut branches = Vec::new();
     let mut buf = Vec::new();
     for _ in 0..3 {
-        let m = read_message(&mut stream, &mut buf);
+        let m = read_stream_message(&mut stream, &mut buf);
         assert_eq!(m.code(), Some(200));
         branches.push(m.top_via().unwrap().branch().unwrap().to_owned());
     }
@@ -227,7 +210,10 @@ fn tcp_limits_per_source_and_idle_timeout() {
     other
         .write_all(options(local, "other").replace("UDP", "TCP").as_bytes())
         .unwrap();
-    assert_eq!(read_message(&mut other, &mut Vec::new()).code(), Some(200));
+    assert_eq!(
+        read_stream_message(&mut other, &mut Vec::new()).code(),
+        Some(200)
+    );
     // Idle connections are closed after the timeout.
     a.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let n = a.read(&mut buf).unwrap_or(0);

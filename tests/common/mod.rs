@@ -665,6 +665,25 @@ pub fn udp_bound(ip: &str, port: u16) -> bool {
         .any(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
 }
 
+/// Reads the next SIP message from a stream (Content-Length framing);
+/// `buf` keeps what followed it.
+pub fn read_stream_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Message {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let sipfence::sip::framing::Frame::Message(len) =
+            sipfence::sip::framing::frame(buf, 65535)
+        {
+            let message = Message::parse(&buf[..len]).unwrap();
+            buf.drain(..len);
+            return message;
+        }
+        let n = stream.read(&mut chunk).expect("read from gateway");
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// A scenario file in tests/sipp/.
 pub fn sipp_scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
