@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
-use sipfence::sip::Message;
 
 fn options(local: std::net::SocketAddr, branch: &str) -> String {
     format!(
