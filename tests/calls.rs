@@ -175,8 +175,22 @@ fn basic_call_invite_100_180_200_ack_bye() {
     let caller = caller(&gw, CALLER_IP, "uac_call_auth.xml", "101")
         .pause_ms(1200)
         .spawn(dir);
+    // While the call is up the gateway lists it.
+    let mut up = Vec::new();
+    wait_until(Duration::from_secs(10), "the call listed as up", || {
+        up = serde_json::from_str::<Vec<serde_json::Value>>(&gw.cli(&["calls", "list", "--json"]))
+            .unwrap();
+        !up.is_empty()
+    });
+    assert_eq!(up[0]["caller"], CALLER, "{up:?}");
+    assert_eq!(up[0]["callee"], "101", "{up:?}");
+    assert_eq!(up[0]["route"], "extension:101", "{up:?}");
+    assert_eq!(gw.stat("calls_up"), 1);
     let out = wait_all(vec![caller, callee]);
     assert_sipp_success(&out);
+    wait_until(Duration::from_secs(5), "no call up after the BYE", || {
+        gw.stat("calls_up") == 0
+    });
     let (caller, callee) = (&out[0], &out[1]);
 
     // Caller: 407 first, then 100 Trying, the callee's 180 and its 200.

@@ -174,12 +174,19 @@ pub async fn handle(request: &Request, core: &Arc<Core>, plugins: &Arc<Plugins>)
             Ok(names) => serde_json::to_value(names),
             Err(e) => return failure(e),
         },
-        "stats" => serde_json::to_value(
-            core.stats
+        "stats" => {
+            let mut counters = core
+                .stats
                 .snapshot()
                 .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        ),
+                .collect::<std::collections::BTreeMap<_, _>>();
+            // Gauges beside the counters: calls ringing and calls up now.
+            let (ringing, up) = core.proxy.counts();
+            counters.insert("calls_in_setup", ringing as u64);
+            counters.insert("calls_up", up as u64);
+            serde_json::to_value(counters)
+        }
+        "calls.list" => serde_json::to_value(core.proxy.active_calls()),
         other => {
             return Response {
                 ok: false,

@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         verb: PluginsVerb,
     },
+    /// Calls that are up now on the running gateway.
+    Calls {
+        #[command(subcommand)]
+        verb: CallsVerb,
+    },
     /// Call detail records, read from the database (running gateway or not).
     #[command(alias = "cdrs")]
     Cdr {
@@ -141,6 +146,19 @@ enum PluginsVerb {
     Reload {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallsVerb {
+    /// List answered calls without BYE yet: caller, callee, route, who
+    /// answered, since when.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -380,6 +398,29 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Bans { verb } => bans(verb),
         Command::Plugins { verb } => plugins(verb),
         Command::Cdr { verb } => cdrs(verb),
+        Command::Calls {
+            verb: CallsVerb::List { config, json },
+        } => {
+            let config = load_config(&config)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let response = rt
+                .block_on(control::call(&config.server.control_socket, "calls.list"))
+                .with_context(|| {
+                    format!(
+                        "no gateway answers on {}",
+                        config.server.control_socket.display()
+                    )
+                })?;
+            let calls = response.result.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&calls)?);
+            } else {
+                print_calls(calls.as_array().map(Vec::as_slice).unwrap_or_default());
+            }
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
             // Load the chain too: a plugin's own config is checked by its
@@ -483,6 +524,29 @@ fn print_registrations(rows: &[RegistrationRow]) {
         );
     }
     println!("{} registration(s)", rows.len());
+}
+
+fn print_calls(calls: &[serde_json::Value]) {
+    println!(
+        "{:<20} {:<20} {:<22} {:<24} {:>9}  CALL-ID",
+        "CALLER", "CALLEE", "ROUTE", "ANSWERED BY", "UP FOR"
+    );
+    let text = |c: &serde_json::Value, key: &str| c[key].as_str().unwrap_or("").to_owned();
+    for c in calls {
+        let up_s = c["duration_ms"].as_u64().unwrap_or(0) / 1000;
+        println!(
+            "{:<20} {:<20} {:<22} {:<24} {:>3}:{:02}:{:02}  {}",
+            text(c, "caller"),
+            text(c, "callee"),
+            text(c, "route"),
+            text(c, "answered_by"),
+            up_s / 3600,
+            up_s / 60 % 60,
+            up_s % 60,
+            text(c, "call_id"),
+        );
+    }
+    println!("{} call(s) up", calls.len());
 }
 
 fn init_logging(format: LogFormat) {

@@ -125,6 +125,10 @@ impl Dialogs {
         Some(dialog)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Dialog> {
+        self.by_call_id.values().flatten()
+    }
+
     pub fn len(&self) -> usize {
         self.by_call_id.values().map(Vec::len).sum()
     }

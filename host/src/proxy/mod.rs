@@ -46,6 +46,21 @@ use target::{Plan, Routed, Step, Target};
 
 pub use crate::now_ms;
 
+/// A call that is up, as `sipfence calls list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ActiveCall {
+    pub call_id: String,
+    pub tenant: String,
+    pub caller: String,
+    pub caller_source: String,
+    pub callee: String,
+    pub route: String,
+    /// The address of the phone that answered.
+    pub answered_by: String,
+    pub answered_ms: u64,
+    pub duration_ms: u64,
+}
+
 /// Reason of the CANCELs sent when another phone answered (RFC 3326).
 const COMPLETED_ELSEWHERE: &str = "SIP;cause=200;text=\"Call completed elsewhere\"";
 
@@ -160,6 +175,33 @@ impl Proxy {
             .headers
             .get_all("Via")
             .any(|line| line.contains(self.prefix.as_str()))
+    }
+
+    /// The calls that are up (answered, no BYE yet), oldest first.
+    pub fn active_calls(&self) -> Vec<ActiveCall> {
+        let now = now_ms();
+        let state = self.state.lock().unwrap();
+        let mut calls: Vec<ActiveCall> = state
+            .dialogs
+            .iter()
+            .filter_map(|d| {
+                let cdr = d.cdr.as_ref()?;
+                let answered = cdr.answer_ms.unwrap_or(now);
+                Some(ActiveCall {
+                    call_id: cdr.call_id.clone(),
+                    tenant: cdr.tenant.clone(),
+                    caller: cdr.caller.clone(),
+                    caller_source: cdr.caller_source.clone(),
+                    callee: cdr.callee.clone(),
+                    route: cdr.route.clone(),
+                    answered_by: d.callee.addr.to_string(),
+                    answered_ms: answered,
+                    duration_ms: now.saturating_sub(answered),
+                })
+            })
+            .collect();
+        calls.sort_by_key(|c| c.answered_ms);
+        calls
     }
 
     /// Calls being set up, and calls that are up.
