@@ -860,6 +860,11 @@ fn a_phone_registered_over_tcp_is_called_over_its_connection() {
         top.transport, "TCP",
         "sent over the phone's connection: {top}"
     );
+    // UDP caller, TCP phone: one Record-Route for each side, the phone's first.
+    let routes: Vec<&str> = invite.headers.get_all("Record-Route").collect();
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert!(routes[0].contains("transport=tcp"), "{routes:?}");
+    assert!(!routes[1].contains("transport=tcp"), "{routes:?}");
     let answer = |code: u16| {
         let mut response =
             invite.response(code, sipfence::sip::reason_phrase(code), Some("tcpphone"));

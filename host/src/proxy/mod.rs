@@ -370,6 +370,12 @@ impl Proxy {
         if let Some(initial) = &call.initial {
             sent.headers
                 .insert(1, "Record-Route", initial.record_route.clone());
+            // The legs use different transports: record-route twice, so each
+            // party reaches us over its own (the callee's entry on top).
+            if target.to.transport != call.caller.transport {
+                let callee_side = forward::record_route(&local, target.to.transport);
+                sent.headers.insert(1, "Record-Route", callee_side);
+            }
         }
         let bytes: Arc<[u8]> = sent.to_bytes().into();
         Stats::inc(&core.stats.requests_forwarded);
