@@ -177,6 +177,25 @@ impl From<(u16, Message)> for Reply {
     }
 }
 
+/// Who vouched for a request, so that it needs no digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Trusted {
+    /// A plugin trusted it as this extension (by its address).
+    Extension(String),
+    /// It came from a `trusted_from` source of this trunk of the tenant.
+    Trunk(String),
+}
+
+impl Trusted {
+    /// The extension vouched for, if any.
+    fn extension(trusted: &Option<Trusted>) -> Option<&str> {
+        match trusted {
+            Some(Trusted::Extension(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// What the plugin chain decided.
 #[allow(clippy::large_enum_variant)]
 enum ChainOutcome {
@@ -240,7 +259,17 @@ impl Core {
         });
         let request = Arc::new(request);
         let trusted = match self.run_chain(&request, tenant, &source, &key) {
-            ChainOutcome::Go(trusted) => trusted,
+            ChainOutcome::Go(Some(extension)) => Some(Trusted::Extension(extension)),
+            // A trunk's traffic: from one of its trusted_from sources, for
+            // the tenant the trunk belongs to.
+            ChainOutcome::Go(None) => {
+                tenant
+                    .and_then(|t| t.trunk_trusting(source.addr))
+                    .map(|trunk| {
+                        self.guard.protect(source.addr.ip(), now_ms());
+                        Trusted::Trunk(trunk.id.clone())
+                    })
+            }
             ChainOutcome::Stop(reply) => return self.finish(&key, reply, &source),
         };
         let reply = self.process(&request, &method, tenant, trusted, &source, &key);
@@ -412,7 +441,7 @@ impl Core {
         request: &Message,
         method: &Method,
         tenant: Option<&Tenant>,
-        trusted: Option<String>,
+        trusted: Option<Trusted>,
         source: &Source,
         key: &Key,
     ) -> Reply {
@@ -438,7 +467,13 @@ impl Core {
             return self.reply(request, 404, "Domain not served here").into();
         };
         match method {
-            Method::Register => self.register(request, tenant, trusted, source, key),
+            Method::Register => self.register(
+                request,
+                tenant,
+                Trusted::extension(&trusted).map(str::to_owned),
+                source,
+                key,
+            ),
             Method::Options => {
                 let (code, mut response) = self.reply(request, 200, "OK");
                 response.headers.push("Allow", ALLOW);
@@ -532,13 +567,13 @@ impl Core {
     }
 
     /// INVITE: the caller must authenticate as the From extension (or be
-    /// trusted by a plugin). Routing comes with the call router; until then
-    /// the callee is reported unavailable.
+    /// trusted by a plugin), unless the INVITE is a trunk's traffic; then the
+    /// router decides where it goes.
     fn invite(
         self: &Arc<Self>,
         request: &Message,
         tenant: &Tenant,
-        trusted: Option<String>,
+        trusted: Option<Trusted>,
         source: &Source,
         key: &Key,
     ) -> Reply {
@@ -548,6 +583,26 @@ impl Core {
         let Some(caller) = from.uri.user.clone() else {
             return self.reply(request, 403, "From has no extension").into();
         };
+        let callee = request.request_uri().and_then(|u| u.user.clone());
+        if let Some(Trusted::Trunk(trunk)) = &trusted {
+            // The peer's caller is not ours: no digest, no From domain
+            // check; the number analysis decides (a trunk never reaches
+            // another trunk unless a rule allows it).
+            let Some(callee) = callee else {
+                return self.reply(request, 404, "Not Found").into();
+            };
+            return self.proxy.start(
+                self,
+                request,
+                source,
+                key,
+                tenant,
+                &caller,
+                &callee,
+                Some(trunk),
+            );
+        }
+        let trusted = Trusted::extension(&trusted);
         // A caller calls within its own tenant: extension 100 of one domain
         // cannot reach another domain's numbers.
         let from_host = from.uri.host.to_string();
@@ -560,18 +615,18 @@ impl Core {
                 .reply(request, 403, "From domain does not match Request-URI")
                 .into();
         }
-        if trusted.as_deref() != Some(caller.as_str()) {
+        if trusted != Some(caller.as_str()) {
             match self.authenticate(request, tenant, &caller, source, true) {
                 AuthStep::Pass => {}
                 AuthStep::Answer(code, response) => return Reply::Now(code, response),
                 AuthStep::Silent => return Reply::Silent,
             }
         }
-        let Some(callee) = request.request_uri().and_then(|u| u.user.clone()) else {
+        let Some(callee) = callee else {
             return self.reply(request, 404, "Not Found").into();
         };
         self.proxy
-            .start(self, request, source, key, tenant, &caller, &callee)
+            .start(self, request, source, key, tenant, &caller, &callee, None)
     }
 
     /// Digest authentication of `user` in `tenant`. `proxy` selects 407 and

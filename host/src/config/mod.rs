@@ -386,9 +386,24 @@ pub struct Tenant {
     pub aliases: Vec<String>,
     pub extensions: Vec<Extension>,
     pub ring_groups: Vec<RingGroup>,
+    /// `[[trunk]]` (default tenant) / `[[tenant.trunk]]`.
+    pub trunks: Vec<Trunk>,
 }
 
 impl Tenant {
+    /// The trunk with this id.
+    pub fn trunk(&self, id: &str) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.id == id)
+    }
+
+    /// The first trunk whose `trusted_from` covers `source`: a request from
+    /// there is that trunk's traffic.
+    pub fn trunk_trusting(&self, source: SocketAddr) -> Option<&Trunk> {
+        self.trunks
+            .iter()
+            .find(|t| t.trusted_from.iter().any(|s| s.matches(source)))
+    }
+
     /// The ring group with this number.
     pub fn ring_group(&self, number: &str) -> Option<&RingGroup> {
         self.ring_groups.iter().find(|g| g.number == number)
@@ -424,6 +439,54 @@ pub struct Extension {
     /// Number (extension or ring group of the same tenant) that an
     /// unanswered call goes to when the ring time is up; None: 480.
     pub no_answer: Option<String>,
+    /// A fixed address ("IP:port") the extension is always reachable at,
+    /// without REGISTER: a static binding, for devices trusted by address
+    /// (the ip-auth plugin) that never register.
+    pub address: Option<SocketAddr>,
+    /// How `address` is reached; only "udp" (the gateway opens no TCP
+    /// connections).
+    pub transport: Option<PeerTransport>,
+}
+
+/// How the gateway reaches a configured peer (a trunk, a static address):
+/// "udp" or "tcp" in the file; only UDP is accepted for now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+/// `[[trunk]]` / `[[tenant.trunk]]`: another SIP server (another office's
+/// gateway, a carrier). Calls routed to it are sent to `address`; requests
+/// from a `trusted_from` source are its traffic: no digest, routed by
+/// number analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trunk {
+    /// Unique within the tenant; 1-32 chars of [A-Za-z0-9._-]. Named by
+    /// number-analysis rules and in CDRs ("trunk:1").
+    pub id: String,
+    pub description: Option<String>,
+    /// Where calls to the trunk go (over UDP).
+    pub address: SocketAddr,
+    /// Sources whose requests are this trunk's traffic.
+    pub trusted_from: Vec<TrustedSource>,
+}
+
+/// One entry of `trusted_from`: "IP", "IP:port" or a CIDR network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedSource {
+    pub net: IpNet,
+    /// Only from this source port.
+    pub port: Option<u16>,
+}
+
+impl TrustedSource {
+    pub fn matches(&self, source: SocketAddr) -> bool {
+        self.net.contains(&source.ip().to_canonical())
+            && self.port.is_none_or(|p| p == source.port())
+    }
 }
 
 /// `[calls]`: call routing timers.

@@ -21,8 +21,8 @@ use serde::Deserialize;
 
 use super::{
     is_ip_literal, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log, Nat,
-    OnError, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage, Tcp, Tenant,
-    Transaction,
+    OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage, Tcp,
+    Tenant, Transaction, Trunk, TrustedSource,
 };
 
 // ---------------------------------------------------------------------------
@@ -365,6 +365,9 @@ struct RawFile {
     extension: Vec<Extension>,
     #[serde(default)]
     ring_group: Vec<RingGroup>,
+    /// The default tenant's trunks.
+    #[serde(default)]
+    trunk: Vec<RawTrunk>,
     #[serde(default)]
     tenant: Vec<RawTenant>,
     #[serde(default)]
@@ -515,6 +518,21 @@ struct RawTenant {
     extension: Vec<Extension>,
     #[serde(default)]
     ring_group: Vec<RingGroup>,
+    #[serde(default)]
+    trunk: Vec<RawTrunk>,
+}
+
+/// `[[trunk]]` as written: addresses still strings, for their own messages.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    id: String,
+    description: Option<String>,
+    address: String,
+    #[serde(default)]
+    transport: PeerTransport,
+    #[serde(default)]
+    trusted_from: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -704,10 +722,20 @@ impl Ctx<'_> {
                 aliases: server.aliases.clone(),
                 extensions: raw.extension,
                 ring_groups: raw.ring_group,
+                trunks: self.trunks(&KeyPath::default(), raw.trunk)?,
             };
             self.extensions(&KeyPath::default(), &default)?;
             self.ring_groups(&KeyPath::default(), &default)?;
             tenants.push(default);
+        } else if !raw.trunk.is_empty() {
+            let path = KeyPath::of(&["trunk"]);
+            return Err(ConfigError::Invalid {
+                at: self.at(&path),
+                key: path.to_string(),
+                message: "top-level trunks belong to the default tenant, which has no \
+                          extensions here: put them in [[tenant.trunk]]"
+                    .to_owned(),
+            });
         }
         for (i, raw_tenant) in raw.tenant.into_iter().enumerate() {
             let base = KeyPath::of(&["tenant"]).index(i);
@@ -722,6 +750,7 @@ impl Ctx<'_> {
                 aliases,
                 extensions: raw_tenant.extension,
                 ring_groups: raw_tenant.ring_group,
+                trunks: self.trunks(&base, raw_tenant.trunk)?,
             };
             self.extensions(&base, &tenant)?;
             self.ring_groups(&base, &tenant)?;
@@ -1029,8 +1058,107 @@ impl Ctx<'_> {
             if let Some(target) = &ext.no_answer {
                 self.callable(&at.key("no_answer"), target, tenant)?;
             }
+            if ext.transport == Some(PeerTransport::Tcp) {
+                return Err(self.udp_only(&at.key("transport")));
+            }
+            if ext.transport.is_some() && ext.address.is_none() {
+                let path = at.key("transport");
+                return Err(ConfigError::Invalid {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                    message: "only meaningful with an address".to_owned(),
+                });
+            }
         }
         Ok(())
+    }
+
+    fn udp_only(&self, path: &KeyPath) -> ConfigError {
+        ConfigError::Invalid {
+            at: self.at(path),
+            key: path.to_string(),
+            message: "\"tcp\" is not supported: the gateway opens no TCP connections, \
+                      so configured peers are reached over \"udp\""
+                .to_owned(),
+        }
+    }
+
+    /// The trunks of one tenant; `base` is the tenant's path.
+    fn trunks(&self, base: &KeyPath, raw: Vec<RawTrunk>) -> Result<Vec<Trunk>, ConfigError> {
+        let list = base.key("trunk");
+        let mut trunks: Vec<Trunk> = Vec::with_capacity(raw.len());
+        for (i, t) in raw.into_iter().enumerate() {
+            let at = list.index(i);
+            let id_path = at.key("id");
+            let invalid = |path: &KeyPath, message: String| ConfigError::Invalid {
+                at: self.at(path),
+                key: path.to_string(),
+                message,
+            };
+            if !valid_number(&t.id) {
+                return Err(invalid(
+                    &id_path,
+                    format!(
+                        "invalid trunk id \"{}\" (1-32 characters of A-Z a-z 0-9 . _ -)",
+                        t.id
+                    ),
+                ));
+            }
+            if trunks.iter().any(|other| other.id == t.id) {
+                return Err(invalid(
+                    &id_path,
+                    format!("trunk id \"{}\" used twice", t.id),
+                ));
+            }
+            if let Some(d) = &t.description {
+                if d.chars().any(char::is_control) {
+                    let path = at.key("description");
+                    return Err(ConfigError::InvalidText {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        reason: "must not contain control characters",
+                    });
+                }
+            }
+            let address_path = at.key("address");
+            let address: SocketAddr = t.address.trim().parse().map_err(|_| {
+                invalid(
+                    &address_path,
+                    format!(
+                        "\"{}\" is not an IP address with a port (e.g. \"192.0.2.7:5060\"); \
+                         host names are not resolved",
+                        t.address
+                    ),
+                )
+            })?;
+            if address.port() == 0 || address.ip().is_unspecified() {
+                return Err(invalid(
+                    &address_path,
+                    format!("\"{}\" cannot be sent to", t.address),
+                ));
+            }
+            if t.transport == PeerTransport::Tcp {
+                return Err(self.udp_only(&at.key("transport")));
+            }
+            let mut trusted_from = Vec::with_capacity(t.trusted_from.len());
+            for (j, value) in t.trusted_from.iter().enumerate() {
+                let path = at.key("trusted_from").index(j);
+                let source = trusted_source(value).ok_or_else(|| {
+                    invalid(
+                        &path,
+                        format!("\"{value}\" is not an IP address, IP:port or CIDR network"),
+                    )
+                })?;
+                trusted_from.push(source);
+            }
+            trunks.push(Trunk {
+                id: t.id,
+                description: t.description,
+                address,
+                trusted_from,
+            });
+        }
+        Ok(trunks)
     }
 
     fn calls(&self, calls: &Calls) -> Result<(), ConfigError> {
@@ -1217,6 +1345,28 @@ impl Ctx<'_> {
 /// key that claimed each first.
 #[derive(Default)]
 struct Hosts(HashMap<String, KeyPath>);
+
+/// "IP", "IP:port", "[IPv6]:port" or "NET/LEN".
+fn trusted_source(value: &str) -> Option<TrustedSource> {
+    let text = value.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(TrustedSource {
+            net: IpNet::from(addr.ip().to_canonical()),
+            port: Some(addr.port()),
+        });
+    }
+    let net = text
+        .parse::<IpNet>()
+        .or_else(|_| {
+            text.parse::<IpAddr>()
+                .map(|ip| IpNet::from(ip.to_canonical()))
+        })
+        .ok()?;
+    Some(TrustedSource {
+        net: net.trunc(),
+        port: None,
+    })
+}
 
 /// 1-32 characters of `[A-Za-z0-9._-]`.
 fn valid_number(number: &str) -> bool {

@@ -205,6 +205,8 @@ max_contacts = 5
             max_contacts: Some(5),
             ring_time_ms: None,
             no_answer: None,
+            address: None,
+            transport: None,
         }]
     );
     let named = &c.tenants[1];
@@ -313,7 +315,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(
         error(text),
         "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
-         registrar, auth, storage, log, calls, nat, extension, ring_group, tenant, bans, plugin)"
+         registrar, auth, storage, log, calls, nat, extension, ring_group, trunk, tenant, bans, plugin)"
     );
 }
 
@@ -329,7 +331,7 @@ fn unknown_key_nested() {
     assert_eq!(
         error(text),
         "x.toml:5: tenant[0].extension[0].pasword: unknown key (expected one of: \
-         number, password, display_name, max_contacts, ring_time_ms, no_answer)"
+         number, password, display_name, max_contacts, ring_time_ms, no_answer, address, transport)"
     );
 }
 
@@ -863,7 +865,7 @@ fn plugin_errors() {
     );
     assert_eq!(
         error("[[plugin]]\nname = \"p\"\npath = \"builtin:fail-to-bam\"\n"),
-        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban, ip-auth, rate-limit)"
+        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban, ip-auth, number-analysis, rate-limit)"
     );
     assert_eq!(
         error("[[plugin]]\nname = \"a b\"\npath = \"x.wasm\"\n"),

@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn every_builtin_is_listed() {
         let names: Vec<&str> = names().collect();
-        assert_eq!(names, ["fail-to-ban", "ip-auth", "rate-limit"]);
+        assert_eq!(
+            names,
+            ["fail-to-ban", "ip-auth", "number-analysis", "rate-limit"]
+        );
     }
 
     /// A bad entry stops the plugin loading, named by position and key, and

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use super::runtime::{Plugin, PluginEngine};
 use super::state::SharedState;
-use super::{builtin, conversions, Event, PluginError, PluginSpec, Reaction, RequestView, Verdict};
+use super::{
+    builtin, conversions, CallInfo, Event, PluginError, PluginSpec, Reaction, RequestView,
+    RouteDecision, Verdict,
+};
 
 /// The loaded plugins of one configuration. Immutable once loaded: share it
 /// as `Arc<Chain>` and swap in a new one to reload (counters survive in the
@@ -16,6 +19,8 @@ pub struct Chain {
     request_hooks: Vec<usize>,
     /// Indices of those with an `on-event` hook.
     event_hooks: Vec<usize>,
+    /// Indices of those with a `route` hook, in order.
+    route_hooks: Vec<usize>,
 }
 
 /// One plugin's counters and health, for `sipfence plugins list`.
@@ -62,6 +67,7 @@ impl Chain {
             plugins: Vec::new(),
             request_hooks: Vec::new(),
             event_hooks: Vec::new(),
+            route_hooks: Vec::new(),
         }
     }
 
@@ -91,11 +97,15 @@ impl Chain {
             if plugin.on_event {
                 chain.event_hooks.push(index);
             }
+            if plugin.route {
+                chain.route_hooks.push(index);
+            }
             tracing::info!(
                 plugin = spec.name,
                 source = %spec.source,
                 on_request = plugin.on_request,
                 on_event = plugin.on_event,
+                route = plugin.route,
                 on_error = spec.on_error.as_str(),
                 "plugin loaded"
             );
@@ -135,6 +145,35 @@ impl Chain {
             }
         }
         reactions
+    }
+
+    /// Whether any plugin has a `route` hook.
+    pub fn routes(&self) -> bool {
+        !self.route_hooks.is_empty()
+    }
+
+    /// Asks the plugins with a `route` hook, in order, where a new call
+    /// goes; `accept` checks a decision (the gateway refuses one naming
+    /// something the tenant does not have, and the next plugin is asked).
+    /// Returns the first accepted decision other than
+    /// [`RouteDecision::NoOpinion`], with the plugin that gave it.
+    pub fn route(
+        &self,
+        call: &CallInfo,
+        mut accept: impl FnMut(&str, &RouteDecision) -> bool,
+    ) -> Option<(RouteDecision, String)> {
+        if self.route_hooks.is_empty() {
+            return None;
+        }
+        let call = conversions::call_info(call);
+        for &index in &self.route_hooks {
+            let plugin = &self.plugins[index];
+            let decision = plugin.route(&call);
+            if decision != RouteDecision::NoOpinion && accept(&plugin.name, &decision) {
+                return Some((decision, plugin.name.to_string()));
+            }
+        }
+        None
     }
 
     /// The plugins' names, in chain order.

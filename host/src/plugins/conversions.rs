@@ -6,7 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::bindings::sipfence::plugin::types as wit;
-use super::{AuthAttempt, AuthFailure, CallStarted, Event, Reaction, Registration, Verdict};
+use super::{
+    AuthAttempt, AuthFailure, CallInfo, CallStarted, Event, Reaction, Registration, RouteDecision,
+    Verdict,
+};
 use crate::cdr::{Cdr, Disposition};
 use crate::transport::Transport;
 
@@ -14,12 +17,49 @@ use crate::transport::Transport;
 /// evidence); longer ones are cut.
 pub(super) const MAX_REASON_BYTES: usize = 200;
 
-/// Which hooks a plugin implements: (on-request, on-event).
-pub(super) fn hooks(h: wit::Hooks) -> (bool, bool) {
+/// Which hooks a plugin implements: (on-request, on-event, route).
+pub(super) fn hooks(h: wit::Hooks) -> (bool, bool, bool) {
     (
         h.contains(wit::Hooks::ON_REQUEST),
         h.contains(wit::Hooks::ON_EVENT),
+        h.contains(wit::Hooks::ROUTE),
     )
+}
+
+/// A new call for the `route` hook.
+pub(super) fn call_info(c: &CallInfo) -> wit::CallInfo {
+    wit::CallInfo {
+        tenant: c.tenant.clone(),
+        caller: c.caller.clone(),
+        called: c.called.clone(),
+        source: address(c.source),
+        transport: transport(c.transport),
+        from_trunk: c.from_trunk.clone(),
+    }
+}
+
+/// A guest's route decision, or why it is unusable.
+pub(super) fn route_decision(d: wit::RouteDecision) -> Result<RouteDecision, String> {
+    Ok(match d {
+        wit::RouteDecision::NoOpinion => RouteDecision::NoOpinion,
+        wit::RouteDecision::Extension(n) => RouteDecision::Extension(n),
+        wit::RouteDecision::RingGroup(n) => RouteDecision::RingGroup(n),
+        wit::RouteDecision::Trunk(t) => RouteDecision::Trunk {
+            id: t.id,
+            number: t.number,
+            allow_from_trunk: t.allow_from_trunk,
+        },
+        wit::RouteDecision::Voicemail(n) => RouteDecision::Voicemail(n),
+        wit::RouteDecision::Reject(r) => {
+            if !(400..=699).contains(&r.code) {
+                return Err(format!("reject with status {} (must be 400-699)", r.code));
+            }
+            RouteDecision::Reject {
+                code: r.code,
+                reason: one_line(r.reason),
+            }
+        }
+    })
 }
 
 /// A guest's verdict, or why it is unusable (then the plugin's failure

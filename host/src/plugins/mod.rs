@@ -13,7 +13,9 @@
 //!   config reload builds a new one. [`Chain::on_request`] runs the plugins
 //!   with an `on-request` hook until one returns something other than
 //!   [`Verdict::Continue`]; [`Chain::on_event`] tells every plugin with an
-//!   `on-event` hook what happened and collects their reactions.
+//!   `on-event` hook what happened and collects their reactions;
+//!   [`Chain::route`] asks the plugins with a `route` hook where a new call
+//!   goes, until one has an opinion ([`RouteDecision`]).
 //! - Sandbox, per call: a memory cap, an epoch deadline, no WASI (every WASI
 //!   import a guest's standard library pulls in traps when called). A trap,
 //!   timeout or out-of-memory is logged and counted, the instance is thrown
@@ -172,6 +174,42 @@ pub enum Reaction {
     /// Ban the event's source address ([`Event::source`]).
     Ban {
         duration: Duration,
+        reason: String,
+    },
+}
+
+/// A new call, as the `route` hook sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallInfo {
+    /// "" for the default tenant.
+    pub tenant: String,
+    /// The calling extension, or for a trunk call the From user.
+    pub caller: String,
+    /// The number dialled.
+    pub called: String,
+    pub source: SocketAddr,
+    pub transport: Transport,
+    /// The trunk the call came in from, if it did.
+    pub from_trunk: Option<String>,
+}
+
+/// Where a plugin sends a new call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteDecision {
+    /// The next plugin decides; none: the built-in lookup.
+    NoOpinion,
+    Extension(String),
+    RingGroup(String),
+    Trunk {
+        id: String,
+        /// The number sent to the peer.
+        number: String,
+        /// A call from a trunk may leave through this one.
+        allow_from_trunk: bool,
+    },
+    Voicemail(String),
+    Reject {
+        code: u16,
         reason: String,
     },
 }

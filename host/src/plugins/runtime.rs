@@ -34,7 +34,7 @@ use super::capabilities;
 use super::conversions;
 use super::imports::HostState;
 use super::state::SharedState;
-use super::{OnError, PluginError, PluginSpec, Reaction, RequestView, Verdict};
+use super::{OnError, PluginError, PluginSpec, Reaction, RequestView, RouteDecision, Verdict};
 
 /// `init` may take longer than a request: it gets at least this long.
 const INIT_TIMEOUT_MS: u64 = 1000;
@@ -247,6 +247,7 @@ pub(super) struct Plugin {
     init_ticks: u64,
     pub on_request: bool,
     pub on_event: bool,
+    pub route: bool,
     state: Arc<super::PluginState>,
     pool: Mutex<Vec<Instance>>,
     pub health: Health,
@@ -345,6 +346,7 @@ impl Plugin {
             init_ticks: timeout_ms.max(INIT_TIMEOUT_MS).saturating_add(1),
             on_request: false,
             on_event: false,
+            route: false,
             state: shared.plugin(name),
             pool: Mutex::new(Vec::new()),
             health: Health::default(),
@@ -364,7 +366,7 @@ impl Plugin {
                     message: Failure::classify(&e, first.store.data().limiter.memory_exceeded)
                         .to_string(),
                 })?;
-        (plugin.on_request, plugin.on_event) = conversions::hooks(hooks);
+        (plugin.on_request, plugin.on_event, plugin.route) = conversions::hooks(hooks);
         lock(&plugin.pool).push(first);
         Ok(plugin)
     }
@@ -558,6 +560,16 @@ impl Plugin {
             Ok(Ok(conversions::reaction(reaction)))
         })
         .unwrap_or(Reaction::None)
+    }
+
+    /// `route`: the plugin's decision; no opinion when it failed (whatever
+    /// the policy: the built-in lookup or the next plugin decides).
+    pub fn route(&self, call: &wit::CallInfo) -> RouteDecision {
+        self.call("route", |instance| {
+            let decision = instance.bindings.call_route(&mut instance.store, call)?;
+            Ok(conversions::route_decision(decision))
+        })
+        .unwrap_or(RouteDecision::NoOpinion)
     }
 
     /// Instances ready in the pool.

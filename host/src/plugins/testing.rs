@@ -47,13 +47,13 @@
 //!
 //! Memory map of every test component: `0..1024` zero (a `continue` verdict
 //! lives at [`CONTINUE_AT`]), return areas at [`VERDICT_AT`],
-//! [`REACTION_AT`], [`INIT_AT`], [`SCRATCH_AT`], string data from
+//! [`REACTION_AT`], [`INIT_AT`], [`ROUTE_AT`], [`SCRATCH_AT`], string data from
 //! [`STRINGS_AT`], and the bump heap from [`HEAP_AT`], reset at the start of
 //! every export.
 
 use std::fmt::Write as _;
 
-use super::{Reaction, Verdict};
+use super::{Reaction, RouteDecision, Verdict};
 
 /// All zeros: a `continue` verdict / `none` reaction / `ok` result.
 pub const CONTINUE_AT: u32 = 512;
@@ -61,6 +61,8 @@ pub const CONTINUE_AT: u32 = 512;
 pub const VERDICT_AT: u32 = 1024;
 /// Where [`TestPlugin::reacts`] puts its reaction.
 pub const REACTION_AT: u32 = 1056;
+/// Where [`TestPlugin::routes`] puts its route decision.
+pub const ROUTE_AT: u32 = 1120;
 /// Where an `init` error result goes.
 pub const INIT_AT: u32 = 1088;
 /// Free space for getters' results (ptr, len) and other scratch.
@@ -88,7 +90,7 @@ pub enum Import {
 /// A test plugin, rendered to component text by [`TestPlugin::wat`].
 #[derive(Clone, Debug)]
 pub struct TestPlugin {
-    /// `hooks()` bits: 1 on-request, 2 on-event.
+    /// `hooks()` bits: 1 on-request, 2 on-event, 4 route.
     pub hooks: u8,
     pub imports: Vec<Import>,
     /// Body of `init (param $ptr i32) (param $len i32) (result i32)`:
@@ -101,6 +103,14 @@ pub struct TestPlugin {
     /// Body of `on-event (param $event i32) (result i32)`: gets the address
     /// of the event, returns the address of its reaction.
     pub on_event: String,
+    /// Body of `route` (13 parameters, the flattened `call-info`, named
+    /// `$tenant`, `$tenant-len`, `$caller`, ..., `$called`, ..., `$trunk?`,
+    /// `$trunk`, `$trunk-len`): the address of its `route-decision`
+    /// (discriminant byte at +0: 0 no-opinion, 1 extension, 2 ring-group, 3
+    /// trunk, 4 voicemail, 5 reject; payload at +4: a string's (ptr, len) at
+    /// +4/+8; trunk-route's id +4/+8, number +12/+16, allow-from-trunk +20;
+    /// rejection's code +4, reason +8/+12). See [`route_decision_bytes`].
+    pub route: String,
     /// Extra core functions for the bodies to call.
     pub funcs: String,
     /// (address, bytes) data segments.
@@ -115,6 +125,7 @@ impl Default for TestPlugin {
             init: format!("(i32.const {CONTINUE_AT})"),
             on_request: format!("(i32.const {CONTINUE_AT})"),
             on_event: format!("(i32.const {CONTINUE_AT})"),
+            route: format!("(i32.const {CONTINUE_AT})"),
             funcs: String::new(),
             data: Vec::new(),
         }
@@ -137,6 +148,18 @@ impl TestPlugin {
         p.data
             .extend(reaction_bytes(reaction, REACTION_AT, STRINGS_AT + 512));
         p.on_event = format!("(i32.const {REACTION_AT})");
+        p
+    }
+
+    /// A plugin with only a `route` hook that always decides `decision`.
+    pub fn routes(decision: &RouteDecision) -> TestPlugin {
+        let mut p = TestPlugin {
+            hooks: 4,
+            ..TestPlugin::default()
+        };
+        p.data
+            .extend(route_decision_bytes(decision, ROUTE_AT, STRINGS_AT + 1024));
+        p.route = format!("(i32.const {ROUTE_AT})");
         p
     }
 
@@ -243,12 +266,13 @@ impl TestPlugin {
         let init = &self.init;
         let on_request = &self.on_request;
         let on_event = &self.on_event;
+        let route = &self.route;
         let funcs = &self.funcs;
         format!(
             r#"(component
   (import "sipfence:plugin/types@0.1.0" (instance $types
     (export "request" (type $request (sub resource)))
-    (type $hooks-t (flags "on-request" "on-event"))
+    (type $hooks-t (flags "on-request" "on-event" "route"))
     (export "hooks" (type $hooks (eq $hooks-t)))
     (type $rejection-t (record (field "code" u16) (field "reason" string)))
     (export "rejection" (type $rejection (eq $rejection-t)))
@@ -296,6 +320,17 @@ impl TestPlugin {
     (export "event" (type $event (eq $event-t)))
     (type $reaction-t (variant (case "none") (case "ban" $ban)))
     (export "reaction" (type $reaction (eq $reaction-t)))
+    (type $call-info-t (record (field "tenant" string) (field "caller" string)
+                               (field "called" string) (field "source" $address)
+                               (field "transport" $transport) (field "from-trunk" (option string))))
+    (export "call-info" (type $call-info (eq $call-info-t)))
+    (type $trunk-route-t (record (field "id" string) (field "number" string)
+                                 (field "allow-from-trunk" bool)))
+    (export "trunk-route" (type $trunk-route (eq $trunk-route-t)))
+    (type $route-decision-t (variant (case "no-opinion") (case "extension" string)
+                                     (case "ring-group" string) (case "trunk" $trunk-route)
+                                     (case "voicemail" string) (case "reject" $rejection)))
+    (export "route-decision" (type $route-decision (eq $route-decision-t)))
     (export "[method]request.method" (func (param "self" (borrow $request)) (result string)))
     (export "[method]request.cseq" (func (param "self" (borrow $request)) (result u32)))
   ))
@@ -304,6 +339,8 @@ impl TestPlugin {
   (alias export $types "verdict" (type $verdict))
   (alias export $types "event" (type $event))
   (alias export $types "reaction" (type $reaction))
+  (alias export $types "call-info" (type $call-info))
+  (alias export $types "route-decision" (type $route-decision))
   {imports}
 
   ;; Memory and allocator, instantiated first so imports can be lowered
@@ -364,6 +401,17 @@ impl TestPlugin {
     ;; The event is in memory (more than 16 flat values): its address.
     (func (export "on-event") (param $event i32) (result i32)
       {on_event})
+    ;; call-info flattens to 13 values (tenant, caller, called: ptr+len;
+    ;; source: ptr+len+port; transport; from-trunk: discriminant+ptr+len).
+    (func (export "route") (param $tenant i32) (param $tenant-len i32)
+                           (param $caller i32) (param $caller-len i32)
+                           (param $called i32) (param $called-len i32)
+                           (param $ip i32) (param $ip-len i32) (param $port i32)
+                           (param $transport i32)
+                           (param $trunk? i32) (param $trunk i32) (param $trunk-len i32)
+                           (result i32)
+      (global.set $bump (i32.const {HEAP_AT}))
+      {route})
   )
   (core instance $main (instantiate $Main (with "host" (instance $host))))
 
@@ -374,6 +422,8 @@ impl TestPlugin {
     (canon lift (core func $main "on-request") (memory $memory)))
   (func (export "on-event") (param "event" $event) (result $reaction)
     (canon lift (core func $main "on-event") (memory $memory) (realloc $realloc)))
+  (func (export "route") (param "call" $call-info) (result $route-decision)
+    (canon lift (core func $main "route") (memory $memory) (realloc $realloc)))
 )
 "#
         )
@@ -439,6 +489,54 @@ pub fn verdict_bytes(v: &Verdict, at: u32, strings: u32) -> Vec<(u32, Vec<u8>)> 
             let (p, l) = string(extension);
             put32(&mut r, 16, p);
             put32(&mut r, 20, l);
+            r
+        }
+    };
+    vec![(at, r), (strings, text)]
+}
+
+/// Data segments laying out a route decision at `at`, its strings from
+/// `strings` (layout: see [`TestPlugin::route`]).
+pub fn route_decision_bytes(d: &RouteDecision, at: u32, strings: u32) -> Vec<(u32, Vec<u8>)> {
+    let mut text = Vec::new();
+    let mut string = |s: &str| {
+        let ptr = strings + text.len() as u32;
+        text.extend_from_slice(s.as_bytes());
+        (ptr, s.len() as u32)
+    };
+    let mut one = |disc: u8, s: &str| {
+        let mut r = record(disc);
+        let (p, l) = string(s);
+        put32(&mut r, 4, p);
+        put32(&mut r, 8, l);
+        r
+    };
+    let r = match d {
+        RouteDecision::NoOpinion => record(0),
+        RouteDecision::Extension(n) => one(1, n),
+        RouteDecision::RingGroup(n) => one(2, n),
+        RouteDecision::Voicemail(n) => one(4, n),
+        RouteDecision::Trunk {
+            id,
+            number,
+            allow_from_trunk,
+        } => {
+            let mut r = record(3);
+            let (p, l) = string(id);
+            put32(&mut r, 4, p);
+            put32(&mut r, 8, l);
+            let (p, l) = string(number);
+            put32(&mut r, 12, p);
+            put32(&mut r, 16, l);
+            r[20] = u8::from(*allow_from_trunk);
+            r
+        }
+        RouteDecision::Reject { code, reason } => {
+            let mut r = record(5);
+            r[4..6].copy_from_slice(&code.to_le_bytes());
+            let (p, l) = string(reason);
+            put32(&mut r, 8, p);
+            put32(&mut r, 12, l);
             r
         }
     };

@@ -952,3 +952,52 @@ fn measure_call_overhead() {
         });
     }
 }
+
+/// The `route` hook: decisions cross the boundary intact, the first opinion
+/// the host accepts wins, a plugin without the hook is never asked.
+#[test]
+fn route_decisions_in_chain_order() {
+    use super::{CallInfo, RouteDecision};
+    let trunk = RouteDecision::Trunk {
+        id: "1".into(),
+        number: "+49301234".into(),
+        allow_from_trunk: true,
+    };
+    let reject = RouteDecision::Reject {
+        code: 486,
+        reason: "Busy".into(),
+    };
+    let chain = load(&[
+        spec("none", &TestPlugin::routes(&RouteDecision::NoOpinion)),
+        spec("requests-only", &TestPlugin::default()),
+        spec("trunk", &TestPlugin::routes(&trunk)),
+        spec("reject", &TestPlugin::routes(&reject)),
+    ]);
+    let call = CallInfo {
+        tenant: String::new(),
+        caller: "101".into(),
+        called: "201".into(),
+        source: "127.0.0.1:5060".parse().unwrap(),
+        transport: crate::transport::Transport::Udp,
+        from_trunk: Some("2".into()),
+    };
+    assert!(chain.routes());
+    assert_eq!(
+        chain.route(&call, |_, _| true),
+        Some((trunk.clone(), "trunk".to_owned()))
+    );
+    // The host refuses the trunk decision: the next plugin is asked.
+    assert_eq!(
+        chain.route(&call, |plugin, _| plugin != "trunk"),
+        Some((reject, "reject".to_owned()))
+    );
+    for d in [
+        RouteDecision::Extension("101".into()),
+        RouteDecision::RingGroup("600".into()),
+        RouteDecision::Voicemail("102".into()),
+    ] {
+        let chain = load(&[spec("one", &TestPlugin::routes(&d))]);
+        assert_eq!(chain.route(&call, |_, _| true), Some((d, "one".to_owned())));
+    }
+    assert!(!load(&[spec("requests-only", &TestPlugin::default())]).routes());
+}

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::cdr::{Cdr, Disposition};
 use crate::config::Tenant;
-use crate::plugins::{CallStarted, Event};
+use crate::plugins::{CallInfo, CallStarted, Event, RouteDecision};
 use crate::server::{tenant_key, Core, Reply};
 use crate::sip::{Message, Method, NameAddr, StartLine, Uri};
 use crate::stats::Stats;
@@ -224,7 +224,9 @@ impl Proxy {
     // -----------------------------------------------------------------------
     // Initial INVITE
 
-    /// Routes an authenticated initial INVITE from `caller` of `tenant`.
+    /// Routes an authenticated initial INVITE from `caller` of `tenant`
+    /// (or, with `from_trunk`, an INVITE from that trunk of the tenant,
+    /// `caller` being its From user).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &self,
@@ -235,24 +237,17 @@ impl Proxy {
         tenant: &Tenant,
         caller: &str,
         callee: &str,
+        from_trunk: Option<&str>,
     ) -> Reply {
         let tenant_key = tenant_key(tenant).to_owned();
         let now = now_ms();
-        let plan = match target::route(
-            tenant,
-            &tenant_key,
-            callee,
-            caller,
-            &core.config.calls,
-            &target::Lookup {
-                location: &core.registrar.location,
-                out: &core.out,
-                now_ms: now,
-            },
-        ) {
-            Routed::Plan(plan) => plan,
-            Routed::NotFound => return core.reply(request, 404, "Not Found").into(),
+        let mut plan = match self.plan(core, tenant, caller, callee, source, from_trunk, now) {
+            Ok(plan) => plan,
+            Err((code, reason)) => return core.reply(request, code, &reason).into(),
         };
+        if let Some(trunk) = from_trunk {
+            plan.route = format!("{} from trunk:{trunk}", plan.route);
+        }
         let cdr = Cdr {
             call_id: request.call_id().unwrap_or("").to_owned(),
             tenant: tenant_key.clone(),
@@ -336,6 +331,110 @@ impl Proxy {
         self.spawn_ring_timer(core, id, ring_time);
         self.keep(&mut state, call);
         Reply::Later
+    }
+
+    /// Where a new call goes: the plugins' `route` hooks first (the first
+    /// opinion the tenant can honour wins), else the built-in lookup of the
+    /// dialled number. Err: the status the caller gets.
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        core: &Arc<Core>,
+        tenant: &Tenant,
+        caller: &str,
+        callee: &str,
+        source: &Source,
+        from_trunk: Option<&str>,
+        now: u64,
+    ) -> Result<Plan, (u16, String)> {
+        let tenant_key = tenant_key(tenant);
+        let lookup = target::Lookup {
+            location: &core.registrar.location,
+            out: &core.out,
+            now_ms: now,
+        };
+        let lookup_number = |number: &str| match target::route(
+            tenant,
+            tenant_key,
+            number,
+            caller,
+            &core.config.calls,
+            &lookup,
+        ) {
+            Routed::Plan(plan) => Ok(plan),
+            Routed::NotFound => Err((404, "Not Found".to_owned())),
+        };
+        let chain = core.chain.read().unwrap().clone();
+        let decided = if chain.routes() {
+            let info = CallInfo {
+                tenant: tenant_key.to_owned(),
+                caller: caller.to_owned(),
+                called: callee.to_owned(),
+                source: source.addr,
+                transport: source.transport,
+                from_trunk: from_trunk.map(str::to_owned),
+            };
+            chain.route(&info, |plugin, decision| {
+                let honoured = match decision {
+                    RouteDecision::Extension(n) | RouteDecision::Voicemail(n) => {
+                        tenant.extension(n).is_some()
+                    }
+                    RouteDecision::RingGroup(n) => tenant.ring_group(n).is_some(),
+                    RouteDecision::Trunk { id, number, .. } => {
+                        tenant.trunk(id).is_some() && dialable(number)
+                    }
+                    RouteDecision::NoOpinion | RouteDecision::Reject { .. } => true,
+                };
+                if !honoured {
+                    tracing::warn!(%plugin, ?decision, tenant = %tenant.describe(),
+                        "route decision names what the tenant does not have (or an undialable number); ignored");
+                }
+                honoured
+            })
+        } else {
+            None
+        };
+        let Some((decision, plugin)) = decided else {
+            return lookup_number(callee);
+        };
+        tracing::debug!(%plugin, ?decision, callee, "routed by plugin");
+        match decision {
+            RouteDecision::NoOpinion => lookup_number(callee),
+            RouteDecision::Extension(number) | RouteDecision::RingGroup(number) => {
+                lookup_number(&number)
+            }
+            RouteDecision::Trunk {
+                id,
+                number,
+                allow_from_trunk,
+            } => {
+                // Toll-fraud guard: no transit from one trunk to another
+                // unless a rule says so.
+                if let Some(from) = from_trunk {
+                    if !allow_from_trunk {
+                        tracing::info!(%plugin, from_trunk = from, to_trunk = %id, callee,
+                            "call from a trunk routed out through a trunk: refused");
+                        return Err((403, "Trunk to trunk calls are not allowed".to_owned()));
+                    }
+                }
+                let trunk = tenant.trunk(&id).expect("checked when accepted");
+                Ok(target::trunk_plan(
+                    trunk,
+                    &number,
+                    &core.config.calls,
+                    &core.out,
+                ))
+            }
+            RouteDecision::Voicemail(number) => {
+                tracing::info!(%plugin, extension = %number, callee,
+                    "route to voicemail: no voicemail yet, the call ends as unanswered (480)");
+                Err((480, "Temporarily Unavailable".to_owned()))
+            }
+            RouteDecision::Reject { code, reason } => {
+                tracing::info!(%plugin, code, %reason, callee, "call rejected by route decision");
+                Err((code, reason))
+            }
+        }
     }
 
     /// Starts the next step with phones to ring; false when none is left.
@@ -1138,6 +1237,15 @@ impl Proxy {
             core.out.send(to, bye.to_bytes().into());
         }
     }
+}
+
+/// A number fit for the user part of a Request-URI sent to a trunk: 1-32
+/// characters of `[0-9A-Za-z.+*_-]`.
+fn dialable(number: &str) -> bool {
+    (1..=32).contains(&number.len())
+        && number
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'*' | b'_' | b'-'))
 }
 
 /// Writes the record of an answered call that ended now.

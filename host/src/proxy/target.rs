@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{Calls, Strategy, Tenant};
+use crate::config::{Calls, Strategy, Tenant, Trunk};
 use crate::registrar::location::{Aor, Binding, Location};
 use crate::sip::{Host, Uri};
 use crate::transport::{Outbound, Source, Transport};
@@ -81,12 +81,20 @@ pub fn route(
             tenant: tenant_key.to_owned(),
             extension: extension.to_owned(),
         };
-        lookup
+        let mut targets: Vec<Target> = lookup
             .location
             .lookup(&aor, lookup.now_ms)
             .iter()
             .filter_map(|b| target(extension, b, lookup.out))
-            .collect()
+            .collect();
+        // A static binding: the configured address, always there.
+        let fixed = tenant.extension(extension).and_then(|e| e.address);
+        if let Some(addr) = fixed {
+            if !targets.iter().any(|t| t.to.addr == addr) {
+                targets.extend(static_target(extension, addr, lookup.out));
+            }
+        }
+        targets
     };
     if let Some(extension) = tenant.extension(number) {
         let ring_time = extension.ring_time_ms.unwrap_or(calls.ring_time_ms);
@@ -123,6 +131,46 @@ pub fn route(
         });
     }
     Routed::NotFound
+}
+
+/// A call out through `trunk`: one branch to the peer's address, with the
+/// Request-URI `sip:NUMBER@ADDRESS`.
+pub fn trunk_plan(trunk: &Trunk, number: &str, calls: &Calls, out: &Outbound) -> Plan {
+    let uri = Uri::parse(&format!(
+        "sip:{number}@{}",
+        super::forward::host_port(trunk.address)
+    ));
+    let targets = match (uri, out.route_to(trunk.address, Transport::Udp)) {
+        (Ok(uri), Some(to)) => vec![Target {
+            member: format!("trunk:{}", trunk.id),
+            uri,
+            to,
+        }],
+        _ => Vec::new(),
+    };
+    Plan {
+        route: format!("trunk:{}", trunk.id),
+        steps: VecDeque::from([Step {
+            targets,
+            timeout: None,
+        }]),
+        ring_time: Duration::from_millis(calls.ring_time_ms),
+        no_answer: None,
+    }
+}
+
+/// An extension's configured `address` (a static binding, UDP).
+fn static_target(extension: &str, addr: SocketAddr, out: &Outbound) -> Option<Target> {
+    let uri = Uri::parse(&format!(
+        "sip:{extension}@{}",
+        super::forward::host_port(addr)
+    ))
+    .ok()?;
+    Some(Target {
+        member: extension.to_owned(),
+        uri,
+        to: out.route_to(addr, Transport::Udp)?,
+    })
 }
 
 /// The phone behind one binding, if it can be reached.

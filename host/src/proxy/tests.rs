@@ -153,6 +153,7 @@ Content-Length: 0\r\n\r\n",
             tenant,
             "100",
             number,
+            None,
         );
         match reply {
             crate::server::Reply::Now(code, _) => (request, code),

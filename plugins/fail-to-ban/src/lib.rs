@@ -93,6 +93,11 @@ mod component {
                 policy::Reaction::Ban(ban) => Reaction::Ban(to_wit(ban)),
             }
         }
+
+        fn route(_call: CallInfo) -> RouteDecision {
+            // Not in `hooks`: the host never calls it.
+            RouteDecision::NoOpinion
+        }
     }
 
     export!(FailToBan);

@@ -71,6 +71,11 @@ mod component {
             // Not in `hooks`: the host never calls it.
             Reaction::None
         }
+
+        fn route(_call: CallInfo) -> RouteDecision {
+            // Not in `hooks`: the host never calls it.
+            RouteDecision::NoOpinion
+        }
     }
 
     export!(RateLimit);
