@@ -110,6 +110,12 @@ impl Registrar {
         );
     }
 
+    /// Removes one binding from memory; the write that removes it from the
+    /// store (the caller commits it), or None if there is no such binding.
+    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Write> {
+        self.location.remove(aor, key, now_ms)
+    }
+
     /// Drops expired bindings from memory and the database.
     pub fn purge(&self, now_ms: u64) {
         let removed = self.location.purge(now_ms);
