@@ -25,6 +25,7 @@ use crate::registrar::location::Aor;
 use crate::run::{reload_chain, Plugins};
 use crate::server::{now_ms, tenant_key, Core};
 use crate::stats::Stats;
+use crate::store::Write;
 
 /// Longest ban an operator can make: ten years.
 pub const MAX_BAN_MS: u64 = 10 * 365 * 24 * 3_600_000;
@@ -99,19 +100,61 @@ pub fn list_bans(core: &Core) -> Vec<BanRow> {
 pub struct NewBan {
     /// IPv4 or IPv6 address (an IPv6 address bans its whole prefix,
     /// `bans.ipv6_prefix_len`, /64 by default).
-    #[schema(example = "192.0.2.7")]
+    #[schema(value_type = IpAddress, example = "192.0.2.7")]
     pub address: String,
     /// How long, in milliseconds (1 to ten years); default
     /// `bans.default_duration_ms`. An existing longer ban is kept.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 315_360_000_000_u64)]
     pub duration_ms: Option<u64>,
     /// Why, for the evidence (up to 200 characters, no control characters);
     /// default "banned by an operator".
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reason: Option<String>,
 }
+
+/// An optional whole number, also written as a float without fraction
+/// (`5.0`: JSON Schema counts it as an integer, so clients may send it).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => {
+                Ok(Some(f as u64))
+            }
+            _ => Err(D::Error::custom(format!(
+                "expected a whole number of milliseconds, found {n}"
+            ))),
+        },
+    }
+}
+
+/// How an address is described in the OpenAPI document: an IPv4 or an IPv6
+/// address (the API also takes `[v6]` and a ban's `v6/64` as listed).
+pub struct IpAddress;
+
+impl utoipa::PartialSchema for IpAddress {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        let string = |format| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(format)))
+        };
+        OneOfBuilder::new()
+            .item(string(KnownFormat::Ipv4))
+            .item(string(KnownFormat::Ipv6))
+            .description(Some("An IPv4 or IPv6 address"))
+            .into()
+    }
+}
+
+impl ToSchema for IpAddress {}
 
 /// Bans an address; the ban as listed afterwards.
 pub async fn add_ban(core: &Core, ban: NewBan, actor: &Actor) -> Result<BanRow, ManageError> {
@@ -148,14 +191,23 @@ pub async fn add_ban(core: &Core, ban: NewBan, actor: &Actor) -> Result<BanRow, 
         BanOutcome::Banned(write) => {
             Stats::inc(&core.stats.bans_added);
             tracing::warn!(address = %key, duration_ms, reason = %reason, by = %actor, "banned by an operator");
+            // The row from the write itself: a short ban may be over already.
+            let row = match write.as_ref() {
+                Write::UpsertBan(b) => BanRow {
+                    address: b.address.clone(),
+                    by: b.by.clone(),
+                    reason: b.reason.clone(),
+                    created_ms: b.created_ms,
+                    until_ms: b.until_ms,
+                    dropped: 0,
+                },
+                other => return Err(ManageError::Internal(format!("unexpected {other:?}"))),
+            };
             core.store
                 .write(vec![*write])
                 .await
                 .map_err(|e| ManageError::Internal(e.to_string()))?;
-            list_bans(core)
-                .into_iter()
-                .find(|row| row.address == key)
-                .ok_or_else(|| ManageError::Internal(format!("{key}: ban vanished")))
+            Ok(row)
         }
     }
 }
@@ -354,12 +406,8 @@ pub fn ring_groups(core: &Core) -> Vec<RingGroupRow> {
 
 /// The call detail records `filter` selects, newest first, read on a
 /// blocking thread with a read-only connection (the writer is not held up).
+/// An empty time range selects nothing.
 pub async fn cdrs(core: &Core, filter: CdrFilter) -> Result<Vec<Cdr>, ManageError> {
-    if let (Some(since), Some(until)) = (filter.since_ms, filter.until_ms) {
-        if since >= until {
-            return Err(ManageError::bad("until", "must be after since"));
-        }
-    }
     let store = core.store.clone();
     tokio::task::spawn_blocking(move || {
         let conn = store.reader()?;

@@ -94,6 +94,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("sipp", "apt-get install sip-tester"),
     ("svwar", "apt-get install sipvicious"),
     ("svcrack", "apt-get install sipvicious"),
+    ("st", "pip install schemathesis"),
 ];
 
 fn test(args: &[String]) -> Result {

@@ -37,7 +37,7 @@ use utoipa::ToSchema;
 use crate::cdr::{Cdr, CdrFilter, Disposition};
 use crate::guard::BanRow;
 use crate::manage::{
-    self, Actor, ExtensionRow, ManageError, NewBan, RegistrationFilter, RegistrationRow,
+    self, Actor, ExtensionRow, IpAddress, ManageError, NewBan, RegistrationFilter, RegistrationRow,
     RingGroupRow,
 };
 use crate::plugins::PluginStats;
@@ -505,8 +505,9 @@ pub struct Removed {
 
 /// Lifts the ban covering an address, at once.
 #[utoipa::path(delete, path = "/bans/{address}", tag = "bans",
-    params(("address" = String, Path, description = "An address (or the network of an \
-        IPv6 ban, e.g. `2001:db8::/64`, percent-encoded)")),
+    params(("address" = IpAddress, Path, description = "An address in the ban (an IPv6 ban \
+        covers its whole prefix; its listed network, e.g. `2001:db8::/64` percent-encoded, \
+        works too)")),
     responses(
         (status = 200, description = "Lifted", body = Removed),
         (status = 400, description = "Not an IP address", body = ErrorBody),
@@ -614,7 +615,7 @@ fn cdr_filter(query: Option<String>, default_limit: usize) -> Result<CdrFilter, 
     for (name, value) in query_pairs(query, &CDR_PARAMS)? {
         let when = |value: &str| -> Result<u64, ApiError> {
             if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                return number(&name, value, u64::MAX);
+                return number(&name, value, i64::MAX as u64);
             }
             crate::cdr::parse_when(value, now).map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {e}"), Some(&name))
@@ -635,7 +636,7 @@ fn cdr_filter(query: Option<String>, default_limit: usize) -> Result<CdrFilter, 
                 })?)
             }
             "limit" => filter.limit = number("limit", &value, MAX_CDR_LIMIT)?,
-            _ => filter.offset = number("offset", &value, usize::MAX)?,
+            _ => filter.offset = number("offset", &value, i64::MAX as usize)?,
         }
     }
     Ok(filter)
@@ -644,15 +645,19 @@ fn cdr_filter(query: Option<String>, default_limit: usize) -> Result<CdrFilter, 
 /// Call detail records, newest first, one page at a time.
 #[utoipa::path(get, path = "/cdrs", tag = "cdrs",
     params(
-        ("since" = Option<String>, Query, description = "Calls that started at or after: \
-            Unix ms, RFC 3339 (`2026-11-26T08:00:00Z`), a date (`2026-11-26`) or an age (`15m`, `2h`, `7d`)"),
-        ("until" = Option<String>, Query, description = "Calls that started before (same forms)"),
+        ("since" = Option<u64>, Query, maximum = 9_223_372_036_854_775_807_u64,
+            description = "Calls that started at or after this Unix time in ms. Also taken: \
+            RFC 3339 (`2026-11-26T08:00:00Z`), a date (`2026-11-26`) or an age (`15m`, `2h`, `7d`)"),
+        ("until" = Option<u64>, Query, maximum = 9_223_372_036_854_775_807_u64,
+            description = "Calls that started before this Unix time in ms (same forms); \
+            an empty range selects nothing"),
         ("extension" = Option<String>, Query, description = "Calls from or to this number"),
         ("disposition" = Option<Disposition>, Query, description = "How the call ended"),
         ("tenant" = Option<String>, Query, description = "Calls of this tenant (empty: the default tenant)"),
         ("limit" = Option<u64>, Query, maximum = 10000,
             description = "At most this many (default 100; 0: up to 10000)"),
-        ("offset" = Option<u64>, Query, description = "Skip this many first (paging)")),
+        ("offset" = Option<u64>, Query, maximum = 9_223_372_036_854_775_807_u64,
+            description = "Skip this many first (paging)")),
     responses(
         (status = 200, description = "The records", body = [Cdr]),
         (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody),
@@ -672,14 +677,17 @@ async fn list_cdrs(
 /// The same records as CSV (RFC 4180, header row; columns as in the README).
 #[utoipa::path(get, path = "/cdrs.csv", tag = "cdrs",
     params(
-        ("since" = Option<String>, Query, description = "As for /cdrs"),
-        ("until" = Option<String>, Query, description = "As for /cdrs"),
+        ("since" = Option<u64>, Query, maximum = 9_223_372_036_854_775_807_u64,
+            description = "As for /cdrs"),
+        ("until" = Option<u64>, Query, maximum = 9_223_372_036_854_775_807_u64,
+            description = "As for /cdrs"),
         ("extension" = Option<String>, Query, description = "As for /cdrs"),
         ("disposition" = Option<Disposition>, Query, description = "As for /cdrs"),
         ("tenant" = Option<String>, Query, description = "As for /cdrs"),
         ("limit" = Option<u64>, Query, maximum = 10000,
             description = "At most this many (default and 0: up to 10000)"),
-        ("offset" = Option<u64>, Query, description = "Skip this many first (paging)")),
+        ("offset" = Option<u64>, Query, maximum = 9_223_372_036_854_775_807_u64,
+            description = "Skip this many first (paging)")),
     responses(
         (status = 200, description = "The records as CSV", content_type = "text/csv", body = String),
         (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody),
