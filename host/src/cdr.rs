@@ -43,7 +43,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// How a call ended, as a CDR records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Disposition {
     Answered,
@@ -102,7 +104,7 @@ impl FromStr for Disposition {
 }
 
 /// One call, one row.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Cdr {
     pub call_id: String,
     /// Tenant domain, "" for the default tenant.

@@ -4,7 +4,7 @@
 //! `{"command":"registrations.list"}` -> `{"ok":true,"result":[...]}`.
 //! A command that takes structured input has it in `params`:
 //! `{"command":"cdrs.list","params":{"extension":"101","limit":20}}`.
-//! The HTTP management API will call the same handlers.
+//! The HTTP management API calls the same handlers ([`crate::manage`]).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -15,9 +15,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::cdr::{Cdr, CdrFilter};
-use crate::run::{reload_chain, Plugins};
-use crate::server::{now_ms, Core};
+use crate::cdr::CdrFilter;
+use crate::manage::{self, Actor, ManageError, RegistrationFilter};
+use crate::run::Plugins;
+use crate::server::Core;
+
+pub use crate::manage::RegistrationRow;
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,21 +42,6 @@ pub struct Response {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// One registration, as listed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RegistrationRow {
-    /// The tenant's domain, "" for the default tenant.
-    pub tenant: String,
-    pub extension: String,
-    pub contact: String,
-    /// Where the REGISTER came from, with its transport.
-    pub source: String,
-    pub transport: String,
-    /// Seconds until the binding expires.
-    pub expires_in_s: u64,
-    pub user_agent: Option<String>,
 }
 
 /// Binds the socket, replacing a stale file from an earlier run, mode 0600.
@@ -131,29 +119,19 @@ fn failure(error: impl Into<String>) -> Response {
     }
 }
 
-/// Executes one command. Each command is one handler, shared with the HTTP API.
+/// Executes one command: each is one call into [`crate::manage`], the
+/// functions the HTTP API calls too.
 pub async fn handle(request: &Request, core: &Arc<Core>, plugins: &Arc<Plugins>) -> Response {
-    let result = match request.command.as_str() {
-        "registrations.list" => serde_json::to_value(registrations(core)),
-        "bans.list" => serde_json::to_value(core.guard.list(now_ms())),
+    let actor = Actor::ControlSocket;
+    let result: Result<serde_json::Value, String> = match request.command.as_str() {
+        "registrations.list" => json(manage::registrations(core, &RegistrationFilter::default())),
+        "bans.list" => json(manage::list_bans(core)),
         "bans.unban" => {
-            let Some(ip) = request
-                .argument
-                .as_deref()
-                .and_then(crate::guard::parse_address)
-            else {
-                return failure("bans.unban needs an IP address");
-            };
-            match core.guard.unban(ip) {
-                Some(write) => {
-                    let key = core.guard.describe(core.guard.key(ip));
-                    tracing::warn!(address = %key, by = "operator", "unbanned");
-                    if let Err(e) = core.store.write(vec![write]).await {
-                        return failure(e.to_string());
-                    }
-                    Ok(serde_json::Value::String(format!("{key} unbanned")))
-                }
-                None => return failure(format!("{ip} is not banned")),
+            let address = request.argument.as_deref().unwrap_or("");
+            match manage::unban(core, address, &actor).await {
+                Ok(key) => Ok(serde_json::Value::String(format!("{key} unbanned"))),
+                Err(ManageError::BadInput { .. }) => Err("bans.unban needs an IP address".into()),
+                Err(e) => Err(e.to_string()),
             }
         }
         "cdrs.list" => {
@@ -164,36 +142,19 @@ pub async fn handle(request: &Request, core: &Arc<Core>, plugins: &Arc<Plugins>)
                     Err(e) => return failure(format!("cdrs.list: bad filter: {e}")),
                 },
             };
-            match cdrs(core, filter).await {
-                Ok(rows) => serde_json::to_value(rows),
-                Err(e) => return failure(e),
-            }
+            manage::cdrs(core, filter)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(json)
         }
-        "plugins.list" => serde_json::to_value(core.chain.read().unwrap().stats()),
-        "plugins.reload" => match reload_chain(core, plugins).await {
-            Ok(names) => serde_json::to_value(names),
-            Err(e) => return failure(e),
-        },
-        "stats" => {
-            let mut counters = core
-                .stats
-                .snapshot()
-                .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>();
-            // Gauges beside the counters: calls ringing and calls up now.
-            let (ringing, up) = core.proxy.counts();
-            counters.insert("calls_in_setup", ringing as u64);
-            counters.insert("calls_up", up as u64);
-            serde_json::to_value(counters)
-        }
-        "calls.list" => serde_json::to_value(core.proxy.active_calls()),
-        other => {
-            return Response {
-                ok: false,
-                result: None,
-                error: Some(format!("unknown command {other:?}")),
-            }
-        }
+        "plugins.list" => json(manage::plugins(core)),
+        "plugins.reload" => manage::reload_plugins(core, plugins, &actor)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(json),
+        "stats" => json(manage::stats(core)),
+        "calls.list" => json(core.proxy.active_calls()),
+        other => Err(format!("unknown command {other:?}")),
     };
     match result {
         Ok(value) => Response {
@@ -201,44 +162,12 @@ pub async fn handle(request: &Request, core: &Arc<Core>, plugins: &Arc<Plugins>)
             result: Some(value),
             error: None,
         },
-        Err(e) => Response {
-            ok: false,
-            result: None,
-            error: Some(e.to_string()),
-        },
+        Err(e) => failure(e),
     }
 }
 
-/// Every current registration.
-pub fn registrations(core: &Core) -> Vec<RegistrationRow> {
-    let now = now_ms();
-    core.registrar
-        .location
-        .all(now)
-        .into_iter()
-        .map(|(aor, b)| RegistrationRow {
-            tenant: aor.tenant,
-            extension: aor.extension,
-            contact: b.contact.to_string(),
-            source: b.source.to_string(),
-            transport: b.transport.as_str().to_owned(),
-            expires_in_s: b.expires_at_ms.saturating_sub(now).div_ceil(1000),
-            user_agent: b.user_agent.as_deref().map(str::to_owned),
-        })
-        .collect()
-}
-
-/// The call detail records `filter` selects, newest first, read on a
-/// blocking thread with a read-only connection (the writer is not held up).
-pub async fn cdrs(core: &Core, filter: CdrFilter) -> Result<Vec<Cdr>, String> {
-    let store = core.store.clone();
-    tokio::task::spawn_blocking(move || {
-        let conn = store.reader()?;
-        crate::store::load_cdrs(&conn, &filter)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+fn json(value: impl Serialize) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
 }
 
 /// Sends one command to a running gateway.

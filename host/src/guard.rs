@@ -36,14 +36,18 @@ struct Entry {
     dropped: AtomicU64,
 }
 
-/// A ban as listed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A ban as listed, with its evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BanRow {
     /// The banned address, or the network for an IPv6 prefix ("2001:db8::/64").
     pub address: String,
+    /// Who made it: the plugin (`fail-to-ban`) or `operator`.
     pub by: String,
+    /// Why, in the words of whoever made it.
     pub reason: String,
+    /// When it was made (Unix ms).
     pub created_ms: u64,
+    /// When it ends (Unix ms).
     pub until_ms: u64,
     /// Packets dropped since the ban was made (or the gateway restarted).
     pub dropped: u64,
@@ -63,7 +67,7 @@ pub struct Guard {
     ipv6_prefix_len: u8,
     never_ban: Vec<IpNet>,
     bans: RwLock<FastMap<IpAddr, Entry>>,
-    /// Number of bans, so the common case (no bans at all) skips the lock.
+    /// Number of bans (expired ones until the purge), so the common case (no bans at all) skips the lock.
     count: AtomicUsize,
     /// Sources a plugin trusted, with when that protection ends.
     trusted: Mutex<FastMap<IpAddr, u64>>,
@@ -167,6 +171,11 @@ impl Guard {
         removed.map(|_| Write::DeleteBan {
             address: self.describe(key),
         })
+    }
+
+    /// How many bans are held (expired ones until the next purge).
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Remembers that a plugin trusted this source: it will not be banned.

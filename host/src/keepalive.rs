@@ -124,7 +124,7 @@ fn round(core: &Arc<Core>, pinged: &mut HashMap<(Aor, String), Pinged>, interval
             crate::stats::Stats::inc(&core.stats.keepalive_removed);
             let emitter = core.clone();
             core.registrar
-                .remove(&key.0, &key.1, binding.source, move |event| {
+                .forget(&key.0, &key.1, binding.source, move |event| {
                     emitter.emit(event);
                 });
             continue;

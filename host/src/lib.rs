@@ -9,7 +9,10 @@
 //! - [`sip`]: our SIP message model, parser and serializer (RFC 3261 section 7, 25).
 //! - [`auth`]: HTTP digest for SIP (RFC 3261 22, RFC 7616, RFC 8760).
 //! - [`cdr`]: call detail records: the record, filters, CSV and the CLI times.
+//! - [`manage`]: management operations (bans, registrations, CDRs, plugins),
+//!   shared by the control socket ([`control`]) and the HTTP API ([`api`]).
 
+pub mod api;
 pub mod auth;
 pub mod cdr;
 pub mod config;
@@ -17,6 +20,7 @@ pub mod control;
 pub mod directory;
 pub mod guard;
 pub mod keepalive;
+pub mod manage;
 pub mod plugins;
 pub mod proxy;
 pub mod registrar;

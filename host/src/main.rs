@@ -494,6 +494,7 @@ fn list_registrations(config: &Config) -> anyhow::Result<Vec<RegistrationRow>> {
         .map(|b| RegistrationRow {
             tenant: b.tenant,
             extension: b.extension,
+            key: b.key,
             contact: b.contact,
             source: b.source,
             transport: b.transport,

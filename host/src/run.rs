@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api;
 use crate::auth::{Authenticator, Secrets};
 use crate::config::Config;
 use crate::control;
@@ -45,6 +46,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error("cannot listen on {addr} (HTTP API, [api] listen): {source}")]
+    Api {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The plugin chain and what it needs to be rebuilt on reload.
@@ -119,6 +125,10 @@ pub async fn run(
     let guard = Guard::new(config.bans.ipv6_prefix_len, config.bans.never_ban.clone());
     let bans = guard.restore(store::load_bans(&reader, now)?, now);
     tracing::info!(bans, "bans restored");
+    let api_token = match config.api.enabled {
+        true => Some(api_token(&config, &store, &reader).await?),
+        false => None,
+    };
     drop(reader);
 
     let plugins = Arc::new(Plugins {
@@ -260,6 +270,18 @@ pub async fn run(
         plugins.clone(),
         stop_rx.clone(),
     )));
+    if let Some(token) = api_token {
+        let addr = config.api.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Api { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartError::Api { addr, source })?;
+        tracing::info!(addr = %local, "api listening");
+        let state = Arc::new(api::ApiState::new(core.clone(), plugins.clone(), token));
+        tasks.push(tokio::spawn(api::serve(listener, state, stop_rx.clone())));
+    }
     let reloader = {
         let (core, plugins) = (core.clone(), plugins.clone());
         tokio::spawn(async move {
@@ -368,6 +390,39 @@ async fn load_directory(
     }
     Ok(table)
 }
+
+/// The API's bearer token: from the config, else the one generated on an
+/// earlier start, else a new one (stored, and shown once in the log).
+async fn api_token(
+    config: &Config,
+    store: &Store,
+    reader: &rusqlite::Connection,
+) -> Result<String, StartError> {
+    if let Some(token) = &config.api.token {
+        return Ok(token.clone());
+    }
+    if let Some(token) = store::setting(reader, API_TOKEN_SETTING)? {
+        tracing::info!(token_id = %api::token_id(&token), "API token from the database");
+        return Ok(token);
+    }
+    let token = format!("{}{}", random_password(), random_password());
+    tracing::warn!(
+        token = %token,
+        token_id = %api::token_id(&token),
+        "generated an API token ([api] token not set); it is shown only this once"
+    );
+    store
+        .write(vec![Write::SetSetting {
+            name: API_TOKEN_SETTING.to_owned(),
+            value: token.clone(),
+            created_at_ms: now_ms(),
+        }])
+        .await?;
+    Ok(token)
+}
+
+/// The name the generated API token is stored under.
+const API_TOKEN_SETTING: &str = "api_token";
 
 /// 16 characters from an alphabet without look-alikes (~93 bits).
 fn random_password() -> String {

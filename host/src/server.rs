@@ -147,6 +147,9 @@ impl Gateway {
             core.proxy.on_response(core, message, &source);
             return;
         }
+        if let Some(method) = message.method() {
+            core.stats.count_request(method);
+        }
         let span = tracing::debug_span!(
             "request",
             method = %message.method().map(Method::as_str).unwrap_or("?"),
@@ -431,6 +434,7 @@ impl Core {
     /// Sends a response of a server transaction and records it there.
     pub(crate) fn send_response(&self, key: &Key, code: u16, response: &Message, to: &Source) {
         Stats::inc(&self.stats.responses_out);
+        self.stats.count_response(code);
         self.transactions
             .respond(key, response.to_bytes().into(), code, to, &self.out);
     }
@@ -759,6 +763,7 @@ impl Core {
         mark_received(&mut request, to);
         let (_, response) = self.reply(&request, code, reason);
         Stats::inc(&self.stats.responses_out);
+        self.stats.count_response(code);
         self.out.send(to, response.to_bytes().into());
     }
 }

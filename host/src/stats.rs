@@ -3,16 +3,31 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sip::Method;
+
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Gateway-wide counters.
         #[derive(Debug, Default)]
-        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// Requests received (parsed), by method: indexed like [`METHODS`].
+            pub requests_by_method: [AtomicU64; METHODS.len()],
+            /// Final and provisional responses sent, by class: 1xx at 0 .. 6xx at 5
+            /// (retransmissions not included).
+            pub responses_by_class: [AtomicU64; 6],
+        }
 
         impl Stats {
             /// Name and value of every counter, in declaration order.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+
+            /// Name and doc comment of every counter, in declaration order
+            /// (the metrics' help texts).
+            pub fn describe() -> Vec<(&'static str, &'static str)> {
+                vec![$((stringify!($name), concat!($($doc),*).trim_ascii()),)*]
             }
         }
     };
@@ -75,7 +90,54 @@ counters! {
     bans_added,
 }
 
+/// The methods requests are counted by; the last stands for every other.
+pub const METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "REFER",
+    "PUBLISH",
+    "other",
+];
+
 impl Stats {
+    /// Counts a received request by method (one relaxed add).
+    pub fn count_request(&self, method: &Method) {
+        let index = match method {
+            Method::Invite => 0,
+            Method::Ack => 1,
+            Method::Bye => 2,
+            Method::Cancel => 3,
+            Method::Options => 4,
+            Method::Register => 5,
+            Method::Info => 6,
+            Method::Update => 7,
+            Method::Prack => 8,
+            Method::Subscribe => 9,
+            Method::Notify => 10,
+            Method::Message => 11,
+            Method::Refer => 12,
+            Method::Publish => 13,
+            Method::Other(_) => 14,
+        };
+        self.requests_by_method[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response sent by its class (one relaxed add).
+    pub fn count_response(&self, code: u16) {
+        let class = usize::from(code / 100).clamp(1, 6) - 1;
+        self.responses_by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);

@@ -49,10 +49,23 @@ pub struct Gateway {
     pub log: Arc<Mutex<Vec<String>>>,
     /// UDP and TCP listen addresses, in config order (both on the same port).
     pub addrs: Vec<SocketAddr>,
+    /// The HTTP API's address (from its "api listening" log line).
+    pub api_addr: Option<SocketAddr>,
+    /// The API token, as generated and logged on the first start.
+    pub api_token: Option<String>,
 }
 
-/// The `[server]`, `[storage]` and `[log]` lines every test config needs.
-/// `listen` holds addresses with port 0 (or fixed ports for restarts).
+/// What the log says before "ready".
+#[derive(Debug, Default, Clone)]
+struct Started {
+    addrs: Vec<SocketAddr>,
+    api_addr: Option<SocketAddr>,
+    api_token: Option<String>,
+}
+
+/// The `[server]`, `[storage]`, `[log]` and `[api]` lines every test config
+/// needs. `listen` holds addresses with port 0 (or fixed ports for
+/// restarts); the API listens on a free loopback port with a generated token.
 pub fn base_config(dir: &Path, listen: &[String], server_extra: &str) -> String {
     let listen = listen
         .iter()
@@ -60,7 +73,7 @@ pub fn base_config(dir: &Path, listen: &[String], server_extra: &str) -> String 
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "[server]\nlisten = [{listen}]\ncontrol_socket = {:?}\n{server_extra}\n\n[storage]\ndatabase = {:?}\n\n[log]\nformat = \"json\"\n",
+        "[server]\nlisten = [{listen}]\ncontrol_socket = {:?}\n{server_extra}\n\n[storage]\ndatabase = {:?}\n\n[log]\nformat = \"json\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("control.sock").display().to_string(),
         dir.join("sipfence.db").display().to_string(),
     )
@@ -97,6 +110,8 @@ impl Gateway {
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             addrs: Vec::new(),
+            api_addr: None,
+            api_token: None,
         };
         gw.spawn();
         gw
@@ -113,10 +128,10 @@ impl Gateway {
             .spawn()
             .expect("start sipfence");
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<SocketAddr>, String>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
         let log = self.log.clone();
         std::thread::spawn(move || {
-            let mut addrs = Vec::new();
+            let mut started = Started::default();
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -125,11 +140,17 @@ impl Gateway {
                         match v["message"].as_str() {
                             Some("listening") => {
                                 if let Some(a) = v["udp"].as_str() {
-                                    addrs.push(a.parse().unwrap());
+                                    started.addrs.push(a.parse().unwrap());
                                 }
                             }
+                            Some("api listening") => {
+                                started.api_addr = v["addr"].as_str().map(|a| a.parse().unwrap());
+                            }
+                            Some(m) if m.starts_with("generated an API token") => {
+                                started.api_token = v["token"].as_str().map(str::to_owned);
+                            }
                             Some("ready") => {
-                                let _ = tx.send(Ok(addrs.clone()));
+                                let _ = tx.send(Ok(started.clone()));
                                 sent = true;
                             }
                             _ => {}
@@ -143,7 +164,13 @@ impl Gateway {
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addrs)) => self.addrs = addrs,
+            Ok(Ok(started)) => {
+                self.addrs = started.addrs;
+                self.api_addr = started.api_addr;
+                if started.api_token.is_some() {
+                    self.api_token = started.api_token;
+                }
+            }
             other => {
                 let _ = child.kill();
                 // Not inside the lock: a panic holding it would poison it,

@@ -94,6 +94,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("sipp", "apt-get install sip-tester"),
     ("svwar", "apt-get install sipvicious"),
     ("svcrack", "apt-get install sipvicious"),
+    ("st", "pip install schemathesis"),
+    ("chromium", "apt-get install chromium"),
+    ("node", "apt-get install nodejs npm"),
+    ("npm", "apt-get install npm"),
 ];
 
 fn test(args: &[String]) -> Result {
@@ -106,6 +110,15 @@ fn test(args: &[String]) -> Result {
         }
     }
     build_plugins()?;
+    // The web view's browser test drives Chromium with playwright-core (npm).
+    let web = root().join("tests/web");
+    if !web.join("node_modules/playwright-core").exists() {
+        status(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&web),
+        )?;
+    }
     // The plugins' policies are plain Rust, tested natively.
     let plugins = root().join("plugins/Cargo.toml");
     if plugins.exists() {

@@ -45,6 +45,7 @@ pub struct Config {
     pub log: Log,
     pub calls: Calls,
     pub nat: Nat,
+    pub api: Api,
     /// Normalised: the default tenant (if any) first, then [[tenant]] entries.
     pub tenants: Vec<Tenant>,
     pub bans: Bans,
@@ -92,6 +93,29 @@ impl Default for Server {
             workers: 0,
             max_message_bytes: 65535,
             udp_recv_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[api]`: the HTTP management API (see `crate::api`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Api {
+    /// Whether the API (and `/metrics` and the web view) is served at all.
+    pub enabled: bool,
+    /// Address of the HTTP listener; loopback by default (port 0: any free
+    /// port, logged as `api listening`).
+    pub listen: SocketAddr,
+    /// The bearer token; None: generated on first start, stored in the
+    /// database and shown once in the log.
+    pub token: Option<String>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
         }
     }
 }

@@ -20,9 +20,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{
-    is_ip_literal, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log, Nat,
-    OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage, Tcp,
-    Tenant, Transaction, Trunk, TrustedSource,
+    is_ip_literal, Api, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log,
+    Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage,
+    Tcp, Tenant, Transaction, Trunk, TrustedSource,
 };
 
 // ---------------------------------------------------------------------------
@@ -360,6 +360,7 @@ struct RawFile {
     calls: Calls,
     #[serde(default)]
     nat: Nat,
+    api: RawApi,
     /// The default tenant's extensions.
     #[serde(default)]
     extension: Vec<Extension>,
@@ -394,6 +395,26 @@ impl Default for RawBans {
             ipv6_prefix_len: u64::from(d.ipv6_prefix_len),
             never_ban: Vec::new(),
             default_duration_ms: d.default_duration_ms,
+        }
+    }
+}
+
+/// `[api]` with the listen address still a string.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    enabled: bool,
+    listen: String,
+    token: Option<String>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        let d = Api::default();
+        RawApi {
+            enabled: d.enabled,
+            listen: d.listen.to_string(),
+            token: d.token,
         }
     }
 }
@@ -758,6 +779,7 @@ impl Ctx<'_> {
         }
 
         let bans = self.bans(raw.bans)?;
+        let api = self.api(raw.api)?;
         let plugins = self.plugins(raw.plugin)?;
 
         Ok(Config {
@@ -770,6 +792,7 @@ impl Ctx<'_> {
             log: raw.log,
             calls: raw.calls,
             nat: raw.nat,
+            api,
             tenants,
             bans,
             plugins,
@@ -838,6 +861,42 @@ impl Ctx<'_> {
             workers: raw.workers,
             max_message_bytes: raw.max_message_bytes,
             udp_recv_buffer_bytes: raw.udp_recv_buffer_bytes,
+        })
+    }
+
+    fn api(&self, raw: RawApi) -> Result<Api, ConfigError> {
+        let base = KeyPath::of(&["api"]);
+        let path = base.key("listen");
+        let listen = raw
+            .listen
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::InvalidListenAddress {
+                at: self.at(&path),
+                key: path.to_string(),
+                value: raw.listen.clone(),
+            })?;
+        if let Some(token) = &raw.token {
+            let path = base.key("token");
+            let reason = if token.len() < 16 {
+                Some("must be at least 16 characters long")
+            } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                Some("must be printable ASCII without spaces")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ConfigError::InvalidText {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                    reason,
+                });
+            }
+        }
+        Ok(Api {
+            enabled: raw.enabled,
+            listen,
+            token: raw.token,
         })
     }
 

@@ -92,6 +92,29 @@ fn embedded_default_matches_code_defaults() {
     assert_eq!(file.log, Log::default());
     assert_eq!(file.bans, Bans::default());
     assert_eq!(empty.bans, Bans::default());
+    assert_eq!(file.api, Api::default());
+    assert_eq!(empty.api, Api::default());
+}
+
+#[test]
+fn api_section() {
+    let c =
+        parse("[api]\nenabled = false\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef\"\n");
+    assert!(!c.api.enabled);
+    assert_eq!(c.api.listen, addr("127.0.0.1:0"));
+    assert_eq!(c.api.token.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(
+        error("[api]\nlisten = \"localhost\"\n"),
+        "x.toml:2: api.listen: invalid socket address \"localhost\""
+    );
+    assert_eq!(
+        error("[api]\n\ntoken = \"short\"\n"),
+        "x.toml:3: api.token: must be at least 16 characters long"
+    );
+    assert_eq!(
+        error("[api]\ntoken = \"has a space in it ...\"\n"),
+        "x.toml:2: api.token: must be printable ASCII without spaces"
+    );
 }
 
 /// Fail-to-ban is on by default, with no configuration of its own.
@@ -315,7 +338,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(
         error(text),
         "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
-         registrar, auth, storage, log, calls, nat, extension, ring_group, trunk, tenant, bans, plugin)"
+         registrar, auth, storage, log, calls, nat, api, extension, ring_group, trunk, tenant, bans, plugin)"
     );
 }
 

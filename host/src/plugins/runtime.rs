@@ -43,6 +43,13 @@ const INIT_TIMEOUT_MS: u64 = 1000;
 /// it); calls that create an instance are always timed.
 const TIMED_EVERY: u64 = 8;
 
+/// Upper bounds (inclusive) of the call latency histogram's buckets, in
+/// nanoseconds; a last bucket takes everything longer.
+pub const LATENCY_BUCKETS_NS: [u64; 12] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000,
+    10_000_000,
+];
+
 /// Compiled components kept for reloads (a SIGHUP recompiles nothing that
 /// did not change).
 const COMPILED_CACHE_ENTRIES: usize = 32;
@@ -460,6 +467,8 @@ impl Plugin {
             self.counters
                 .total_ns
                 .fetch_add(ns.saturating_mul(weight), Ordering::Relaxed);
+            let bucket = LATENCY_BUCKETS_NS.partition_point(|bound| *bound < ns);
+            self.counters.latency[bucket].fetch_add(weight, Ordering::Relaxed);
         }
         match result {
             Ok(Ok(answer)) => {
@@ -607,6 +616,9 @@ pub(super) struct Counters {
     /// an estimate from one call in [`TIMED_EVERY`] plus every call that
     /// created an instance.
     pub total_ns: AtomicU64,
+    /// Calls by duration, one counter per [`LATENCY_BUCKETS_NS`] bucket plus
+    /// one for longer calls; estimated the same way as `total_ns`.
+    pub latency: [AtomicU64; LATENCY_BUCKETS_NS.len() + 1],
 }
 
 /// Failures in a row and the backoff they caused. Atomics: the healthy path

@@ -248,6 +248,35 @@ impl Location {
             .unwrap_or_default()
     }
 
+    /// Removes the binding `key` of `aor` (an operator's request); the
+    /// store write to commit, or None if there is no such current binding.
+    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Write> {
+        let mut shard = self.shard(aor).lock().unwrap();
+        let bindings = shard.get_mut(aor)?;
+        let index = bindings
+            .iter()
+            .position(|b| b.key() == key && b.expires_at_ms > now_ms)?;
+        bindings.remove(index);
+        if bindings.is_empty() {
+            shard.remove(aor);
+        }
+        Some(delete(aor, key))
+    }
+
+    /// How many bindings are current (for metrics).
+    pub fn count(&self, now_ms: u64) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock().unwrap();
+                shard
+                    .values()
+                    .map(|v| v.iter().filter(|b| b.expires_at_ms > now_ms).count())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Every current binding, for listings.
     pub fn all(&self, now_ms: u64) -> Vec<(Aor, Binding)> {
         let mut out = Vec::new();
@@ -270,7 +299,7 @@ impl Location {
     }
 
     /// Removes one binding by its key; returns it if it existed.
-    pub fn remove(&self, aor: &Aor, key: &str) -> Option<Binding> {
+    pub fn take(&self, aor: &Aor, key: &str) -> Option<Binding> {
         let mut shard = self.shard(aor).lock().unwrap();
         let bindings = shard.get_mut(aor)?;
         let index = bindings.iter().position(|b| b.key() == key)?;

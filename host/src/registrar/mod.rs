@@ -125,14 +125,14 @@ impl Registrar {
 
     /// Removes one binding from memory and the database; `emit` gets the
     /// unregistration event once it is committed.
-    pub fn remove(
+    pub fn forget(
         &self,
         aor: &Aor,
         key: &str,
         source: std::net::SocketAddr,
         emit: impl FnOnce(crate::plugins::Event) + Send + 'static,
     ) -> bool {
-        let Some(binding) = self.location.remove(aor, key) else {
+        let Some(binding) = self.location.take(aor, key) else {
             return false;
         };
         let event = crate::plugins::Event::Unregistered(crate::plugins::Registration {
@@ -154,6 +154,12 @@ impl Registrar {
             },
         );
         true
+    }
+
+    /// Removes one binding from memory; the write that removes it from the
+    /// store (the caller commits it), or None if there is no such binding.
+    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Write> {
+        self.location.remove(aor, key, now_ms)
     }
 
     /// Drops expired bindings from memory and the database.

@@ -109,6 +109,12 @@ pub enum Write {
     },
     /// Appends a call detail record (a call has ended).
     InsertCdr(Cdr),
+    /// Sets a generated value kept across restarts (the API token).
+    SetSetting {
+        name: String,
+        value: String,
+        created_at_ms: u64,
+    },
 }
 
 /// Runs on the writer thread once a job's writes are committed (or failed).
@@ -356,6 +362,17 @@ fn apply(conn: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
                 ])?;
             }
             Write::InsertCdr(cdr) => cdrs::insert(&tx, cdr)?,
+            Write::SetSetting {
+                name,
+                value,
+                created_at_ms,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO settings (name, value, created_at_ms) \
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![name, value, *created_at_ms as i64])?;
+            }
         }
     }
     tx.commit()
@@ -425,6 +442,16 @@ pub fn generated_password(
         "SELECT password FROM generated_passwords WHERE tenant = ?1 AND extension = ?2",
     )?;
     let mut rows = stmt.query(params![tenant, extension])?;
+    Ok(match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    })
+}
+
+/// A value set earlier with [`Write::SetSetting`], if any.
+pub fn setting(conn: &Connection, name: &str) -> Result<Option<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")?;
+    let mut rows = stmt.query(params![name])?;
     Ok(match rows.next()? {
         Some(row) => Some(row.get(0)?),
         None => None,
@@ -708,7 +735,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         assert_eq!(
             load_bindings(&reader, 0).unwrap(),
             vec![binding("a", 10_000)]
@@ -722,6 +749,16 @@ mod tests {
             read_cdrs(&path, &CdrFilter::default()).unwrap(),
             vec![cdr("c1", 5)]
         );
+        assert_eq!(setting(&reader, "api_token").unwrap(), None);
+        store
+            .write(vec![Write::SetSetting {
+                name: "api_token".into(),
+                value: "t".into(),
+                created_at_ms: 1,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(setting(&reader, "api_token").unwrap().as_deref(), Some("t"));
         // Migrating again changes nothing.
         let again = Connection::open(&path).unwrap();
         schema::migrate(&again).unwrap();

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
@@ -68,8 +68,18 @@ CREATE INDEX IF NOT EXISTS cdrs_caller ON cdrs (caller, start_ms);
 CREATE INDEX IF NOT EXISTS cdrs_callee ON cdrs (callee, start_ms);
 ";
 
+/// Version 4: values the gateway generated for itself and must keep across
+/// restarts, by name (`api_token`).
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS settings (
+    name          TEXT    NOT NULL PRIMARY KEY,
+    value         TEXT    NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Every migration: the version it brings the database to, and its SQL.
-const MIGRATIONS: [(i64, &str); 3] = [(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: [(i64, &str); 4] = [(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one version at a time.
 pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
