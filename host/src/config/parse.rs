@@ -360,6 +360,7 @@ struct RawFile {
     calls: Calls,
     #[serde(default)]
     nat: Nat,
+    #[serde(default)]
     api: RawApi,
     /// The default tenant's extensions.
     #[serde(default)]
