@@ -33,6 +33,12 @@ password = "pw101"
 number = "600"
 strategy = "hunt"
 members = ["100", "101"]
+
+[[trunk]]
+id = "1"
+description = "office 2"
+address = "127.0.2.1:5060"
+trusted_from = ["127.0.2.1:5060", "127.0.2.0/24"]
 "#;
 
 /// An answer of the API.
@@ -175,6 +181,7 @@ const PROTECTED: &[(&str, &str)] = &[
     ("DELETE", "/registrations/-/100/x"),
     ("GET", "/extensions"),
     ("GET", "/ring-groups"),
+    ("GET", "/trunks"),
     ("GET", "/cdrs"),
     ("GET", "/cdrs.csv"),
     ("GET", "/plugins"),
@@ -264,6 +271,8 @@ fn gateway_endpoints() {
         "sipfence_requests_total{method=\"REGISTER\"} 2",
         "sipfence_responses_total{class=\"2xx\"} 1",
         "sipfence_responses_total{class=\"4xx\"} 1",
+        "sipfence_messages_out_total{transport=\"udp\"} 2",
+        "sipfence_messages_out_total{transport=\"tcp\"} 0",
         "sipfence_auth_failed_total 0",
         "sipfence_bans_active 0",
         "sipfence_registrations 1",
@@ -298,6 +307,15 @@ fn provisioning_is_listed_read_only() {
     assert_eq!(groups[0]["number"], "600");
     assert_eq!(groups[0]["strategy"], "hunt");
     assert_eq!(groups[0]["members"], json!(["100", "101"]));
+
+    let trunks = api.get("/trunks").json();
+    assert_eq!(trunks.as_array().unwrap().len(), 1, "{trunks}");
+    assert_eq!(trunks[0]["id"], "1");
+    assert_eq!(trunks[0]["address"], "127.0.2.1:5060");
+    assert_eq!(
+        trunks[0]["trusted_from"],
+        json!(["127.0.2.1:5060", "127.0.2.0/24"])
+    );
 
     assert_eq!(api.post("/extensions", "{}").status, 405, "read-only");
 }
@@ -578,7 +596,7 @@ fn schemathesis_finds_nothing() {
     );
     assert!(out.status.success(), "schemathesis failed:\n{report}");
     assert!(
-        report.contains("Tested: 16"),
+        report.contains("Tested: 17"),
         "every operation tested:\n{report}"
     );
 }

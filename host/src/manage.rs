@@ -378,6 +378,44 @@ pub struct RingGroupRow {
     pub ring_time_ms: u64,
 }
 
+/// One SIP trunk of the config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct TrunkRow {
+    /// The tenant's domain, "" for the default tenant.
+    pub tenant: String,
+    /// Named by number-analysis rules and in CDRs ("trunk:1").
+    pub id: String,
+    pub description: Option<String>,
+    /// Where calls to the trunk go, "IP:port" (UDP).
+    pub address: String,
+    /// Sources whose requests are this trunk's traffic ("IP", "IP:port" or a network).
+    pub trusted_from: Vec<String>,
+}
+
+/// Every trunk of every tenant, in config order.
+pub fn trunks(core: &Core) -> Vec<TrunkRow> {
+    let mut rows = Vec::new();
+    for tenant in &core.config.tenants {
+        for trunk in &tenant.trunks {
+            rows.push(TrunkRow {
+                tenant: tenant_key(tenant).to_owned(),
+                id: trunk.id.clone(),
+                description: trunk.description.clone(),
+                address: trunk.address.to_string(),
+                trusted_from: trunk
+                    .trusted_from
+                    .iter()
+                    .map(|s| match s.port {
+                        Some(port) => format!("{}:{port}", s.net.addr()),
+                        None => s.net.to_string(),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    rows
+}
+
 /// Every ring group of every tenant, in config order.
 pub fn ring_groups(core: &Core) -> Vec<RingGroupRow> {
     let config = &core.config;

@@ -52,6 +52,22 @@ pub fn render(core: &Core) -> String {
         );
     }
 
+    family(
+        &mut out,
+        "sipfence_messages_out_total",
+        "counter",
+        "SIP messages sent (requests, responses, retransmissions, pings), by transport.",
+    );
+    let [udp_out, tcp_out] = core.out.sent();
+    let _ = writeln!(
+        out,
+        "sipfence_messages_out_total{{transport=\"udp\"}} {udp_out}"
+    );
+    let _ = writeln!(
+        out,
+        "sipfence_messages_out_total{{transport=\"tcp\"}} {tcp_out}"
+    );
+
     let now = now_ms();
     gauge(
         &mut out,

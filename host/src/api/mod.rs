@@ -38,7 +38,7 @@ use crate::cdr::{Cdr, CdrFilter, Disposition};
 use crate::guard::BanRow;
 use crate::manage::{
     self, Actor, ExtensionRow, IpAddress, ManageError, NewBan, RegistrationFilter, RegistrationRow,
-    RingGroupRow,
+    RingGroupRow, TrunkRow,
 };
 use crate::plugins::PluginStats;
 use crate::run::Plugins;
@@ -141,6 +141,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/extensions", get(list_extensions))
         .route("/ring-groups", get(list_ring_groups))
+        .route("/trunks", get(list_trunks))
         .route("/cdrs", get(list_cdrs))
         .route("/cdrs.csv", get(cdrs_csv))
         .route("/plugins", get(list_plugins))
@@ -590,6 +591,16 @@ async fn list_extensions(State(api): State<Arc<ApiState>>) -> Json<Vec<Extension
         (status = 401, description = "No or wrong bearer token", body = ErrorBody)))]
 async fn list_ring_groups(State(api): State<Arc<ApiState>>) -> Json<Vec<RingGroupRow>> {
     Json(manage::ring_groups(&api.core))
+}
+
+/// SIP trunks of every tenant. Read-only: provisioning lives in the config
+/// file.
+#[utoipa::path(get, path = "/trunks", tag = "provisioning",
+    responses(
+        (status = 200, description = "The trunks, in config order", body = [TrunkRow]),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody)))]
+async fn list_trunks(State(api): State<Arc<ApiState>>) -> Json<Vec<TrunkRow>> {
+    Json(manage::trunks(&api.core))
 }
 
 // ---------------------------------------------------------------------------

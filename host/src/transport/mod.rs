@@ -72,6 +72,8 @@ pub enum Route {
 pub struct Outbound {
     udp: Arc<Vec<Arc<UdpSocket>>>,
     tcp: Arc<Connections>,
+    /// Messages handed to the network, [UDP, TCP] (metrics).
+    sent: Arc<[AtomicU64; 2]>,
 }
 
 impl Outbound {
@@ -79,11 +81,20 @@ impl Outbound {
         Outbound {
             udp: Arc::new(udp),
             tcp: Arc::new(Connections::default()),
+            sent: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
         }
     }
 
     pub fn connections(&self) -> &Arc<Connections> {
         &self.tcp
+    }
+
+    /// Messages sent so far over UDP and over TCP.
+    pub fn sent(&self) -> [u64; 2] {
+        [
+            self.sent[0].load(Ordering::Relaxed),
+            self.sent[1].load(Ordering::Relaxed),
+        ]
     }
 
     /// Local address of a UDP socket.
@@ -131,6 +142,7 @@ impl Outbound {
     /// Sends one message to where `to` came from. Failures are logged, never
     /// fatal: the peer may have gone.
     pub fn send(&self, to: &Source, bytes: Arc<[u8]>) {
+        self.sent[usize::from(to.transport == Transport::Tcp)].fetch_add(1, Ordering::Relaxed);
         match to.via {
             Route::UdpSocket(index) => {
                 let Some(socket) = self.udp.get(index) else {
