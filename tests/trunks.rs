@@ -290,3 +290,78 @@ source = "{DEVICE_IP}"
     let answer = impostor.request(&invite(&impostor, &format!("100@{host}"), "150@127.0.0.1"));
     assert_eq!(answer.code(), Some(407), "{answer:?}");
 }
+
+/// A trunk peer that challenges: the gateway answers its 407 once with the
+/// trunk's credentials (a new branch, the next CSeq) and the call goes
+/// through; the peer checks the digest itself (SIPp verifyauth).
+#[test]
+fn a_challenging_trunk_peer_gets_the_trunks_credentials() {
+    let gw_port = free_udp_port("127.0.4.1");
+    let listen = format!("127.0.4.1:{gw_port}");
+    let peer_port = free_udp_port("127.0.4.2");
+    let peer = format!("127.0.4.2:{peer_port}");
+    let gw = start("trunk-auth", |dir| {
+        let mut text = base_config(&dir.0, &[listen.clone()], "");
+        text.push_str(&format!(
+            r#"
+[auth]
+algorithms = ["MD5"]
+
+[[extension]]
+number = "101"
+password = "pw101"
+
+[[trunk]]
+id = "1"
+address = "{peer}"
+username = "office1"
+password = "trunk-secret"
+
+[[plugin]]
+name = "number-analysis"
+path = "builtin:number-analysis"
+
+[[plugin.config.rules]]
+prefix = "9"
+route = "trunk"
+target = "1"
+strip = 1
+"#
+        ));
+        text
+    });
+    let dir = &gw.dir.0;
+    let peer_sipp = Sipp::new("uas_trunk_challenge.xml", "127.0.4.2", peer_port)
+        .key("trunk_user", "office1")
+        .key("trunk_pw", "trunk-secret")
+        .spawn(dir)
+        .listening();
+    register_device(&gw, "101", "pw101", "127.0.4.10");
+    let caller = Sipp::client("uac_call_auth.xml", "127.0.4.10", gw.addr())
+        .call("101", "pw101", "9201")
+        .pause_ms(300)
+        .spawn(dir);
+    let out = wait_all(vec![caller, peer_sipp]);
+    assert_sipp_success(&out);
+    let received = out[1].received();
+    let invites: Vec<&String> = received
+        .iter()
+        .filter(|m| m.starts_with("INVITE "))
+        .collect();
+    assert_eq!(invites.len(), 2, "first without, then with credentials");
+    assert!(
+        invites[0].starts_with("INVITE sip:201@"),
+        "number rewritten: {}",
+        invites[0]
+    );
+    assert!(invites[1].contains("\nAuthorization: Digest username=\"office1\""));
+    assert_one_cdr(
+        &gw,
+        &[
+            ("caller", "101"),
+            ("callee", "9201"),
+            ("route", "trunk:1"),
+            ("disposition", "answered"),
+        ],
+    );
+}

@@ -21,6 +21,7 @@
 //! that is still fresh, so guessing costs a round trip per attempt and cannot
 //! be done with nonces seen on the wire elsewhere.
 
+pub mod client;
 mod credentials;
 mod digest;
 mod nonce;

@@ -496,6 +496,25 @@ pub struct Trunk {
     pub address: SocketAddr,
     /// Sources whose requests are this trunk's traffic.
     pub trusted_from: Vec<TrustedSource>,
+    /// Digest credentials the gateway answers the peer's 401/407 with.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password the gateway authenticates itself with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <hidden> }}",
+            self.username
+        )
+    }
 }
 
 /// One entry of `trusted_from`: "IP", "IP:port" or a CIDR network.

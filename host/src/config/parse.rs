@@ -20,9 +20,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{
-    is_ip_literal, Api, Auth, Bans, Calls, Config, ConfigError, Extension, Grant, Location, Log,
-    Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup, Server, Storage,
-    Tcp, Tenant, Transaction, Trunk, TrustedSource,
+    is_ip_literal, Api, Auth, Bans, Calls, Config, ConfigError, Credentials, Extension, Grant,
+    Location, Log, Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup,
+    Server, Storage, Tcp, Tenant, Transaction, Trunk, TrustedSource,
 };
 
 // ---------------------------------------------------------------------------
@@ -555,6 +555,8 @@ struct RawTrunk {
     transport: PeerTransport,
     #[serde(default)]
     trusted_from: Vec<String>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -1211,11 +1213,41 @@ impl Ctx<'_> {
                 })?;
                 trusted_from.push(source);
             }
+            let credentials = match (t.username, t.password) {
+                (None, None) => None,
+                (Some(username), Some(password))
+                    if !username.is_empty() && !password.is_empty() =>
+                {
+                    for (key, value) in [("username", &username), ("password", &password)] {
+                        if value.chars().any(|c| c.is_control() || c == '"') {
+                            let path = at.key(key);
+                            return Err(ConfigError::InvalidText {
+                                at: self.at(&path),
+                                key: path.to_string(),
+                                reason: "must not contain control characters or quotes",
+                            });
+                        }
+                    }
+                    Some(Credentials { username, password })
+                }
+                (username, _) => {
+                    let path = at.key(if username.is_some() {
+                        "password"
+                    } else {
+                        "username"
+                    });
+                    return Err(invalid(
+                        &path,
+                        "username and password go together, both non-empty".to_owned(),
+                    ));
+                }
+            };
             trunks.push(Trunk {
                 id: t.id,
                 description: t.description,
                 address,
                 trusted_from,
+                credentials,
             });
         }
         Ok(trunks)

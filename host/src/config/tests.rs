@@ -989,3 +989,28 @@ fn ring_groups_example_parses() {
         Some("600")
     );
 }
+
+#[test]
+fn trunk_credentials_go_together() {
+    let ok = Config::parse(
+        "[[trunk]]\nid = \"1\"\naddress = \"127.0.2.1:5060\"\nusername = \"office1\"\npassword = \"s\"\n",
+        "x.toml",
+    )
+    .unwrap();
+    let credentials = ok.tenants[0].trunks[0].credentials.as_ref().unwrap();
+    assert_eq!(credentials.username, "office1");
+    assert!(
+        !format!("{credentials:?}").contains("\"s\""),
+        "the password is not printed"
+    );
+    let error = Config::parse(
+        "[[trunk]]\nid = \"1\"\naddress = \"127.0.2.1:5060\"\nusername = \"office1\"\n",
+        "x.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "x.toml:1: trunk[0].password: username and password go together, both non-empty"
+    );
+}

@@ -131,6 +131,9 @@ struct Branch {
     /// CANCEL as soon as a provisional arrives (RFC 3261 9.1 forbids it before).
     cancel_wanted: Option<&'static str>,
     step: u32,
+    /// A trunk's credentials, until they have been used once: a second
+    /// challenge means they are wrong, and is a failure like any other.
+    credentials: Option<crate::config::Credentials>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -489,6 +492,7 @@ impl Proxy {
             state: BranchState::Calling,
             cancel_wanted: None,
             step: call.step,
+            credentials: target.credentials.clone(),
         });
         let invite = call.method == Method::Invite;
         self.spawn_branch_timer(
@@ -707,6 +711,13 @@ impl Proxy {
         code: u16,
         response: Option<Message>,
     ) {
+        if matches!(code, 401 | 407) && !call.final_sent && !call.cancelled {
+            if let Some(response) = &response {
+                if self.answer_challenge(core, call, index, code, response) {
+                    return;
+                }
+            }
+        }
         let branch = &mut call.branches[index];
         let was_done = branch.state == BranchState::Done;
         branch.state = BranchState::Done;
@@ -756,6 +767,88 @@ impl Proxy {
         if call.all_done() {
             self.send_best(core, call);
         }
+    }
+
+    /// A trunk peer challenged a branch: ACK the challenge and send the
+    /// request again, once, as a new branch with credentials and the next
+    /// CSeq (RFC 3261 22.2). False when the branch has no credentials left.
+    fn answer_challenge(
+        &self,
+        core: &Arc<Core>,
+        call: &mut Call,
+        index: usize,
+        code: u16,
+        response: &Message,
+    ) -> bool {
+        let branch = &mut call.branches[index];
+        if branch.state == BranchState::Done {
+            return false;
+        }
+        let Some(credentials) = branch.credentials.take() else {
+            return false;
+        };
+        let (ask, tell) = if code == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let method = call.method.as_str();
+        let uri = branch
+            .sent
+            .request_uri()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let Some(authorization) = response.headers.get(ask).and_then(|challenge| {
+            crate::auth::client::answer(
+                challenge,
+                &credentials.username,
+                &credentials.password,
+                method,
+                &uri,
+                &cnonce,
+            )
+        }) else {
+            return false;
+        };
+        branch.state = BranchState::Done;
+        let ack = forward::ack_for(&branch.sent, response);
+        core.out.send(&branch.to, ack.to_bytes().into());
+        let (to, step) = (branch.to, branch.step);
+        let mut sent = branch.sent.clone();
+        let next = call.branches.len();
+        let id = self.branch_id(call.id, next);
+        let local = core
+            .out
+            .local_for(to.addr)
+            .map(forward::host_port)
+            .unwrap_or_default();
+        sent.headers.pop_first_value("Via");
+        sent.headers
+            .insert(0, "Via", forward::via(to.transport, &local, &id));
+        let seq = sent.cseq().map(|c| c.seq).unwrap_or(1);
+        sent.headers.set("CSeq", format!("{} {method}", seq + 1));
+        sent.headers.push(tell, authorization);
+        let bytes: Arc<[u8]> = sent.to_bytes().into();
+        Stats::inc(&core.stats.requests_forwarded);
+        core.out.send(&to, bytes.clone());
+        let contact = call.branches[index].contact.clone();
+        call.branches.push(Branch {
+            call: call.id,
+            index: next,
+            to,
+            contact,
+            sent,
+            bytes,
+            state: BranchState::Calling,
+            cancel_wanted: None,
+            step,
+            credentials: None,
+        });
+        let invite = call.method == Method::Invite;
+        self.spawn_branch_timer(core, call.id, next, to.transport.is_reliable(), invite);
+        tracing::debug!(code, "trunk peer challenged: sent again with credentials");
+        true
     }
 
     /// Sends the best final response once every branch has failed.
@@ -971,6 +1064,7 @@ impl Proxy {
                     member: String::new(),
                     uri,
                     to,
+                    credentials: None,
                 }],
                 timeout: None,
             }]),

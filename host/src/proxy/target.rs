@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{Calls, Strategy, Tenant, Trunk};
+use crate::config::{Calls, Credentials, Strategy, Tenant, Trunk};
 use crate::registrar::location::{Aor, Binding, Location};
 use crate::sip::{Host, Uri};
 use crate::transport::{Outbound, Source, Transport};
@@ -29,6 +29,8 @@ pub struct Target {
     pub uri: Uri,
     /// Where the request is sent.
     pub to: Source,
+    /// For a trunk that may challenge us: what we answer with.
+    pub credentials: Option<Credentials>,
 }
 
 /// Phones rung together; the next step starts when they all failed or the
@@ -145,6 +147,7 @@ pub fn trunk_plan(trunk: &Trunk, number: &str, calls: &Calls, out: &Outbound) ->
             member: format!("trunk:{}", trunk.id),
             uri,
             to,
+            credentials: trunk.credentials.clone(),
         }],
         _ => Vec::new(),
     };
@@ -170,6 +173,7 @@ fn static_target(extension: &str, addr: SocketAddr, out: &Outbound) -> Option<Ta
         member: extension.to_owned(),
         uri,
         to: out.route_to(addr, Transport::Udp)?,
+        credentials: None,
     })
 }
 
@@ -182,6 +186,7 @@ fn target(member: &str, binding: &Binding, out: &Outbound) -> Option<Target> {
         member: member.to_owned(),
         uri,
         to,
+        credentials: None,
     })
 }
 
