@@ -301,7 +301,7 @@ fn a_challenging_trunk_peer_gets_the_trunks_credentials() {
     let peer_port = free_udp_port("127.0.4.2");
     let peer = format!("127.0.4.2:{peer_port}");
     let gw = start("trunk-auth", |dir| {
-        let mut text = base_config(&dir.0, &[listen.clone()], "");
+        let mut text = base_config(&dir.0, std::slice::from_ref(&listen), "");
         text.push_str(&format!(
             r#"
 [auth]
