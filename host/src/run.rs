@@ -46,6 +46,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error("HTTP API TLS ([api] tls_cert / tls_key): {0}")]
+    ApiTls(String),
     #[error("cannot listen on {addr} (HTTP API, [api] listen): {source}")]
     Api {
         addr: SocketAddr,
@@ -278,9 +280,23 @@ pub async fn run(
         let local = listener
             .local_addr()
             .map_err(|source| StartError::Api { addr, source })?;
-        tracing::info!(addr = %local, "api listening");
         let state = Arc::new(api::ApiState::new(core.clone(), plugins.clone(), token));
-        tasks.push(tokio::spawn(api::serve(listener, state, stop_rx.clone())));
+        match &config.api.tls {
+            None => {
+                tracing::info!(addr = %local, scheme = "http", "api listening");
+                tasks.push(tokio::spawn(api::serve(listener, state, stop_rx.clone())));
+            }
+            Some(files) => {
+                let acceptor =
+                    api::tls::acceptor(&files.cert, &files.key).map_err(StartError::ApiTls)?;
+                tracing::info!(addr = %local, scheme = "https", "api listening");
+                let listener = api::tls::TlsListener {
+                    tcp: listener,
+                    acceptor,
+                };
+                tasks.push(tokio::spawn(api::serve(listener, state, stop_rx.clone())));
+            }
+        }
     }
     let reloader = {
         let (core, plugins) = (core.clone(), plugins.clone());

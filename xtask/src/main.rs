@@ -98,6 +98,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("chromium", "apt-get install chromium"),
     ("node", "apt-get install nodejs npm"),
     ("npm", "apt-get install npm"),
+    ("curl", "apt-get install curl"),
 ];
 
 fn test(args: &[String]) -> Result {

@@ -108,6 +108,16 @@ pub struct Api {
     /// The bearer token; None: generated on first start, stored in the
     /// database and shown once in the log.
     pub token: Option<String>,
+    /// Serve HTTPS with this certificate chain and key (PEM files); None: HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files (relative paths are
+/// relative to the config file's folder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for Api {
@@ -116,6 +126,7 @@ impl Default for Api {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            tls: None,
         }
     }
 }
@@ -619,6 +630,13 @@ impl Config {
         })?;
         let mut config = Config::parse(&text, &path.display().to_string())?;
         let folder = path.parent().unwrap_or(Path::new(""));
+        if let Some(tls) = &mut config.api.tls {
+            for file in [&mut tls.cert, &mut tls.key] {
+                if file.is_relative() {
+                    *file = folder.join(&*file);
+                }
+            }
+        }
         for plugin in &mut config.plugins {
             if let PluginSource::File(file) = &mut plugin.source {
                 if file.is_relative() {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::{
     is_ip_literal, Api, Auth, Bans, Calls, Config, ConfigError, Credentials, Extension, Grant,
     Location, Log, Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup,
-    Server, Storage, Tcp, Tenant, Transaction, Trunk, TrustedSource,
+    Server, Storage, Tcp, Tenant, TlsFiles, Transaction, Trunk, TrustedSource,
 };
 
 // ---------------------------------------------------------------------------
@@ -407,6 +407,8 @@ struct RawApi {
     enabled: bool,
     listen: String,
     token: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Default for RawApi {
@@ -416,6 +418,8 @@ impl Default for RawApi {
             enabled: d.enabled,
             listen: d.listen.to_string(),
             token: d.token,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -896,10 +900,31 @@ impl Ctx<'_> {
                 });
             }
         }
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                self.non_empty_path(&base.key("tls_cert"), &cert)?;
+                self.non_empty_path(&base.key("tls_key"), &key)?;
+                Some(TlsFiles { cert, key })
+            }
+            (cert, _) => {
+                let path = base.key(if cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                });
+                return Err(ConfigError::Invalid {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                    message: "tls_cert and tls_key go together".to_owned(),
+                });
+            }
+        };
         Ok(Api {
             enabled: raw.enabled,
             listen,
             token: raw.token,
+            tls,
         })
     }
 

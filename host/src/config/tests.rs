@@ -1014,3 +1014,21 @@ fn trunk_credentials_go_together() {
         "x.toml:1: trunk[0].password: username and password go together, both non-empty"
     );
 }
+
+#[test]
+fn api_tls_files_go_together() {
+    let c = Config::parse(
+        "[api]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        "x.toml",
+    )
+    .unwrap();
+    let tls = c.api.tls.unwrap();
+    assert_eq!(tls.cert, std::path::PathBuf::from("c.pem"));
+    let error = Config::parse("[api]\ntls_cert = \"c.pem\"\n", "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "x.toml:1: api.tls_key: tls_cert and tls_key go together"
+    );
+}
