@@ -8,6 +8,8 @@
 //! - [`config`]: the TOML configuration, with errors that name file, line and key.
 //! - [`sip`]: our SIP message model, parser and serializer (RFC 3261 section 7, 25).
 //! - [`auth`]: HTTP digest for SIP (RFC 3261 22, RFC 7616, RFC 8760).
+//! - [`stun`]: STUN Binding (RFC 8489, RFC 3489) on the SIP port and on a
+//!   standalone listener.
 
 pub mod auth;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod server;
 pub mod sip;
 pub mod stats;
 pub mod store;
+pub mod stun;
 pub mod transaction;
 pub mod transport;
 

@@ -48,19 +48,36 @@ pub struct Gateway {
     pub log: Arc<Mutex<Vec<String>>>,
     /// UDP and TCP listen addresses, in config order (both on the same port).
     pub addrs: Vec<SocketAddr>,
+    /// The standalone STUN listener's addresses (UDP and TCP), in config order.
+    pub stun_addrs: Vec<SocketAddr>,
 }
 
-/// The `[server]`, `[storage]` and `[log]` lines every test config needs.
-/// `listen` holds addresses with port 0 (or fixed ports for restarts).
+/// The `[server]`, `[stun]`, `[storage]` and `[log]` lines every test config
+/// needs. `listen` holds addresses with port 0 (or fixed ports for
+/// restarts). No standalone STUN listener: see [`base_config_with_stun`].
 pub fn base_config(dir: &Path, listen: &[String], server_extra: &str) -> String {
-    let listen = listen
-        .iter()
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    base_config_with_stun(dir, listen, &[], server_extra)
+}
+
+/// [`base_config`] with a standalone STUN listener on `stun_listen`.
+pub fn base_config_with_stun(
+    dir: &Path,
+    listen: &[String],
+    stun_listen: &[String],
+    server_extra: &str,
+) -> String {
+    let list = |addrs: &[String]| {
+        addrs
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
-        "[server]\nlisten = [{listen}]\ncontrol_socket = {:?}\n{server_extra}\n\n[storage]\ndatabase = {:?}\n\n[log]\nformat = \"json\"\n",
+        "[server]\nlisten = [{}]\ncontrol_socket = {:?}\n{server_extra}\n\n[stun]\nlisten = [{}]\n\n[storage]\ndatabase = {:?}\n\n[log]\nformat = \"json\"\n",
+        list(listen),
         dir.join("control.sock").display().to_string(),
+        list(stun_listen),
         dir.join("sipfence.db").display().to_string(),
     )
 }
@@ -76,6 +93,18 @@ impl Gateway {
         let dir = Arc::new(TempDir::new("gw"));
         let listen = vec![format!("{ip}:0")];
         let text = format!("{}\n{extra}", base_config(&dir.0, &listen, server_extra));
+        Gateway::start_with(dir, &text)
+    }
+
+    /// Starts a gateway whose SIP ports and standalone STUN listener are on
+    /// 127.0.0.1:0 and [::1]:0, with `extra` appended to the base config.
+    pub fn start_with_stun(extra: &str) -> Gateway {
+        let dir = Arc::new(TempDir::new("gw"));
+        let both = vec!["127.0.0.1:0".to_owned(), "[::1]:0".to_owned()];
+        let text = format!(
+            "{}\n{extra}",
+            base_config_with_stun(&dir.0, &both, &both, "")
+        );
         Gateway::start_with(dir, &text)
     }
 
@@ -96,6 +125,7 @@ impl Gateway {
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             addrs: Vec::new(),
+            stun_addrs: Vec::new(),
         };
         gw.spawn();
         gw
@@ -112,10 +142,12 @@ impl Gateway {
             .spawn()
             .expect("start sipfence");
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<SocketAddr>, String>>();
+        type Addrs = (Vec<SocketAddr>, Vec<SocketAddr>);
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Addrs, String>>();
         let log = self.log.clone();
         std::thread::spawn(move || {
             let mut addrs = Vec::new();
+            let mut stun_addrs = Vec::new();
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -127,8 +159,13 @@ impl Gateway {
                                     addrs.push(a.parse().unwrap());
                                 }
                             }
+                            Some("stun listening") => {
+                                if let Some(a) = v["udp"].as_str() {
+                                    stun_addrs.push(a.parse().unwrap());
+                                }
+                            }
                             Some("ready") => {
-                                let _ = tx.send(Ok(addrs.clone()));
+                                let _ = tx.send(Ok((addrs.clone(), stun_addrs.clone())));
                                 sent = true;
                             }
                             _ => {}
@@ -142,7 +179,10 @@ impl Gateway {
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addrs)) => self.addrs = addrs,
+            Ok(Ok((addrs, stun_addrs))) => {
+                self.addrs = addrs;
+                self.stun_addrs = stun_addrs;
+            }
             other => {
                 let _ = child.kill();
                 panic!(
