@@ -11,6 +11,8 @@
 //! - [`cdr`]: call detail records: the record, filters, CSV and the CLI times.
 //! - [`manage`]: management operations (bans, registrations, CDRs, plugins),
 //!   shared by the control socket ([`control`]) and the HTTP API ([`api`]).
+//! - [`stun`]: STUN Binding (RFC 8489, RFC 3489) on the SIP port and on a
+//!   standalone listener.
 
 pub mod api;
 pub mod auth;
@@ -29,6 +31,7 @@ pub mod server;
 pub mod sip;
 pub mod stats;
 pub mod store;
+pub mod stun;
 pub mod transaction;
 pub mod transport;
 

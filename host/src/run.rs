@@ -1,6 +1,7 @@
 //! Starting and stopping the gateway: open the store, restore bindings and
-//! bans, load the plugin chain, bind the listeners, serve until told to stop
-//! (reloading the chain on SIGHUP), then flush.
+//! bans, load the plugin chain, bind the listeners (SIP, and the standalone
+//! STUN listener), serve until told to stop (reloading the chain on SIGHUP),
+//! then flush.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use crate::registrar::Registrar;
 use crate::server::{self, now_ms, tenant_key, Core, Gateway, Sink};
 use crate::stats::Stats;
 use crate::store::{self, Store, Write};
+use crate::stun;
 use crate::transaction::{Timers, Transactions};
 use crate::transport::{tcp, udp, Outbound};
 
@@ -124,7 +126,10 @@ pub async fn run(
     let directory = load_directory(&config, &store, &reader).await?;
 
     // Bans survive restarts too.
-    let guard = Guard::new(config.bans.ipv6_prefix_len, config.bans.never_ban.clone());
+    let guard = Arc::new(Guard::new(
+        config.bans.ipv6_prefix_len,
+        config.bans.never_ban.clone(),
+    ));
     let bans = guard.restore(store::load_bans(&reader, now)?, now);
     tracing::info!(bans, "bans restored");
     let api_token = match config.api.enabled {
@@ -161,6 +166,17 @@ pub async fn run(
         udp_sockets.push(Arc::new(socket));
         tcp_listeners.push(listener);
     }
+    let mut stun_bound = Vec::new();
+    for addr in &config.stun.listen {
+        let (socket, listener) = bind_pair(*addr, config.server.udp_recv_buffer_bytes)?;
+        let local = socket.local_addr().map_err(|source| StartError::Bind {
+            addr: *addr,
+            transport: "udp",
+            source,
+        })?;
+        tracing::info!(udp = %local, tcp = %local, "stun listening");
+        stun_bound.push((*addr, Arc::new(socket), listener));
+    }
 
     let stats = Arc::new(Stats::default());
     let out = Outbound::new(udp_sockets.clone());
@@ -171,6 +187,10 @@ pub async fn run(
         j: Duration::from_millis(config.transaction.timer_j_ms),
     };
     let transactions = Transactions::new(timers);
+    let stun = Arc::new(stun::Responder::new(
+        &config.server.user_agent,
+        stats.clone(),
+    ));
     let core = Arc::new(Core {
         config: config.clone(),
         directory,
@@ -184,7 +204,8 @@ pub async fn run(
         transactions: transactions.clone(),
         out: out.clone(),
         stats: stats.clone(),
-        guard,
+        guard: guard.clone(),
+        stun: stun.clone(),
         chain: RwLock::new(Arc::new(chain)),
         store: store.clone(),
         proxy: Proxy::new(
@@ -209,6 +230,7 @@ pub async fn run(
     };
     for (index, socket) in udp_sockets.iter().enumerate() {
         let threads = udp::spawn_receivers(
+            "sipfence-udp",
             socket.clone(),
             index,
             sink.clone(),
@@ -238,6 +260,21 @@ pub async fn run(
             stats.clone(),
             stop_rx.clone(),
         )));
+    }
+    let gate = stun::Gate {
+        responder: stun,
+        guard,
+        stats: stats.clone(),
+    };
+    for (index, (addr, socket, listener)) in stun_bound.into_iter().enumerate() {
+        let running = stun::serve(index, socket, listener, &gate, limits, &udp_stop, &stop_rx)
+            .map_err(|source| StartError::Bind {
+                addr,
+                transport: "udp",
+                source,
+            })?;
+        udp_threads.push(running.thread);
+        tasks.push(running.task);
     }
     let sweeper = transactions.spawn_sweeper(timers.t1.min(Duration::from_millis(500)));
     let purger = {

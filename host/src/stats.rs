@@ -40,14 +40,22 @@ counters! {
     udp_packets_in,
     /// SIP messages framed from TCP connections.
     tcp_messages_in,
-    /// TCP connections accepted.
+    /// TCP connections accepted (SIP and STUN).
     tcp_connections_accepted,
-    /// TCP connections refused by the total or per-source limit.
+    /// TCP connections refused by the total or per-source limit (SIP and STUN).
     tcp_connections_refused,
-    /// TCP connections closed for idleness.
+    /// TCP connections closed for idleness (SIP and STUN).
     tcp_idle_closed,
     /// CRLF keep-alives seen (RFC 5626).
     keepalives,
+    /// STUN messages received, on the SIP UDP port and the STUN listener;
+    /// each is answered (`stun_errors` of them with a 420) or dropped.
+    stun_requests,
+    /// STUN messages dropped unanswered: malformed, a wrong FINGERPRINT, or
+    /// not a Binding request.
+    stun_dropped,
+    /// STUN Binding requests answered 420 Unknown Attribute.
+    stun_errors,
     /// Messages that could not be parsed well enough to answer: dropped.
     dropped_unparseable,
     /// Datagrams larger than `server.max_message_bytes`: dropped.

@@ -53,6 +53,8 @@ pub struct Gateway {
     pub api_addr: Option<SocketAddr>,
     /// The API token, as generated and logged on the first start.
     pub api_token: Option<String>,
+    /// The standalone STUN listener's addresses (UDP and TCP), in config order.
+    pub stun_addrs: Vec<SocketAddr>,
 }
 
 /// What the log says before "ready".
@@ -61,20 +63,37 @@ struct Started {
     addrs: Vec<SocketAddr>,
     api_addr: Option<SocketAddr>,
     api_token: Option<String>,
+    stun_addrs: Vec<SocketAddr>,
 }
 
-/// The `[server]`, `[storage]`, `[log]` and `[api]` lines every test config
-/// needs. `listen` holds addresses with port 0 (or fixed ports for
-/// restarts); the API listens on a free loopback port with a generated token.
+/// The `[server]`, `[stun]`, `[storage]`, `[log]` and `[api]` lines every
+/// test config needs. `listen` holds addresses with port 0 (or fixed ports
+/// for restarts); the API listens on a free loopback port with a generated
+/// token (the text ends inside `[api]`, so a test may add keys to it). No
+/// standalone STUN listener: see [`base_config_with_stun`].
 pub fn base_config(dir: &Path, listen: &[String], server_extra: &str) -> String {
-    let listen = listen
-        .iter()
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    base_config_with_stun(dir, listen, &[], server_extra)
+}
+
+/// [`base_config`] with a standalone STUN listener on `stun_listen`.
+pub fn base_config_with_stun(
+    dir: &Path,
+    listen: &[String],
+    stun_listen: &[String],
+    server_extra: &str,
+) -> String {
+    let list = |addrs: &[String]| {
+        addrs
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
-        "[server]\nlisten = [{listen}]\ncontrol_socket = {:?}\n{server_extra}\n\n[storage]\ndatabase = {:?}\n\n[log]\nformat = \"json\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = [{}]\ncontrol_socket = {:?}\n{server_extra}\n\n[stun]\nlisten = [{}]\n\n[storage]\ndatabase = {:?}\n\n[log]\nformat = \"json\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        list(listen),
         dir.join("control.sock").display().to_string(),
+        list(stun_listen),
         dir.join("sipfence.db").display().to_string(),
     )
 }
@@ -90,6 +109,18 @@ impl Gateway {
         let dir = Arc::new(TempDir::new("gw"));
         let listen = vec![format!("{ip}:0")];
         let text = format!("{}\n{extra}", base_config(&dir.0, &listen, server_extra));
+        Gateway::start_with(dir, &text)
+    }
+
+    /// Starts a gateway whose SIP ports and standalone STUN listener are on
+    /// 127.0.0.1:0 and [::1]:0, with `extra` appended to the base config.
+    pub fn start_with_stun(extra: &str) -> Gateway {
+        let dir = Arc::new(TempDir::new("gw"));
+        let both = vec!["127.0.0.1:0".to_owned(), "[::1]:0".to_owned()];
+        let text = format!(
+            "{}\n{extra}",
+            base_config_with_stun(&dir.0, &both, &both, "")
+        );
         Gateway::start_with(dir, &text)
     }
 
@@ -112,6 +143,7 @@ impl Gateway {
             addrs: Vec::new(),
             api_addr: None,
             api_token: None,
+            stun_addrs: Vec::new(),
         };
         gw.spawn();
         gw
@@ -149,6 +181,11 @@ impl Gateway {
                             Some(m) if m.starts_with("generated an API token") => {
                                 started.api_token = v["token"].as_str().map(str::to_owned);
                             }
+                            Some("stun listening") => {
+                                if let Some(a) = v["udp"].as_str() {
+                                    started.stun_addrs.push(a.parse().unwrap());
+                                }
+                            }
                             Some("ready") => {
                                 let _ = tx.send(Ok(started.clone()));
                                 sent = true;
@@ -167,6 +204,7 @@ impl Gateway {
             Ok(Ok(started)) => {
                 self.addrs = started.addrs;
                 self.api_addr = started.api_addr;
+                self.stun_addrs = started.stun_addrs;
                 if started.api_token.is_some() {
                     self.api_token = started.api_token;
                 }

@@ -99,7 +99,12 @@ const TOOLS: &[(&str, &str)] = &[
     ("node", "apt-get install nodejs npm"),
     ("npm", "apt-get install npm"),
     ("curl", "apt-get install curl"),
+    ("stun", "apt-get install stun-client"),
+    ("python3", "apt-get install python3"),
 ];
+
+/// Python modules the end-to-end tests import, with how to install them.
+const PYTHON_MODULES: &[(&str, &str)] = &[("aiostun", "python3 -m pip install aiostun==0.6.1")];
 
 fn test(args: &[String]) -> Result {
     for (tool, install) in TOOLS {
@@ -108,6 +113,18 @@ fn test(args: &[String]) -> Result {
             .unwrap_or(false);
         if !found {
             return Err(format!("`{tool}` is needed by the tests: {install}"));
+        }
+    }
+    for (module, install) in PYTHON_MODULES {
+        let found = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Err(format!(
+                "the Python module `{module}` is needed by the tests: {install}"
+            ));
         }
     }
     build_plugins()?;

@@ -87,7 +87,7 @@ pub enum ConfigError {
         message: String,
     },
 
-    /// A `server.listen` entry that is not an `IP:port` socket address.
+    /// A `server.listen` or `stun.listen` entry that is not an `IP:port` socket address.
     #[error("{at}: {key}: invalid socket address \"{value}\"")]
     InvalidListenAddress {
         at: Location,
@@ -95,7 +95,7 @@ pub enum ConfigError {
         value: String,
     },
 
-    /// The same `server.listen` address twice.
+    /// The same `server.listen` (or `stun.listen`) address twice.
     #[error("{at}: {key}: duplicate listen address \"{addr}\"")]
     DuplicateListenAddress {
         at: Location,

@@ -38,6 +38,7 @@ pub const EMBEDDED_ORIGIN: &str = "<embedded default>";
 pub struct Config {
     pub server: Server,
     pub tcp: Tcp,
+    pub stun: Stun,
     pub transaction: Transaction,
     pub registrar: Registrar,
     pub auth: Auth,
@@ -150,6 +151,26 @@ impl Default for Tcp {
             max_connections: 4096,
             max_connections_per_source: 32,
             idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// `[stun]`: the standalone STUN listener. STUN on the SIP UDP port needs
+/// no configuration: it is always answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stun {
+    /// `listen`: each address serves UDP and TCP; empty turns the listener
+    /// off. No duplicates (port 0 may repeat).
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for Stun {
+    fn default() -> Self {
+        Stun {
+            listen: vec![
+                SocketAddr::from(([127, 0, 0, 1], 3478)),
+                SocketAddr::from((Ipv6Addr::LOCALHOST, 3478)),
+            ],
         }
     }
 }

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::{
     is_ip_literal, Api, Auth, Bans, Calls, Config, ConfigError, Credentials, Extension, Grant,
     Location, Log, Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup,
-    Server, Storage, Tcp, Tenant, TlsFiles, Transaction, Trunk, TrustedSource,
+    Server, Storage, Stun, Tcp, Tenant, TlsFiles, Transaction, Trunk, TrustedSource,
 };
 
 // ---------------------------------------------------------------------------
@@ -347,6 +347,8 @@ struct RawFile {
     #[serde(default)]
     tcp: Tcp,
     #[serde(default)]
+    stun: RawStun,
+    #[serde(default)]
     transaction: Transaction,
     #[serde(default)]
     registrar: Registrar,
@@ -530,6 +532,25 @@ impl Default for RawServer {
             workers: d.workers,
             max_message_bytes: d.max_message_bytes,
             udp_recv_buffer_bytes: d.udp_recv_buffer_bytes,
+        }
+    }
+}
+
+/// `[stun]` with the listen addresses still strings, as for `[server]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStun {
+    listen: Vec<String>,
+}
+
+impl Default for RawStun {
+    fn default() -> Self {
+        RawStun {
+            listen: Stun::default()
+                .listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         }
     }
 }
@@ -731,6 +752,10 @@ impl Ctx<'_> {
         let mut hosts = Hosts::default();
         let server = self.server(raw.server, &mut hosts)?;
         self.tcp(&raw.tcp)?;
+        // Empty is allowed: no standalone STUN listener.
+        let stun = Stun {
+            listen: self.listen_addresses(&KeyPath::of(&["stun", "listen"]), &raw.stun.listen)?,
+        };
         self.transaction(&raw.transaction)?;
         self.registrar(&raw.registrar)?;
         self.auth(&raw.auth)?;
@@ -792,6 +817,7 @@ impl Ctx<'_> {
         Ok(Config {
             server,
             tcp: raw.tcp,
+            stun,
             transaction: raw.transaction,
             registrar: raw.registrar,
             auth: raw.auth,
@@ -813,28 +839,7 @@ impl Ctx<'_> {
         if raw.listen.is_empty() {
             return Err(self.empty(&listen_path));
         }
-        let mut listen: Vec<SocketAddr> = Vec::with_capacity(raw.listen.len());
-        for (i, value) in raw.listen.iter().enumerate() {
-            let path = listen_path.index(i);
-            let addr: SocketAddr =
-                value
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError::InvalidListenAddress {
-                        at: self.at(&path),
-                        key: path.to_string(),
-                        value: value.clone(),
-                    })?;
-            // Port 0 ("any free port") binds a new port each time.
-            if addr.port() != 0 && listen.contains(&addr) {
-                return Err(ConfigError::DuplicateListenAddress {
-                    at: self.at(&path),
-                    key: path.to_string(),
-                    addr,
-                });
-            }
-            listen.push(addr);
-        }
+        let listen = self.listen_addresses(&listen_path, &raw.listen)?;
 
         self.header_text(&base.key("user_agent"), &raw.user_agent)?;
         self.header_text(&base.key("realm"), &raw.realm)?;
@@ -926,6 +931,37 @@ impl Ctx<'_> {
             token: raw.token,
             tls,
         })
+    }
+
+    /// A list of `IP:port` socket addresses without duplicates (port 0,
+    /// "any free port", may repeat: it binds a new port each time).
+    fn listen_addresses(
+        &self,
+        path: &KeyPath,
+        values: &[String],
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut listen: Vec<SocketAddr> = Vec::with_capacity(values.len());
+        for (i, value) in values.iter().enumerate() {
+            let path = path.index(i);
+            let addr: SocketAddr =
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::InvalidListenAddress {
+                        at: self.at(&path),
+                        key: path.to_string(),
+                        value: value.clone(),
+                    })?;
+            if addr.port() != 0 && listen.contains(&addr) {
+                return Err(ConfigError::DuplicateListenAddress {
+                    at: self.at(&path),
+                    key: path.to_string(),
+                    addr,
+                });
+            }
+            listen.push(addr);
+        }
+        Ok(listen)
     }
 
     fn tcp(&self, tcp: &Tcp) -> Result<(), ConfigError> {

@@ -44,6 +44,10 @@ fn embedded_default_parses_with_expected_values() {
     assert_eq!(c.tcp.max_connections_per_source, 32);
     assert_eq!(c.tcp.idle_timeout_ms, 300_000);
     assert_eq!(
+        c.stun.listen,
+        vec![addr("127.0.0.1:3478"), addr("[::1]:3478")]
+    );
+    assert_eq!(
         (
             c.transaction.t1_ms,
             c.transaction.t2_ms,
@@ -85,6 +89,8 @@ fn embedded_default_matches_code_defaults() {
     assert_eq!(file.server, Server::default());
     assert_eq!(file.server, empty.server);
     assert_eq!(file.tcp, Tcp::default());
+    assert_eq!(file.stun, Stun::default());
+    assert_eq!(empty.stun, Stun::default());
     assert_eq!(file.transaction, Transaction::default());
     assert_eq!(file.registrar, Registrar::default());
     assert_eq!(file.auth, Auth::default());
@@ -337,7 +343,7 @@ fn unknown_key_at_top_level() {
     let text = "[server]\nworkers = 1\n\n[sever]\nworkers = 2\n";
     assert_eq!(
         error(text),
-        "x.toml:4: sever: unknown key (expected one of: server, tcp, transaction, \
+        "x.toml:4: sever: unknown key (expected one of: server, tcp, stun, transaction, \
          registrar, auth, storage, log, calls, nat, api, extension, ring_group, trunk, tenant, bans, plugin)"
     );
 }
@@ -455,6 +461,25 @@ fn empty_listen() {
     assert_eq!(
         error("[server]\nlisten = []\n"),
         "x.toml:2: server.listen: must not be empty"
+    );
+}
+
+#[test]
+fn stun_listen_may_be_empty_and_is_checked_like_server_listen() {
+    assert!(parse("[stun]\nlisten = []\n").stun.listen.is_empty());
+    let c = parse("[stun]\nlisten = [\"127.0.0.1:0\", \"127.0.0.1:0\", \"[::1]:3479\"]\n");
+    assert_eq!(c.stun.listen.len(), 3);
+    assert_eq!(
+        error("[stun]\nlisten = [\n  \"127.0.0.1:3478\",\n  \"localhost:3478\",\n]\n"),
+        "x.toml:4: stun.listen[1]: invalid socket address \"localhost:3478\""
+    );
+    assert_eq!(
+        error("[stun]\nlisten = [\"[::1]:3478\", \"[::1]:3478\"]\n"),
+        "x.toml:2: stun.listen[1]: duplicate listen address \"[::1]:3478\""
+    );
+    assert_eq!(
+        error("[stun]\nport = 3478\n"),
+        "x.toml:2: stun.port: unknown key (expected one of: listen)"
     );
 }
 

@@ -67,6 +67,7 @@ async fn rig(extra: &str) -> Rig {
         j: 64 * T1,
     };
     let location = Arc::new(Location::default());
+    let stats = Arc::new(Stats::default());
     let core = Arc::new(Core {
         config: config.clone(),
         directory: Directory::default(),
@@ -75,8 +76,9 @@ async fn rig(extra: &str) -> Rig {
         registrar: Registrar::new(location, store.clone(), config.registrar.clone()),
         transactions: Transactions::new(timers),
         out: Outbound::new(vec![Arc::new(socket)]),
-        stats: Arc::new(Stats::default()),
-        guard: Guard::new(64, Vec::new()),
+        stats: stats.clone(),
+        guard: Arc::new(Guard::new(64, Vec::new())),
+        stun: Arc::new(crate::stun::Responder::new("sipfence-test", stats)),
         chain: RwLock::new(Arc::new(Chain::empty())),
         store,
         proxy: Proxy::new(

@@ -161,6 +161,19 @@ impl Outbound {
             }
         }
     }
+
+    /// Sends one datagram back on the UDP socket `to` came in on, straight
+    /// from the caller's buffer (STUN answers: nothing to queue or keep).
+    pub fn send_datagram(&self, to: &Source, bytes: &[u8]) {
+        let Route::UdpSocket(index) = to.via else {
+            return;
+        };
+        if let Some(socket) = self.udp.get(index) {
+            if let Err(e) = socket.send_to(bytes, to.addr) {
+                tracing::debug!(peer = %to.addr, error = %e, "udp send failed");
+            }
+        }
+    }
 }
 
 /// Open TCP connections: a queue to each connection's writer.
