@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,16 +32,18 @@ pub const PING_BRANCH: &str = "z9hG4bKsfping";
 #[derive(Default)]
 pub struct Watch {
     heard: RwLock<HashMap<SocketAddr, AtomicU64>>,
+    /// Whether `heard` has entries: without pings (the default) the receive
+    /// path pays one relaxed load, not a lock.
+    watching: AtomicBool,
 }
 
 impl Watch {
     /// Called for every message received: cheap unless `addr` is watched.
     pub fn heard(&self, addr: SocketAddr) {
-        let heard = self.heard.read().unwrap();
-        if heard.is_empty() {
+        if !self.watching.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(at) = heard.get(&addr) {
+        if let Some(at) = self.heard.read().unwrap().get(&addr) {
             at.store(crate::now_ms(), Ordering::Relaxed);
         }
     }
@@ -64,6 +66,7 @@ impl Watch {
                 .unwrap_or_else(|| AtomicU64::new(now_ms));
             next.insert(addr, at);
         }
+        self.watching.store(!next.is_empty(), Ordering::Relaxed);
         *heard = next;
     }
 }
@@ -124,7 +127,7 @@ fn round(core: &Arc<Core>, pinged: &mut HashMap<(Aor, String), Pinged>, interval
             crate::stats::Stats::inc(&core.stats.keepalive_removed);
             let emitter = core.clone();
             core.registrar
-                .forget(&key.0, &key.1, binding.source, move |event| {
+                .forget(&key.0, &key.1, binding.source, now, move |event| {
                     emitter.emit(event);
                 });
             continue;
@@ -145,11 +148,7 @@ fn ping(core: &Core, binding: &Binding) {
     let Some(to) = core.out.route_to(binding.source, Transport::Udp) else {
         return;
     };
-    let local = core
-        .out
-        .local_for(binding.source)
-        .map(crate::proxy::forward::host_port)
-        .unwrap_or_default();
+    let local = core.out.local_host_port(binding.source);
     let tag = rand::random::<u64>();
     let text = format!(
         "OPTIONS {contact} SIP/2.0\r\n\

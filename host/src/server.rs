@@ -481,8 +481,10 @@ impl Core {
         }
         // Inside a dialog (To has a tag) a request follows its dialog, whatever
         // its Request-URI (the peer's Contact) says.
-        let in_dialog = request.to().is_ok_and(|to| to.tag().is_some());
-        if in_dialog && *method != Method::Register && *method != Method::Options {
+        // (The method first: a REGISTER's To is parsed once, by the registrar.)
+        let in_dialog = !matches!(method, Method::Register | Method::Options)
+            && request.to().is_ok_and(|to| to.tag().is_some());
+        if in_dialog {
             return self.proxy.in_dialog(self, request, source, key);
         }
         let Some(tenant) = tenant else {

@@ -2,22 +2,12 @@
 //! request sent on, the CANCEL and ACK it sends per branch. Pure functions
 //! over [`Message`], so the rules are unit-tested without sockets.
 
-use std::net::SocketAddr;
-
 use crate::sip::{Message, Method, NameAddr, StartLine, Uri};
 use crate::transport::Transport;
 
 /// The parameter marking our own Record-Route URI, so the Route entry that
 /// names us is recognised without comparing host names.
 pub const ROUTE_MARK: &str = "sipfence";
-
-/// `host:port` of a socket address, IPv6 in brackets.
-pub fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
-}
 
 /// Our Via for a request we send (RFC 3261 16.6 step 8). `rport` asks the
 /// next hop to answer to the port we really sent from.

@@ -287,11 +287,7 @@ impl Proxy {
             return Reply::Silent;
         }
         Stats::inc(&core.stats.calls_started);
-        let local = core
-            .out
-            .local_for(source.addr)
-            .map(forward::host_port)
-            .unwrap_or_default();
+        let local = core.out.local_host_port(source.addr);
         let trying = core.reply(request, 100, "Trying").1;
         core.send_response(key, 100, &trying, source);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -462,11 +458,7 @@ impl Proxy {
     fn send_branch(&self, core: &Arc<Core>, call: &mut Call, target: &Target) {
         let index = call.branches.len();
         let id = self.branch_id(call.id, index);
-        let local = core
-            .out
-            .local_for(target.to.addr)
-            .map(forward::host_port)
-            .unwrap_or_default();
+        let local = core.out.local_host_port(target.to.addr);
         let via = forward::via(target.to.transport, &local, &id);
         let mut sent = forward::forward(&call.request, Some(&target.uri), &via);
         if let Some(initial) = &call.initial {
@@ -479,29 +471,49 @@ impl Proxy {
                 sent.headers.insert(1, "Record-Route", callee_side);
             }
         }
+        let (contact, step) = (target.uri.to_string(), call.step);
+        self.launch(
+            core,
+            call,
+            sent,
+            target.to,
+            contact,
+            step,
+            target.credentials.clone(),
+        );
+    }
+
+    /// Sends `sent`, whose top Via is ours for the next branch index, as a new
+    /// client transaction: recorded, then its timer started.
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        core: &Arc<Core>,
+        call: &mut Call,
+        sent: Message,
+        to: Source,
+        contact: String,
+        step: u32,
+        credentials: Option<crate::config::Credentials>,
+    ) {
+        let index = call.branches.len();
         let bytes: Arc<[u8]> = sent.to_bytes().into();
         Stats::inc(&core.stats.requests_forwarded);
-        core.out.send(&target.to, bytes.clone());
+        core.out.send(&to, bytes.clone());
         call.branches.push(Branch {
             call: call.id,
             index,
-            to: target.to,
-            contact: target.uri.to_string(),
+            to,
+            contact,
             sent,
             bytes,
             state: BranchState::Calling,
             cancel_wanted: None,
-            step: call.step,
-            credentials: target.credentials.clone(),
+            step,
+            credentials,
         });
         let invite = call.method == Method::Invite;
-        self.spawn_branch_timer(
-            core,
-            call.id,
-            index,
-            target.to.transport.is_reliable(),
-            invite,
-        );
+        self.spawn_branch_timer(core, call.id, index, to.transport.is_reliable(), invite);
     }
 
     /// Puts a call back in the table unless it is over.
@@ -818,35 +830,15 @@ impl Proxy {
         let mut sent = branch.sent.clone();
         let next = call.branches.len();
         let id = self.branch_id(call.id, next);
-        let local = core
-            .out
-            .local_for(to.addr)
-            .map(forward::host_port)
-            .unwrap_or_default();
+        let local = core.out.local_host_port(to.addr);
         sent.headers.pop_first_value("Via");
         sent.headers
             .insert(0, "Via", forward::via(to.transport, &local, &id));
         let seq = sent.cseq().map(|c| c.seq).unwrap_or(1);
         sent.headers.set("CSeq", format!("{} {method}", seq + 1));
         sent.headers.push(tell, authorization);
-        let bytes: Arc<[u8]> = sent.to_bytes().into();
-        Stats::inc(&core.stats.requests_forwarded);
-        core.out.send(&to, bytes.clone());
         let contact = call.branches[index].contact.clone();
-        call.branches.push(Branch {
-            call: call.id,
-            index: next,
-            to,
-            contact,
-            sent,
-            bytes,
-            state: BranchState::Calling,
-            cancel_wanted: None,
-            step,
-            credentials: None,
-        });
-        let invite = call.method == Method::Invite;
-        self.spawn_branch_timer(core, call.id, next, to.transport.is_reliable(), invite);
+        self.launch(core, call, sent, to, contact, step, None);
         tracing::debug!(code, "trunk peer challenged: sent again with credentials");
         true
     }
@@ -1061,7 +1053,6 @@ impl Proxy {
             branches: Vec::new(),
             steps: VecDeque::from([Step {
                 targets: vec![Target {
-                    member: String::new(),
                     uri,
                     to,
                     credentials: None,
@@ -1093,11 +1084,7 @@ impl Proxy {
         };
         let mut request = request.clone();
         forward::strip_own_routes(&mut request);
-        let local = core
-            .out
-            .local_for(to.addr)
-            .map(forward::host_port)
-            .unwrap_or_default();
+        let local = core.out.local_host_port(to.addr);
         let branch = format!("{}a{:016x}", self.prefix, rand::random::<u64>());
         let sent = forward::forward(&request, None, &forward::via(to.transport, &local, &branch));
         Stats::inc(&core.stats.requests_forwarded);
@@ -1313,11 +1300,7 @@ impl Proxy {
             let Ok(target) = Uri::parse(contact) else {
                 continue;
             };
-            let local = core
-                .out
-                .local_for(to.addr)
-                .map(forward::host_port)
-                .unwrap_or_default();
+            let local = core.out.local_host_port(to.addr);
             let branch = format!("{}b{:016x}", self.prefix, rand::random::<u64>());
             let mut bye = forward::bye(
                 &target,

@@ -23,8 +23,6 @@ use crate::transport::{Outbound, Source, Transport};
 /// One phone to ring.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// The extension it belongs to.
-    pub member: String,
     /// The Request-URI: the registered Contact.
     pub uri: Uri,
     /// Where the request is sent.
@@ -87,7 +85,7 @@ pub fn route(
             .location
             .lookup(&aor, lookup.now_ms)
             .iter()
-            .filter_map(|b| target(extension, b, lookup.out))
+            .filter_map(|b| target(b, lookup.out))
             .collect();
         // A static binding: the configured address, always there.
         let fixed = tenant.extension(extension).and_then(|e| e.address);
@@ -140,11 +138,10 @@ pub fn route(
 pub fn trunk_plan(trunk: &Trunk, number: &str, calls: &Calls, out: &Outbound) -> Plan {
     let uri = Uri::parse(&format!(
         "sip:{number}@{}",
-        super::forward::host_port(trunk.address)
+        crate::transport::host_port(trunk.address)
     ));
     let targets = match (uri, out.route_to(trunk.address, Transport::Udp)) {
         (Ok(uri), Some(to)) => vec![Target {
-            member: format!("trunk:{}", trunk.id),
             uri,
             to,
             credentials: trunk.credentials.clone(),
@@ -166,11 +163,10 @@ pub fn trunk_plan(trunk: &Trunk, number: &str, calls: &Calls, out: &Outbound) ->
 fn static_target(extension: &str, addr: SocketAddr, out: &Outbound) -> Option<Target> {
     let uri = Uri::parse(&format!(
         "sip:{extension}@{}",
-        super::forward::host_port(addr)
+        crate::transport::host_port(addr)
     ))
     .ok()?;
     Some(Target {
-        member: extension.to_owned(),
         uri,
         to: out.route_to(addr, Transport::Udp)?,
         credentials: None,
@@ -178,12 +174,11 @@ fn static_target(extension: &str, addr: SocketAddr, out: &Outbound) -> Option<Ta
 }
 
 /// The phone behind one binding, if it can be reached.
-fn target(member: &str, binding: &Binding, out: &Outbound) -> Option<Target> {
+fn target(binding: &Binding, out: &Outbound) -> Option<Target> {
     let uri = Uri::parse(&binding.contact).ok()?;
     let addr = destination(&uri, binding.source, binding.transport);
     let to = out.route_to(addr, binding.transport)?;
     Some(Target {
-        member: member.to_owned(),
         uri,
         to,
         credentials: None,

@@ -27,6 +27,10 @@ use crate::transport::{Outbound, Route, Source, Transport};
 
 const T1: Duration = Duration::from_millis(100);
 
+/// Group 600 hunting 101 then 102, a second each.
+const HUNT_600: &str = "[[ring_group]]\nnumber = \"600\"\nstrategy = \"hunt\"\n\
+                        members = [\"101\", \"102\"]\nmember_timeout_ms = 1000\n";
+
 /// A core with one UDP socket, no plugins, and the given extra config.
 struct Rig {
     core: Arc<Core>,
@@ -359,10 +363,7 @@ async fn a_6xx_ends_the_search_and_cancels_the_rest() {
 
 #[tokio::test(start_paused = true)]
 async fn hunt_group_rings_members_in_turn() {
-    let rig = rig(
-        "[[ring_group]]\nnumber = \"600\"\nstrategy = \"hunt\"\nmembers = [\"101\", \"102\"]\nmember_timeout_ms = 1000\n",
-    )
-    .await;
+    let rig = rig(HUNT_600).await;
     let (first, second) = (phone(&rig, "101").await, phone(&rig, "102").await);
     rig.call("600");
     let start = Instant::now();
@@ -383,10 +384,7 @@ async fn hunt_group_rings_members_in_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn a_busy_hunt_member_passes_the_call_on_at_once() {
-    let rig = rig(
-        "[[ring_group]]\nnumber = \"600\"\nstrategy = \"hunt\"\nmembers = [\"101\", \"102\"]\nmember_timeout_ms = 1000\n",
-    )
-    .await;
+    let rig = rig(HUNT_600).await;
     let (first, second) = (phone(&rig, "101").await, phone(&rig, "102").await);
     rig.call("600");
     let start = Instant::now();

@@ -248,19 +248,20 @@ impl Location {
             .unwrap_or_default()
     }
 
-    /// Removes the binding `key` of `aor` (an operator's request); the
-    /// store write to commit, or None if there is no such current binding.
-    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Write> {
+    /// Removes the current binding `key` of `aor` (an operator's request, a
+    /// phone that stopped answering pings) and returns it; the caller commits
+    /// [`delete`] for it.
+    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Binding> {
         let mut shard = self.shard(aor).lock().unwrap();
         let bindings = shard.get_mut(aor)?;
         let index = bindings
             .iter()
             .position(|b| b.key() == key && b.expires_at_ms > now_ms)?;
-        bindings.remove(index);
+        let removed = bindings.remove(index);
         if bindings.is_empty() {
             shard.remove(aor);
         }
-        Some(delete(aor, key))
+        Some(removed)
     }
 
     /// How many bindings are current (for metrics).
@@ -296,18 +297,6 @@ impl Location {
             ))
         });
         out
-    }
-
-    /// Removes one binding by its key; returns it if it existed.
-    pub fn take(&self, aor: &Aor, key: &str) -> Option<Binding> {
-        let mut shard = self.shard(aor).lock().unwrap();
-        let bindings = shard.get_mut(aor)?;
-        let index = bindings.iter().position(|b| b.key() == key)?;
-        let removed = bindings.remove(index);
-        if bindings.is_empty() {
-            shard.remove(aor);
-        }
-        Some(removed)
     }
 
     /// Drops expired bindings from memory; returns how many.
@@ -367,7 +356,8 @@ impl Location {
     }
 }
 
-fn delete(aor: &Aor, key: &str) -> Write {
+/// The store write that deletes binding `key` of `aor`.
+pub(crate) fn delete(aor: &Aor, key: &str) -> Write {
     Write::DeleteBinding {
         tenant: aor.tenant.clone(),
         extension: aor.extension.clone(),

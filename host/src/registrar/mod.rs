@@ -123,6 +123,14 @@ impl Registrar {
         );
     }
 
+    /// Removes one binding from memory; the write that removes it from the
+    /// store (the caller commits it), or None if there is no such binding.
+    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Write> {
+        self.location
+            .remove(aor, key, now_ms)
+            .map(|_| location::delete(aor, key))
+    }
+
     /// Removes one binding from memory and the database; `emit` gets the
     /// unregistration event once it is committed.
     pub fn forget(
@@ -130,9 +138,10 @@ impl Registrar {
         aor: &Aor,
         key: &str,
         source: std::net::SocketAddr,
+        now_ms: u64,
         emit: impl FnOnce(crate::plugins::Event) + Send + 'static,
     ) -> bool {
-        let Some(binding) = self.location.take(aor, key) else {
+        let Some(binding) = self.location.remove(aor, key, now_ms) else {
             return false;
         };
         let event = crate::plugins::Event::Unregistered(crate::plugins::Registration {
@@ -141,25 +150,12 @@ impl Registrar {
             extension: aor.extension.clone(),
             contact: binding.contact.to_string(),
         });
-        self.commit(
-            vec![Write::DeleteBinding {
-                tenant: aor.tenant.clone(),
-                extension: aor.extension.clone(),
-                key: key.to_owned(),
-            }],
-            move |committed| {
-                if committed {
-                    emit(event);
-                }
-            },
-        );
+        self.commit(vec![location::delete(aor, key)], move |committed| {
+            if committed {
+                emit(event);
+            }
+        });
         true
-    }
-
-    /// Removes one binding from memory; the write that removes it from the
-    /// store (the caller commits it), or None if there is no such binding.
-    pub fn remove(&self, aor: &Aor, key: &str, now_ms: u64) -> Option<Write> {
-        self.location.remove(aor, key, now_ms)
     }
 
     /// Drops expired bindings from memory and the database.

@@ -20,6 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::net::UdpSocket;
 use tokio::sync::mpsc;
 
+/// `host:port` of a socket address as SIP writes it, IPv6 in brackets (no
+/// scope id: it means nothing to the peer).
+pub fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
 /// The transport a message came over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -118,6 +127,12 @@ impl Outbound {
         let probe = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).ok()?;
         probe.connect(peer).ok()?;
         Some(SocketAddr::new(probe.local_addr().ok()?.ip(), local.port()))
+    }
+
+    /// [`Self::local_for`] as Via and Record-Route write it ("" if there is
+    /// no socket of the peer's family, which `route_to` refuses anyway).
+    pub fn local_host_port(&self, peer: SocketAddr) -> String {
+        self.local_for(peer).map(host_port).unwrap_or_default()
     }
 
     /// The way to reach `addr` over `transport`: the first UDP socket of the
