@@ -1,46 +1,10 @@
 #!/usr/bin/env bash
 # Calls per second (INVITE -> 407 -> INVITE+auth -> 100/180/200 -> ACK -> BYE)
 # and server CPU per call, sipfence and the kit's Kamailio side by side in one
-# run, with the kit's driver (its `call` test: a SIPp UAS registers as 1999,
-# a SIPp UAC calls it through the proxy at increasing rates).
-# usage: bench/compare_calls.sh   (env: CALL_RATES, CALL_SECS, KIT, SIPFENCE_PORT,
-#        SIPFENCE_BIN, SIPFENCE_EXTRA, SKIP_KAMAILIO=1)
-# Needs: a release build (cargo build --release -p sipfence), the kit's
-# packages (see ../shared/bench/README.md). Loopback only.
+# run (see compare_kit.sh): the kit's `call` test registers a SIPp UAS as 1999
+# and a SIPp UAC calls it through the proxy at increasing rates.
+# usage: bench/compare_calls.sh   (env: CALL_RATES, CALL_SECS, and compare_kit.sh's)
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(dirname "$here")"
-KIT="${KIT:-$root/../shared/bench}"
-port="${SIPFENCE_PORT:-5060}"
-bin="${SIPFENCE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/sipfence}"
 export CALL_RATES="${CALL_RATES:-200 400 600 800 1000 1200 1500}"
 export CALL_SECS="${CALL_SECS:-8}"
-out="${OUT_DIR_BASE:-$root/bench-results}/$(date +%Y%m%d-%H%M%S)-calls"
-mkdir -p "$out"
-work="$(mktemp -d)"
-trap 'kill $sf_pid 2>/dev/null || true; "$KIT/kamailio/stop.sh" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-
-# The default chain (fail-to-ban) is on, as in the embedded default config.
-default_chain='[[plugin]]
-name = "fail-to-ban"
-path = "builtin:fail-to-ban"
-grants = ["counter", "kv"]'
-"$here/sipfence_bench_config.sh" "$work" "$port" "${SIPFENCE_EXTRA-$default_chain}" > "$work/sipfence.toml"
-"$bin" run --config "$work/sipfence.toml" 2> "$out/sipfence.log" &
-sf_pid=$!
-sleep 1
-
-echo "== sipfence (pid $sf_pid) =="
-SERVER_PID=$sf_pid DOMAIN=127.0.0.1 OUT_DIR="$out/sipfence" "$KIT/run.sh" 127.0.0.1 "$port" call
-kill -TERM $sf_pid; wait $sf_pid || true
-
-if [[ -z "${SKIP_KAMAILIO:-}" ]]; then
-  echo "== kamailio =="
-  "$KIT/kamailio/start.sh"
-  sleep 1
-  DOMAIN=127.0.0.1 OUT_DIR="$out/kamailio" "$KIT/run.sh" 127.0.0.1 5070 call
-  "$KIT/kamailio/stop.sh"
-fi
-
-echo "== summaries in $out =="
-for s in "$out"/*/summary.txt; do echo "--- $s"; cat "$s"; done
+exec "$(dirname "$0")/compare_kit.sh" call
