@@ -17,7 +17,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Every built-in plugin, by the name used after `builtin:`. The one list.
-const BUILTINS: &[&str] = &["fail-to-ban", "ip-auth", "number-analysis", "rate-limit"];
+const BUILTINS: &[&str] = &[
+    "fail-to-ban",
+    "ip-auth",
+    "number-analysis",
+    "rate-limit",
+    "voicemail-mail",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

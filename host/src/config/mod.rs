@@ -419,6 +419,8 @@ pub enum Grant {
     Counter,
     /// `sipfence:plugin/kv`: a shared key-value store with expiry.
     Kv,
+    /// `sipfence:plugin/mail`: e-mail through the gateway's SMTP queue.
+    Mail,
 }
 
 impl Grant {
@@ -427,6 +429,7 @@ impl Grant {
         match self {
             Grant::Counter => "counter",
             Grant::Kv => "kv",
+            Grant::Mail => "mail",
         }
     }
 }

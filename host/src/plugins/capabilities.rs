@@ -17,7 +17,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceType};
 use wasmtime::Engine;
 
-use super::bindings::sipfence::plugin::{clock, counter, kv, log, types};
+use super::bindings::sipfence::plugin::{clock, counter, kv, log, mail, types};
 use super::imports::HostState;
 use super::{Grant, PluginError};
 
@@ -64,6 +64,7 @@ pub(super) fn check_imports(
             "types" | "log" | "clock" => None,
             "counter" => Some(Grant::Counter),
             "kv" => Some(Grant::Kv),
+            "mail" => Some(Grant::Mail),
             _ => return Err(unknown()),
         };
         if let Some(grant) = needed {
@@ -100,6 +101,9 @@ pub(super) fn linker(
                 counter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?
             }
             Grant::Kv => kv::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?,
+            Grant::Mail => {
+                mail::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?
+            }
         }
     }
     stub_wasi(&mut linker, engine, component)?;

@@ -249,6 +249,20 @@ pub(super) fn event(e: &Event) -> wit::Event {
             source,
             transport,
         } => wit::Event::CallEnded(call_record(cdr, *source, *transport)),
+        Event::VoicemailRecorded { voicemail: v, .. } => {
+            wit::Event::VoicemailRecorded(wit::Voicemail {
+                id: v.id,
+                tenant: v.tenant.clone(),
+                mailbox: v.mailbox.clone(),
+                email: v.email.clone(),
+                caller: v.caller.clone(),
+                caller_name: v.caller_name.clone(),
+                call_id: v.call_id.clone(),
+                received_ms: v.received_ms,
+                duration_ms: v.duration_ms,
+                file_name: v.file_name.clone(),
+            })
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{Resource, ResourceTable};
 
-use super::bindings::sipfence::plugin::{clock, counter, kv, log, types};
+use super::bindings::sipfence::plugin::{clock, counter, kv, log, mail, types};
 use super::conversions;
 use super::state::PluginState;
 use super::RequestView;
@@ -30,6 +30,8 @@ pub(super) struct HostState {
     pub limiter: Limiter,
     /// The plugin's counters and values (reachable only when granted).
     pub state: Arc<PluginState>,
+    /// The mail queue (reachable only when granted `mail`).
+    pub mail: Option<Arc<dyn super::MailService>>,
 }
 
 impl HostState {
@@ -45,6 +47,7 @@ impl HostState {
                 memory_exceeded: false,
             },
             state,
+            mail: None,
         }
     }
 
@@ -339,5 +342,23 @@ impl kv::Host for HostState {
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         self.state.kv_delete(&key);
         Ok(())
+    }
+}
+
+impl mail::Host for HostState {
+    fn send(&mut self, message: mail::Message) -> wasmtime::Result<Result<String, String>> {
+        let Some(service) = &self.mail else {
+            return Ok(Err("this gateway has no mail queue".to_owned()));
+        };
+        Ok(service.send(
+            &self.plugin,
+            super::PluginMail {
+                to: message.to,
+                from: message.from,
+                subject: message.subject,
+                body: message.body,
+                voicemail: message.voicemail,
+            },
+        ))
     }
 }

@@ -98,6 +98,11 @@ pub enum Event {
         source: SocketAddr,
         transport: Transport,
     },
+    /// The gateway recorded a voicemail message; the source is the caller's.
+    VoicemailRecorded {
+        voicemail: Voicemail,
+        source: SocketAddr,
+    },
 }
 
 impl Event {
@@ -108,9 +113,48 @@ impl Event {
             Event::AuthFailed { attempt, .. } | Event::AuthSucceeded(attempt) => attempt.source,
             Event::Registered(r) | Event::Unregistered(r) => r.source,
             Event::CallStarted(c) => c.source,
-            Event::CallEnded { source, .. } => *source,
+            Event::CallEnded { source, .. } | Event::VoicemailRecorded { source, .. } => *source,
         }
     }
+}
+
+/// A recorded voicemail message, as plugins hear of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voicemail {
+    /// The row id: a plugin names it to attach the recording to a mail.
+    pub id: u64,
+    /// "" for the default tenant.
+    pub tenant: String,
+    /// The extension whose mailbox it is.
+    pub mailbox: String,
+    /// The mailbox owner's address, if configured.
+    pub email: Option<String>,
+    pub caller: String,
+    pub caller_name: Option<String>,
+    pub call_id: String,
+    pub received_ms: u64,
+    pub duration_ms: u64,
+    /// The WAV file's name, without its folder.
+    pub file_name: String,
+}
+
+/// A mail a plugin asks the host to send (`mail.send`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginMail {
+    pub to: Vec<String>,
+    /// None: the gateway's configured sender.
+    pub from: Option<String>,
+    pub subject: String,
+    pub body: String,
+    /// Attach this voicemail's recording.
+    pub voicemail: Option<u64>,
+}
+
+/// Where `mail.send` hands mail: the gateway's SMTP queue. Ok is the
+/// mail's Message-ID; Err says why it was refused. Called on the plugin's
+/// thread, which is never a request thread (events run off the hot path).
+pub trait MailService: Send + Sync {
+    fn send(&self, plugin: &str, mail: PluginMail) -> Result<String, String>;
 }
 
 /// A call the router accepted: an authenticated initial INVITE for an

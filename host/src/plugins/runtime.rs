@@ -256,6 +256,8 @@ pub(super) struct Plugin {
     pub on_event: bool,
     pub route: bool,
     state: Arc<super::PluginState>,
+    /// The SMTP queue behind `mail.send` (None: the gateway has none).
+    mail: Option<Arc<dyn super::MailService>>,
     pool: Mutex<Vec<Instance>>,
     pub health: Health,
     pub counters: Counters,
@@ -355,6 +357,7 @@ impl Plugin {
             on_event: false,
             route: false,
             state: shared.plugin(name),
+            mail: shared.mail(),
             pool: Mutex::new(Vec::new()),
             health: Health::default(),
             counters: Counters::default(),
@@ -380,7 +383,8 @@ impl Plugin {
 
     /// A new instance with `init` done, or why not.
     pub(super) fn instantiate(&self) -> Result<Instance, String> {
-        let state = HostState::new(self.name.clone(), self.memory_limit, self.state.clone());
+        let mut state = HostState::new(self.name.clone(), self.memory_limit, self.state.clone());
+        state.mail = self.mail.clone();
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
         let request = match store.data_mut().table.push(idle_view()) {

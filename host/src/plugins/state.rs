@@ -73,6 +73,9 @@ pub struct SharedState {
     /// One entry per plugin name ever loaded; never shrinks (names come from
     /// the config, not from the network).
     plugins: Mutex<HashMap<String, Arc<PluginState>>>,
+    /// The gateway's mail queue, for plugins granted `mail`; set once at
+    /// start (a chain loaded before that, as by `check-config`, has none).
+    mail: std::sync::OnceLock<Arc<dyn super::MailService>>,
 }
 
 impl Default for SharedState {
@@ -87,6 +90,7 @@ impl SharedState {
             started: Instant::now(),
             limits,
             plugins: Mutex::new(HashMap::new()),
+            mail: std::sync::OnceLock::new(),
         }
     }
 
@@ -96,6 +100,16 @@ impl SharedState {
     }
 
     /// The state of the plugin called `name`, created on first use.
+    /// Connects `mail.send` to the gateway's mail queue (once; later calls
+    /// are ignored).
+    pub fn set_mail(&self, mail: Arc<dyn super::MailService>) {
+        let _ = self.mail.set(mail);
+    }
+
+    pub(super) fn mail(&self) -> Option<Arc<dyn super::MailService>> {
+        self.mail.get().cloned()
+    }
+
     pub fn plugin(&self, name: &str) -> Arc<PluginState> {
         let mut plugins = lock(&self.plugins);
         plugins
