@@ -13,6 +13,9 @@
 //!   shared by the control socket ([`control`]) and the HTTP API ([`api`]).
 //! - [`stun`]: STUN Binding (RFC 8489, RFC 3489) on the SIP port and on a
 //!   standalone listener.
+//! - [`voicemail`]: unanswered calls answered and recorded; [`media`] is
+//!   its RTP, SDP, G.711, jitter buffer and WAV; [`mail`] the SMTP queue
+//!   that plugins' mail (voicemail-mail) goes through.
 
 pub mod api;
 pub mod auth;
@@ -22,7 +25,9 @@ pub mod control;
 pub mod directory;
 pub mod guard;
 pub mod keepalive;
+pub mod mail;
 pub mod manage;
+pub mod media;
 pub mod plugins;
 pub mod proxy;
 pub mod registrar;
@@ -34,6 +39,7 @@ pub mod store;
 pub mod stun;
 pub mod transaction;
 pub mod transport;
+pub mod voicemail;
 
 /// Milliseconds since the UNIX epoch: the one wall clock of the gateway
 /// (ban ends, binding expiry and nonce ages are all kept in it).

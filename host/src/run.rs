@@ -19,6 +19,8 @@ use crate::control;
 use crate::directory::{self, Directory};
 use crate::guard::Guard;
 use crate::keepalive;
+use crate::mail::service::PluginMailer;
+use crate::mail::{MailQueue, Mailer};
 use crate::plugins::{Chain, PluginEngine, PluginError, SharedState};
 use crate::proxy::Proxy;
 use crate::registrar::location::Location;
@@ -29,6 +31,7 @@ use crate::store::{self, Store, Write};
 use crate::stun;
 use crate::transaction::{Timers, Transactions};
 use crate::transport::{tcp, udp, Outbound};
+use crate::voicemail::Voicemail;
 
 /// Errors that stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,10 @@ pub enum StartError {
     Plugin(#[from] PluginError),
     #[error("HTTP API TLS ([api] tls_cert / tls_key): {0}")]
     ApiTls(String),
+    #[error("{0}")]
+    Voicemail(String),
+    #[error("mail queue: {0}")]
+    Mail(#[from] crate::mail::MailError),
     #[error("cannot listen on {addr} (HTTP API, [api] listen): {source}")]
     Api {
         addr: SocketAddr,
@@ -136,13 +143,39 @@ pub async fn run(
         true => Some(api_token(&config, &store, &reader).await?),
         false => None,
     };
+    let voicemail = Arc::new(
+        Voicemail::load(&config, store::last_voicemail_id(&reader)?)
+            .map_err(StartError::Voicemail)?,
+    );
     drop(reader);
+
+    // Mail queued before a restart (or a crash) is picked up at once.
+    let mail_queue = Arc::new(MailQueue::open(
+        &config.storage.database,
+        &config.mail.from,
+    )?);
+    let mail_settings = crate::mail::service::settings(&config.mail);
+    match &mail_settings.server {
+        Some(server) => {
+            tracing::info!(smtp = %server.host, port = server.port, queued = mail_queue.depth()?, "mail on")
+        }
+        None => tracing::info!(
+            queued = mail_queue.depth()?,
+            "mail off: no [mail] smtp_host; mail stays queued"
+        ),
+    }
+    let mailer = Arc::new(Mailer::spawn(mail_queue, mail_settings));
 
     let plugins = Arc::new(Plugins {
         engine: PluginEngine::new()?,
         state: Arc::new(SharedState::default()),
         config_path,
     });
+    plugins.state.set_mail(Arc::new(PluginMailer {
+        mailer: mailer.clone(),
+        store: store.clone(),
+        database: config.storage.database.clone(),
+    }));
     let chain = {
         let (config, plugins) = (config.clone(), plugins.clone());
         tokio::task::spawn_blocking(move || {
@@ -214,6 +247,8 @@ pub async fn run(
             Duration::from_millis(config.calls.max_duration_ms),
         ),
         keepalive: Default::default(),
+        voicemail,
+        mailer,
     });
     let gateway = Gateway(core.clone());
     let sink: Arc<dyn Sink> = Arc::new(gateway.clone());

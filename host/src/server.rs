@@ -94,6 +94,10 @@ pub struct Core {
     pub proxy: Proxy,
     /// Addresses of phones behind NAT, and when they were last heard from.
     pub keepalive: crate::keepalive::Watch,
+    /// Calls answered by a mailbox.
+    pub voicemail: Arc<crate::voicemail::Voicemail>,
+    /// The outgoing mail queue and its worker.
+    pub mailer: Arc<crate::mail::MailerHandle>,
 }
 
 /// The gateway as the transports see it.
@@ -163,6 +167,9 @@ impl Gateway {
             }
         };
         if !message.is_request() {
+            if core.voicemail.on_response(&message) {
+                return;
+            }
             core.proxy.on_response(core, message, &source);
             return;
         }
@@ -273,7 +280,12 @@ impl Core {
             }
             Incoming::AckAbsorbed => return,
             // The ACK of a 2xx: end to end, along its dialog.
-            Incoming::StrayAck => return self.proxy.ack(self, &request, &source),
+            Incoming::StrayAck => {
+                if !self.voicemail.ack(&request, &source) {
+                    self.proxy.ack(self, &request, &source);
+                }
+                return;
+            }
         }
         let tenant = request.request_uri().and_then(|uri| {
             let host = uri.host.to_string();
@@ -485,6 +497,9 @@ impl Core {
         let in_dialog = !matches!(method, Method::Register | Method::Options)
             && request.to().is_ok_and(|to| to.tag().is_some());
         if in_dialog {
+            if let Some(reply) = self.voicemail.in_dialog(self, request, source) {
+                return reply;
+            }
             return self.proxy.in_dialog(self, request, source, key);
         }
         let Some(tenant) = tenant else {

@@ -70,6 +70,10 @@ counters! {
     calls_started,
     /// Calls that were answered.
     calls_answered,
+    /// Calls the gateway answered for a mailbox.
+    voicemail_answered,
+    /// Voicemail messages stored (long enough, indexed).
+    voicemail_recorded,
     /// OPTIONS pings sent to phones behind NAT.
     keepalive_pings,
     /// Bindings removed because their phone stopped answering pings.

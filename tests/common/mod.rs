@@ -776,6 +776,8 @@ pub struct Sipp {
     remote: Option<SocketAddr>,
     timeout: Duration,
     args: Vec<String>,
+    /// Files written to its working directory first (audio for rtp_stream).
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl Sipp {
@@ -788,6 +790,7 @@ impl Sipp {
             remote: None,
             timeout: Duration::from_secs(20),
             args: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -833,6 +836,12 @@ impl Sipp {
             .args(["-auth_uri".to_owned(), format!("{callee}@127.0.0.1")])
             .key("caller", caller)
             .key("domain", "127.0.0.1")
+    }
+
+    /// A file in SIPp's working directory (e.g. the audio of `rtp_stream`).
+    pub fn file(mut self, name: &str, bytes: Vec<u8>) -> Sipp {
+        self.files.push((name.to_owned(), bytes));
+        self
     }
 
     /// How long it may run before it is stopped as failed (default 20 s).
@@ -901,6 +910,9 @@ impl Sipp {
         );
         let workdir = dir.join(format!("sipp-{}", label.replace([':', '@'], "-")));
         std::fs::create_dir_all(&workdir).unwrap();
+        for (name, bytes) in &self.files {
+            std::fs::write(workdir.join(name), bytes).unwrap();
+        }
         let stdout = std::fs::File::create(workdir.join("stdout.txt")).unwrap();
         let stderr = std::fs::File::create(workdir.join("stderr.txt")).unwrap();
         let mut cmd = Command::new("sipp");

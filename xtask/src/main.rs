@@ -104,7 +104,10 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Python modules the end-to-end tests import, with how to install them.
-const PYTHON_MODULES: &[(&str, &str)] = &[("aiostun", "python3 -m pip install aiostun==0.6.1")];
+const PYTHON_MODULES: &[(&str, &str)] = &[
+    ("aiostun", "python3 -m pip install aiostun==0.6.1"),
+    ("aiosmtpd", "python3 -m pip install aiosmtpd==1.4.6"),
+];
 
 fn test(args: &[String]) -> Result {
     for (tool, install) in TOOLS {

@@ -47,6 +47,8 @@ pub struct Config {
     pub calls: Calls,
     pub nat: Nat,
     pub api: Api,
+    pub voicemail: Voicemail,
+    pub mail: Mail,
     /// Normalised: the default tenant (if any) first, then [[tenant]] entries.
     pub tenants: Vec<Tenant>,
     pub bans: Bans,
@@ -495,9 +497,22 @@ pub struct Extension {
     pub max_contacts: Option<usize>,
     /// Overrides calls.ring_time_ms, >= 1.
     pub ring_time_ms: Option<u64>,
-    /// Number (extension or ring group of the same tenant) that an
-    /// unanswered call goes to when the ring time is up; None: 480.
+    /// Where an unanswered call goes when the ring time is up: a number
+    /// (extension or ring group of the same tenant) or "voicemail" (this
+    /// extension's mailbox); None: 480.
     pub no_answer: Option<String>,
+    /// Where a call goes when every device is busy (486/600): a number or
+    /// "voicemail"; None: the caller hears busy.
+    pub busy: Option<String>,
+    /// Where a call goes when no device is registered: a number or
+    /// "voicemail"; None: 480.
+    pub unavailable: Option<String>,
+    /// The mailbox owner's e-mail address, for the voicemail-mail plugin.
+    pub email: Option<String>,
+    /// This mailbox's greeting: a WAV file (8 kHz mono, 16-bit PCM or
+    /// G.711); relative to the config file's folder. None: `[voicemail]
+    /// greeting`, else the built-in one.
+    pub greeting: Option<PathBuf>,
     /// A fixed address ("IP:port") the extension is always reachable at,
     /// without REGISTER: a static binding, for devices trusted by address
     /// (the ip-auth plugin) that never register.
@@ -587,6 +602,100 @@ impl Default for Calls {
     }
 }
 
+/// The word that names a mailbox in `no_answer`, `busy` and `unavailable`.
+pub const VOICEMAIL_TARGET: &str = "voicemail";
+
+/// `[voicemail]`: the gateway answers unanswered calls itself and records
+/// a message (see `crate::voicemail`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Voicemail {
+    /// Where recordings are stored (created when missing).
+    pub dir: PathBuf,
+    /// RTP ports, even ones from this range, one per recording.
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// A message is cut at this length.
+    pub max_length_ms: u64,
+    /// A recording ends after this long without sound (or without packets).
+    pub silence_timeout_ms: u64,
+    /// Shorter recordings are discarded.
+    pub min_length_ms: u64,
+    /// Greeting of every mailbox without its own; None: the built-in one.
+    pub greeting: Option<PathBuf>,
+}
+
+impl Default for Voicemail {
+    fn default() -> Self {
+        Voicemail {
+            dir: PathBuf::from("voicemail"),
+            rtp_port_min: 20_000,
+            rtp_port_max: 20_999,
+            max_length_ms: 120_000,
+            silence_timeout_ms: 10_000,
+            min_length_ms: 1_000,
+            greeting: None,
+        }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailSecurity {
+    /// Plain SMTP (port 25): only for a relay on a trusted network.
+    None,
+    /// SMTP upgraded with STARTTLS (port 587).
+    #[default]
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+}
+
+/// `[mail]`: the system-wide SMTP server that plugins' mail goes through.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mail {
+    /// None: mail is queued but not sent until a server is set.
+    pub smtp_host: Option<String>,
+    /// None: 25, 587 or 465 by `security`.
+    pub smtp_port: Option<u16>,
+    pub security: MailSecurity,
+    /// Login (both or neither).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sender of mails that name none.
+    pub from: String,
+    /// The name given in EHLO; None: this host's name.
+    pub hello_name: Option<String>,
+    /// The first retry after a failure; each next one waits twice as long.
+    pub retry_initial_ms: u64,
+    /// The longest wait between two attempts.
+    pub retry_max_ms: u64,
+    /// One SMTP session's time limit.
+    pub timeout_ms: u64,
+    /// Permanent (5xx) refusals before a mail is marked failed (it is kept).
+    pub permanent_failure_attempts: u32,
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Mail {
+            smtp_host: None,
+            smtp_port: None,
+            security: MailSecurity::Starttls,
+            username: None,
+            password: None,
+            from: "voicemail@localhost".to_owned(),
+            hello_name: None,
+            retry_initial_ms: 30_000,
+            retry_max_ms: 3_600_000,
+            timeout_ms: 30_000,
+            permanent_failure_attempts: 5,
+        }
+    }
+}
+
 /// `[nat]`: phones behind NAT.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -659,6 +768,17 @@ impl Config {
                 if file.is_relative() {
                     *file = folder.join(&*file);
                 }
+            }
+        }
+        let greetings = config
+            .tenants
+            .iter_mut()
+            .flat_map(|t| t.extensions.iter_mut())
+            .filter_map(|e| e.greeting.as_mut())
+            .chain(config.voicemail.greeting.as_mut());
+        for file in greetings {
+            if file.is_relative() {
+                *file = folder.join(&*file);
             }
         }
         for plugin in &mut config.plugins {

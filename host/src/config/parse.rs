@@ -21,8 +21,9 @@ use serde::Deserialize;
 
 use super::{
     is_ip_literal, Api, Auth, Bans, Calls, Config, ConfigError, Credentials, Extension, Grant,
-    Location, Log, Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar, RingGroup,
-    Server, Storage, Stun, Tcp, Tenant, TlsFiles, Transaction, Trunk, TrustedSource,
+    Location, Log, Mail, Nat, OnError, PeerTransport, PluginSource, PluginSpec, Registrar,
+    RingGroup, Server, Storage, Stun, Tcp, Tenant, TlsFiles, Transaction, Trunk, TrustedSource,
+    Voicemail, VOICEMAIL_TARGET,
 };
 
 // ---------------------------------------------------------------------------
@@ -364,6 +365,10 @@ struct RawFile {
     nat: Nat,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    voicemail: Voicemail,
+    #[serde(default)]
+    mail: Mail,
     /// The default tenant's extensions.
     #[serde(default)]
     extension: Vec<Extension>,
@@ -761,6 +766,8 @@ impl Ctx<'_> {
         self.auth(&raw.auth)?;
         self.storage(&raw.storage)?;
         self.calls(&raw.calls)?;
+        self.voicemail(&raw.voicemail)?;
+        self.mail(&raw.mail)?;
         self.at_least(
             &KeyPath::of(&["nat"]).key("ping_failures"),
             u64::from(raw.nat.ping_failures),
@@ -826,6 +833,8 @@ impl Ctx<'_> {
             calls: raw.calls,
             nat: raw.nat,
             api,
+            voicemail: raw.voicemail,
+            mail: raw.mail,
             tenants,
             bans,
             plugins,
@@ -1178,8 +1187,18 @@ impl Ctx<'_> {
             if let Some(ms) = ext.ring_time_ms {
                 self.at_least(&at.key("ring_time_ms"), ms, 1)?;
             }
-            if let Some(target) = &ext.no_answer {
-                self.callable(&at.key("no_answer"), target, tenant)?;
+            for (key, target) in [
+                ("no_answer", &ext.no_answer),
+                ("busy", &ext.busy),
+                ("unavailable", &ext.unavailable),
+            ] {
+                match target.as_deref() {
+                    None | Some(VOICEMAIL_TARGET) => {}
+                    Some(number) => self.callable(&at.key(key), number, tenant)?,
+                }
+            }
+            if let Some(email) = &ext.email {
+                self.email_address(&at.key("email"), email)?;
             }
             if ext.transport == Some(PeerTransport::Tcp) {
                 return Err(self.udp_only(&at.key("transport")));
@@ -1318,6 +1337,78 @@ impl Ctx<'_> {
         let base = KeyPath::of(&["calls"]);
         self.at_least(&base.key("ring_time_ms"), calls.ring_time_ms, 1)?;
         self.at_least(&base.key("max_duration_ms"), calls.max_duration_ms, 1)
+    }
+
+    fn voicemail(&self, vm: &Voicemail) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["voicemail"]);
+        self.at_least(&base.key("rtp_port_min"), u64::from(vm.rtp_port_min), 1024)?;
+        self.at_least(
+            &base.key("rtp_port_max"),
+            u64::from(vm.rtp_port_max),
+            u64::from(vm.rtp_port_min) + 1,
+        )?;
+        self.at_least(&base.key("max_length_ms"), vm.max_length_ms, 1)?;
+        self.at_least(&base.key("silence_timeout_ms"), vm.silence_timeout_ms, 1)?;
+        if vm.dir.as_os_str().is_empty() {
+            return Err(self.empty(&base.key("dir")));
+        }
+        Ok(())
+    }
+
+    fn mail(&self, mail: &Mail) -> Result<(), ConfigError> {
+        let base = KeyPath::of(&["mail"]);
+        let invalid = |key: &str, message: &str| {
+            let path = base.key(key);
+            ConfigError::Invalid {
+                at: self.at(&path),
+                key: path.to_string(),
+                message: message.to_owned(),
+            }
+        };
+        if let Some(host) = &mail.smtp_host {
+            if host.trim().is_empty() || host.contains(char::is_whitespace) {
+                return Err(invalid("smtp_host", "must be a host name or IP address"));
+            }
+        }
+        if mail.smtp_port == Some(0) {
+            return Err(invalid("smtp_port", "must be 1-65535"));
+        }
+        if mail.username.is_some() != mail.password.is_some() {
+            let key = if mail.username.is_some() {
+                "password"
+            } else {
+                "username"
+            };
+            return Err(invalid(key, "username and password go together"));
+        }
+        self.email_address(&base.key("from"), &mail.from)?;
+        self.at_least(&base.key("retry_initial_ms"), mail.retry_initial_ms, 1)?;
+        self.at_least(
+            &base.key("retry_max_ms"),
+            mail.retry_max_ms,
+            mail.retry_initial_ms,
+        )?;
+        self.at_least(&base.key("timeout_ms"), mail.timeout_ms, 1)?;
+        self.at_least(
+            &base.key("permanent_failure_attempts"),
+            u64::from(mail.permanent_failure_attempts),
+            1,
+        )
+    }
+
+    /// Good enough to catch a typo here; the mail queue checks fully.
+    fn email_address(&self, path: &KeyPath, address: &str) -> Result<(), ConfigError> {
+        let plausible = address.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        }) && !address.contains(|c: char| c.is_whitespace() || c.is_control());
+        if plausible {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            at: self.at(path),
+            key: path.to_string(),
+            message: format!("\"{address}\" is not an e-mail address"),
+        })
     }
 
     /// A number calls can be sent to: an extension or ring group of `tenant`.

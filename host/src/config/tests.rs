@@ -234,6 +234,10 @@ max_contacts = 5
             max_contacts: Some(5),
             ring_time_ms: None,
             no_answer: None,
+            busy: None,
+            unavailable: None,
+            email: None,
+            greeting: None,
             address: None,
             transport: None,
         }]
@@ -344,7 +348,7 @@ fn unknown_key_at_top_level() {
     assert_eq!(
         error(text),
         "x.toml:4: sever: unknown key (expected one of: server, tcp, stun, transaction, \
-         registrar, auth, storage, log, calls, nat, api, extension, ring_group, trunk, tenant, bans, plugin)"
+         registrar, auth, storage, log, calls, nat, api, voicemail, mail, extension, ring_group, trunk, tenant, bans, plugin)"
     );
 }
 
@@ -360,7 +364,8 @@ fn unknown_key_nested() {
     assert_eq!(
         error(text),
         "x.toml:5: tenant[0].extension[0].pasword: unknown key (expected one of: \
-         number, password, display_name, max_contacts, ring_time_ms, no_answer, address, transport)"
+         number, password, display_name, max_contacts, ring_time_ms, no_answer, busy, unavailable, \
+         email, greeting, address, transport)"
     );
 }
 
@@ -874,8 +879,8 @@ fn plugin_errors() {
     let one =
         |extra: &str| format!("[[plugin]]\nname = \"p\"\npath = \"builtin:fail-to-ban\"\n{extra}");
     assert_eq!(
-        error(&one("grants = [\"counter\",\n  \"mail\"]\n")),
-        "x.toml:5: plugin[0].grants[1]: unknown value \"mail\" (expected one of: counter, kv)"
+        error(&one("grants = [\"counter\",\n  \"email\"]\n")),
+        "x.toml:5: plugin[0].grants[1]: unknown value \"email\" (expected one of: counter, kv, mail)"
     );
     assert_eq!(
         error(&one("grants = [\"kv\", \"kv\"]\n")),
@@ -913,7 +918,7 @@ fn plugin_errors() {
     );
     assert_eq!(
         error("[[plugin]]\nname = \"p\"\npath = \"builtin:fail-to-bam\"\n"),
-        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban, ip-auth, number-analysis, rate-limit)"
+        "x.toml:3: plugin[0].path: unknown built-in plugin \"fail-to-bam\" (built-ins: fail-to-ban, ip-auth, number-analysis, rate-limit, voicemail-mail)"
     );
     assert_eq!(
         error("[[plugin]]\nname = \"a b\"\npath = \"x.wasm\"\n"),
@@ -1055,5 +1060,49 @@ fn api_tls_files_go_together() {
     assert_eq!(
         error,
         "x.toml:1: api.tls_key: tls_cert and tls_key go together"
+    );
+}
+
+#[test]
+fn voicemail_targets_and_mail_settings() {
+    let c = Config::parse(
+        "[mail]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = 2525\nsecurity = \"none\"\n\
+         retry_initial_ms = 5\nretry_max_ms = 50\n\
+         [voicemail]\nmax_length_ms = 3000\n\
+         [[extension]]\nnumber = \"100\"\nno_answer = \"voicemail\"\nbusy = \"voicemail\"\n\
+         unavailable = \"101\"\nemail = \"alice@example.com\"\n\
+         [[extension]]\nnumber = \"101\"\n",
+        "x.toml",
+    )
+    .unwrap();
+    assert_eq!(c.mail.smtp_host.as_deref(), Some("127.0.0.1"));
+    assert_eq!(c.mail.security, crate::config::MailSecurity::None);
+    assert_eq!(c.voicemail.max_length_ms, 3000);
+    assert_eq!(c.voicemail.rtp_port_min, 20_000);
+    let ext = c.tenants[0].extension("100").unwrap();
+    assert_eq!(ext.busy.as_deref(), Some("voicemail"));
+    assert_eq!(ext.unavailable.as_deref(), Some("101"));
+    assert_eq!(ext.email.as_deref(), Some("alice@example.com"));
+
+    let error = |text: &str| Config::parse(text, "x.toml").unwrap_err().to_string();
+    assert_eq!(
+        error("[[extension]]\nnumber = \"100\"\nbusy = \"999\"\n"),
+        "x.toml:3: extension[0].busy: \"999\" is neither an extension nor a ring group of the default tenant"
+    );
+    assert_eq!(
+        error("[[extension]]\nnumber = \"100\"\nemail = \"alice\"\n"),
+        "x.toml:3: extension[0].email: \"alice\" is not an e-mail address"
+    );
+    assert_eq!(
+        error("[mail]\nusername = \"u\"\n"),
+        "x.toml:1: mail.password: username and password go together"
+    );
+    assert_eq!(
+        error("[mail]\nretry_initial_ms = 100\nretry_max_ms = 10\n"),
+        "x.toml:3: mail.retry_max_ms: 10 is too small (minimum 100)"
+    );
+    assert_eq!(
+        error("[voicemail]\nrtp_port_min = 30000\nrtp_port_max = 30000\n"),
+        "x.toml:3: voicemail.rtp_port_max: 30000 is too small (minimum 30001)"
     );
 }

@@ -139,7 +139,13 @@ mod tests {
         let names: Vec<&str> = names().collect();
         assert_eq!(
             names,
-            ["fail-to-ban", "ip-auth", "number-analysis", "rate-limit"]
+            [
+                "fail-to-ban",
+                "ip-auth",
+                "number-analysis",
+                "rate-limit",
+                "voicemail-mail"
+            ]
         );
     }
 
@@ -175,7 +181,7 @@ mod tests {
         let without_grant = text("").replace("grants = [\"counter\"]\n", "");
         assert_eq!(
             load(&without_grant).err().unwrap().to_string(),
-            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.1.0 but is not granted \
+            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.2.0 but is not granted \
              \"counter\" (add it to grants)"
         );
     }

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! (component
-//!   import sipfence:plugin/types@0.1.0   the request resource, getters used,
+//!   import sipfence:plugin/types@0.2.0   the request resource, getters used,
 //!                                        and the named types of the exports
 //!   import counter / kv / wasi / ...     only those the test asks for
 //!   core module $Mem                     memory + a bump `realloc`: the host
@@ -75,10 +75,10 @@ pub const HEAP_AT: u32 = 16384;
 /// An interface the test component imports besides `types`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Import {
-    /// `sipfence:plugin/counter@0.1.0` with `add`, lowered as core import
+    /// `sipfence:plugin/counter@0.2.0` with `add`, lowered as core import
     /// `host.counter-add: (key_ptr, key_len, by, window: i64) -> i64`.
     Counter,
-    /// `sipfence:plugin/kv@0.1.0` (declared, not lowered).
+    /// `sipfence:plugin/kv@0.2.0` (declared, not lowered).
     Kv,
     /// `wasi:cli/environment@0.2.0` with `get-environment`, lowered as
     /// `host.get-environment: (retptr)`: calling it must trap.
@@ -220,7 +220,7 @@ impl TestPlugin {
             match import {
                 Import::Counter => {
                     imports.push_str(
-                        r#"(import "sipfence:plugin/counter@0.1.0" (instance $counter
+                        r#"(import "sipfence:plugin/counter@0.2.0" (instance $counter
                              (export "add" (func (param "key" string) (param "by" u32)
                                                  (param "window-ms" u64) (result u64)))))
                         "#,
@@ -234,7 +234,7 @@ impl TestPlugin {
                     );
                 }
                 Import::Kv => imports.push_str(
-                    r#"(import "sipfence:plugin/kv@0.1.0" (instance $kv
+                    r#"(import "sipfence:plugin/kv@0.2.0" (instance $kv
                          (export "get" (func (param "key" string) (result (option string))))))
                     "#,
                 ),
@@ -270,7 +270,7 @@ impl TestPlugin {
         let funcs = &self.funcs;
         format!(
             r#"(component
-  (import "sipfence:plugin/types@0.1.0" (instance $types
+  (import "sipfence:plugin/types@0.2.0" (instance $types
     (export "request" (type $request (sub resource)))
     (type $hooks-t (flags "on-request" "on-event" "route"))
     (export "hooks" (type $hooks (eq $hooks-t)))

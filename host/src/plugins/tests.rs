@@ -602,7 +602,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     p.imports.push(Import::Kv);
     assert_eq!(
         load_error(&[spec("evil", &p)]),
-        "plugin \"evil\": imports sipfence:plugin/kv@0.1.0 but is not granted \"kv\" (add it to grants)"
+        "plugin \"evil\": imports sipfence:plugin/kv@0.2.0 but is not granted \"kv\" (add it to grants)"
     );
     let mut p = TestPlugin::default();
     p.imports.push(Import::Counter);
@@ -610,7 +610,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     s.grants = vec![Grant::Kv];
     assert_eq!(
         load_error(&[s.clone()]),
-        "plugin \"counting\": imports sipfence:plugin/counter@0.1.0 but is not granted \"counter\" (add it to grants)"
+        "plugin \"counting\": imports sipfence:plugin/counter@0.2.0 but is not granted \"counter\" (add it to grants)"
     );
     s.grants = vec![Grant::Counter];
     load(&[s]);
@@ -623,7 +623,7 @@ fn unknown_imports_fail_to_load() {
     assert_eq!(
         load_error(&[spec("sneaky", &p)]),
         "plugin \"sneaky\": imports evil:net/socket@1.0.0, which sipfence does not provide \
-         (it provides sipfence:plugin@0.1.0; WASI imports are linked as traps)"
+         (it provides sipfence:plugin@0.2.0; WASI imports are linked as traps)"
     );
 }
 

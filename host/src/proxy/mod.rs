@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cdr::{Cdr, Disposition};
-use crate::config::Tenant;
+use crate::config::{Tenant, VOICEMAIL_TARGET};
 use crate::plugins::{CallInfo, CallStarted, Event, RouteDecision};
 use crate::server::{tenant_key, Core, Reply};
 use crate::sip::{Message, Method, NameAddr, StartLine, Uri};
@@ -41,8 +41,9 @@ use crate::stats::Stats;
 use crate::store::Write;
 use crate::transaction::Key;
 use crate::transport::Source;
+use crate::voicemail::Deposit;
 use dialog::{Dialog, Dialogs, Side};
-use target::{Plan, Routed, Step, Target};
+use target::{Forwards, Plan, Routed, Step, Target};
 
 pub use crate::now_ms;
 
@@ -70,7 +71,7 @@ pub struct Proxy {
     /// Branch prefix with this process's salt.
     prefix: String,
     next_id: AtomicU64,
-    runtime: tokio::runtime::Handle,
+    pub(crate) runtime: tokio::runtime::Handle,
     t1: Duration,
     t2: Duration,
     max_duration: Duration,
@@ -105,7 +106,7 @@ struct Call {
     cancelled: bool,
     final_sent: bool,
     /// Initial INVITE only: our Record-Route, the CDR being built, the
-    /// tenant and the number rung when nobody answers.
+    /// tenant and where the call goes when nobody answers.
     initial: Option<Initial>,
 }
 
@@ -113,7 +114,8 @@ struct Initial {
     record_route: String,
     cdr: Cdr,
     tenant: String,
-    no_answer: Option<String>,
+    /// Used once: after a forward, a failure is final.
+    forwards: Forwards,
     /// Nothing could be rung.
     unreachable: bool,
 }
@@ -294,7 +296,7 @@ impl Proxy {
         let Plan {
             steps,
             ring_time,
-            no_answer,
+            forwards,
             ..
         } = plan;
         let mut call = Call {
@@ -315,7 +317,7 @@ impl Proxy {
                 record_route: forward::record_route(&local, source.transport),
                 cdr,
                 tenant: tenant_key,
-                no_answer,
+                forwards,
                 unreachable: false,
             }),
         };
@@ -424,11 +426,12 @@ impl Proxy {
                     &core.out,
                 ))
             }
-            RouteDecision::Voicemail(number) => {
-                tracing::info!(%plugin, extension = %number, callee,
-                    "route to voicemail: no voicemail yet, the call ends as unanswered (480)");
-                Err((480, "Temporarily Unavailable".to_owned()))
-            }
+            RouteDecision::Voicemail(number) => Ok(Plan {
+                route: format!("voicemail:{number}"),
+                steps: VecDeque::new(),
+                ring_time: Duration::from_millis(core.config.calls.ring_time_ms),
+                forwards: Forwards::straight_to_voicemail(&number),
+            }),
             RouteDecision::Reject { code, reason } => {
                 tracing::info!(%plugin, code, %reason, callee, "call rejected by route decision");
                 Err((code, reason))
@@ -845,6 +848,18 @@ impl Proxy {
 
     /// Sends the best final response once every branch has failed.
     fn send_best(&self, core: &Arc<Core>, call: &mut Call) {
+        let busy = call
+            .best
+            .as_ref()
+            .is_some_and(|(code, _)| matches!(code, 486 | 600 | 603));
+        if busy && !call.cancelled {
+            let target = call.initial.as_mut().and_then(|i| i.forwards.busy.take());
+            if let Some(target) = target {
+                if self.divert(core, call, target) {
+                    return;
+                }
+            }
+        }
         let Some((code, mut response)) = call.best.take() else {
             return self.finish_own(core, call, 480, "Temporarily Unavailable");
         };
@@ -940,16 +955,45 @@ impl Proxy {
             self.stop_branch(core, branch, "");
         }
         call.steps.clear();
-        let next = call.initial.as_mut().and_then(|i| {
-            let number = i.no_answer.take()?;
-            let tenant = core
-                .config
-                .tenants
-                .iter()
-                .find(|t| tenant_key(t) == i.tenant)?;
-            Some((tenant, number))
+        // No phone at all: `unavailable`, else `no_answer` (a mailbox or a
+        // colleague suits both); unanswered: `no_answer`.
+        let target = call.initial.as_mut().and_then(|i| {
+            let forwards = &mut i.forwards;
+            match i.unreachable {
+                true => forwards.unavailable.take().or(forwards.no_answer.take()),
+                false => forwards.no_answer.take(),
+            }
         });
-        if let Some((tenant, number)) = next {
+        if let Some(target) = target {
+            if self.divert(core, call, target) {
+                return;
+            }
+        }
+        self.finish_own(core, call, code, reason);
+    }
+
+    /// Sends an unanswered call on to `target` (a number, or the callee's
+    /// mailbox). False when that goes nowhere (nothing to ring there): the
+    /// caller then gets the failure.
+    fn divert(&self, core: &Arc<Core>, call: &mut Call, target: String) -> bool {
+        let Some(initial) = call.initial.as_mut() else {
+            return false;
+        };
+        // One forward per call: the next failure is final.
+        let mailbox = initial.forwards.mailbox.take();
+        initial.forwards = Forwards::default();
+        if target == VOICEMAIL_TARGET {
+            return match mailbox {
+                Some(mailbox) => self.to_voicemail(core, call, mailbox),
+                None => false,
+            };
+        }
+        let tenant = core
+            .config
+            .tenants
+            .iter()
+            .find(|t| tenant_key(t) == initial.tenant);
+        if let Some((tenant, number)) = tenant.map(|t| (t, target)) {
             let caller = call
                 .initial
                 .as_ref()
@@ -974,11 +1018,48 @@ impl Proxy {
                 call.steps = plan.steps;
                 if self.next_step(core, call) {
                     self.spawn_ring_timer(core, call.id, plan.ring_time);
-                    return;
+                    return true;
                 }
             }
         }
-        self.finish_own(core, call, code, reason);
+        false
+    }
+
+    /// Hands the call to `mailbox`: the gateway answers and records.
+    fn to_voicemail(&self, core: &Arc<Core>, call: &mut Call, mailbox: String) -> bool {
+        for branch in &mut call.branches {
+            self.stop_branch(core, branch, "");
+        }
+        call.steps.clear();
+        let Some(initial) = &call.initial else {
+            return false;
+        };
+        let mut cdr = initial.cdr.clone();
+        let route = format!("voicemail:{mailbox}");
+        if cdr.route != route {
+            cdr.route = format!("{} -> {route}", cdr.route);
+        }
+        let deposit = Deposit {
+            tenant: initial.tenant.clone(),
+            mailbox,
+            cdr,
+        };
+        match core
+            .voicemail
+            .answer(core, &call.request, &call.key, &call.caller, deposit)
+        {
+            Ok(()) => {
+                // The mailbox's task sends the 200 and writes the record.
+                call.answered = true;
+                call.final_sent = true;
+                self.spawn_cleanup(core, call.id);
+            }
+            Err((code, reason)) => {
+                tracing::info!(code, %reason, "voicemail could not answer");
+                self.finish_own(core, call, code, &reason);
+            }
+        }
+        true
     }
 
     // -----------------------------------------------------------------------

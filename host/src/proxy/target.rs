@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{Calls, Credentials, Strategy, Tenant, Trunk};
+use crate::config::{Calls, Credentials, Strategy, Tenant, Trunk, VOICEMAIL_TARGET};
 use crate::registrar::location::{Aor, Binding, Location};
 use crate::sip::{Host, Uri};
 use crate::transport::{Outbound, Source, Transport};
@@ -55,8 +55,33 @@ pub struct Plan {
     pub steps: VecDeque<Step>,
     /// The whole call rings at most this long.
     pub ring_time: Duration,
-    /// Number rung when the ring time is up, if any.
+    /// Where the call goes when nobody answers, everybody is busy, or no
+    /// phone could be rung.
+    pub forwards: Forwards,
+}
+
+/// An extension's `no_answer`, `busy` and `unavailable` targets: a number,
+/// or [`VOICEMAIL_TARGET`] for the mailbox of `mailbox`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forwards {
     pub no_answer: Option<String>,
+    pub busy: Option<String>,
+    pub unavailable: Option<String>,
+    /// The extension whose mailbox "voicemail" means (None for groups and
+    /// trunks, which have none).
+    pub mailbox: Option<String>,
+}
+
+impl Forwards {
+    /// A call routed straight to `mailbox`: nothing rings, the mailbox
+    /// answers (through the `unavailable` path).
+    pub fn straight_to_voicemail(mailbox: &str) -> Forwards {
+        Forwards {
+            unavailable: Some(VOICEMAIL_TARGET.to_owned()),
+            mailbox: Some(mailbox.to_owned()),
+            ..Forwards::default()
+        }
+    }
 }
 
 /// Where registered phones are found, and how they are reached.
@@ -105,7 +130,12 @@ pub fn route(
                 timeout: None,
             }]),
             ring_time: Duration::from_millis(ring_time),
-            no_answer: extension.no_answer.clone(),
+            forwards: Forwards {
+                no_answer: extension.no_answer.clone(),
+                busy: extension.busy.clone(),
+                unavailable: extension.unavailable.clone(),
+                mailbox: Some(number.to_owned()),
+            },
         });
     }
     if let Some(group) = tenant.ring_group(number) {
@@ -127,7 +157,7 @@ pub fn route(
             route: format!("ring-group:{number}"),
             steps,
             ring_time: Duration::from_millis(group.ring_time_ms.unwrap_or(calls.ring_time_ms)),
-            no_answer: None,
+            forwards: Forwards::default(),
         });
     }
     Routed::NotFound
@@ -155,7 +185,7 @@ pub fn trunk_plan(trunk: &Trunk, number: &str, calls: &Calls, out: &Outbound) ->
             timeout: None,
         }]),
         ring_time: Duration::from_millis(calls.ring_time_ms),
-        no_answer: None,
+        forwards: Forwards::default(),
     }
 }
 

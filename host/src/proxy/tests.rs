@@ -91,6 +91,11 @@ async fn rig(extra: &str) -> Rig {
             Duration::from_millis(config.calls.max_duration_ms),
         ),
         keepalive: Default::default(),
+        voicemail: Arc::new(crate::voicemail::Voicemail::load(&config, 0).unwrap()),
+        mailer: Arc::new(crate::mail::Mailer::spawn(
+            Arc::new(crate::mail::MailQueue::open(&db.0, "vm@localhost").unwrap()),
+            Default::default(),
+        )),
     });
     Rig {
         core,

@@ -16,6 +16,7 @@
 
 mod cdrs;
 mod schema;
+mod voicemails;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -30,6 +31,7 @@ use crate::config::Synchronous;
 
 pub use cdrs::{load_cdrs, read_cdrs};
 pub use schema::SCHEMA_VERSION;
+pub use voicemails::{last_voicemail_id, load_voicemails, voicemail, StoredVoicemail};
 
 /// Errors of the store; each names what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,13 @@ pub enum Write {
         name: String,
         value: String,
         created_at_ms: u64,
+    },
+    /// Indexes a recorded voicemail message.
+    InsertVoicemail(StoredVoicemail),
+    /// Notes the mail queued for a voicemail message.
+    SetVoicemailMail {
+        id: u64,
+        message_id: String,
     },
 }
 
@@ -372,6 +381,10 @@ fn apply(conn: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
                      VALUES (?1, ?2, ?3)",
                 )?
                 .execute(params![name, value, *created_at_ms as i64])?;
+            }
+            Write::InsertVoicemail(v) => voicemails::insert(&tx, v)?,
+            Write::SetVoicemailMail { id, message_id } => {
+                voicemails::set_mail(&tx, *id, message_id)?
             }
         }
     }
@@ -735,7 +748,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         assert_eq!(
             load_bindings(&reader, 0).unwrap(),
             vec![binding("a", 10_000)]
@@ -759,6 +772,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(setting(&reader, "api_token").unwrap().as_deref(), Some("t"));
+        // Version 5: the voicemail index (ids continue from the highest).
+        assert_eq!(last_voicemail_id(&reader).unwrap(), 0);
+        let message = StoredVoicemail {
+            id: 7,
+            tenant: String::new(),
+            mailbox: "101".into(),
+            caller: "100".into(),
+            caller_name: Some("Bob".into()),
+            call_id: "c7".into(),
+            received_ms: 1_000,
+            duration_ms: 4_200,
+            file: "/vm/default/101/7.wav".into(),
+            ended_by: "hangup".into(),
+            mail_message_id: None,
+            mail_state: None,
+        };
+        store
+            .write(vec![
+                Write::InsertVoicemail(message.clone()),
+                Write::SetVoicemailMail {
+                    id: 7,
+                    message_id: "<m7@sipfence.test>".into(),
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(last_voicemail_id(&reader).unwrap(), 7);
+        let stored = voicemail(&reader, 7).unwrap().unwrap();
+        assert_eq!(
+            stored.mail_message_id.as_deref(),
+            Some("<m7@sipfence.test>")
+        );
+        // No such mail in the queue: no state to show.
+        assert_eq!(stored.mail_state, None);
+        assert_eq!(
+            load_voicemails(&reader, "", Some("101"), 0).unwrap().len(),
+            1
+        );
+        assert!(load_voicemails(&reader, "", Some("100"), 0)
+            .unwrap()
+            .is_empty());
         // Migrating again changes nothing.
         let again = Connection::open(&path).unwrap();
         schema::migrate(&again).unwrap();

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
@@ -78,8 +78,33 @@ CREATE TABLE IF NOT EXISTS settings (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5: voicemail messages (the WAV files live in `[voicemail] dir`)
+/// and the outgoing mail queue (see `crate::mail`).
+const V5: &str = "
+CREATE TABLE IF NOT EXISTS voicemails (
+    id              INTEGER PRIMARY KEY,
+    tenant          TEXT    NOT NULL,
+    mailbox         TEXT    NOT NULL,
+    caller          TEXT    NOT NULL,
+    caller_name     TEXT,
+    call_id         TEXT    NOT NULL,
+    received_ms     INTEGER NOT NULL,
+    duration_ms     INTEGER NOT NULL,
+    file            TEXT    NOT NULL,
+    ended_by        TEXT    NOT NULL,
+    mail_message_id TEXT
+);
+CREATE INDEX IF NOT EXISTS voicemails_mailbox ON voicemails (tenant, mailbox, received_ms);
+";
+
 /// Every migration: the version it brings the database to, and its SQL.
-const MIGRATIONS: [(i64, &str); 4] = [(1, V1), (2, V2), (3, V3), (4, V4)];
+const MIGRATIONS: [(i64, &[&str]); 5] = [
+    (1, &[V1]),
+    (2, &[V2]),
+    (3, &[V3]),
+    (4, &[V4]),
+    (5, &[V5, crate::mail::MAIL_QUEUE_DDL]),
+];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one version at a time.
 pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -89,9 +114,11 @@ pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
 /// Brings the database up to `target` (tests build older databases with it).
 pub(crate) fn migrate_to(conn: &Connection, target: i64) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (to, sql) in MIGRATIONS.into_iter().take_while(|(to, _)| *to <= target) {
+    for (to, sqls) in MIGRATIONS.into_iter().take_while(|(to, _)| *to <= target) {
         if version < to {
-            conn.execute_batch(sql)?;
+            for sql in sqls {
+                conn.execute_batch(sql)?;
+            }
             conn.pragma_update(None, "user_version", to)?;
         }
     }

@@ -86,7 +86,8 @@ mod component {
                 Event::Registered(_)
                 | Event::Unregistered(_)
                 | Event::CallStarted(_)
-                | Event::CallEnded(_) => policy::Reaction::None,
+                | Event::CallEnded(_)
+                | Event::VoicemailRecorded(_) => policy::Reaction::None,
             };
             match reaction {
                 policy::Reaction::None => Reaction::None,

@@ -308,7 +308,11 @@ mod tests {
         assert_eq!(m.from, None);
         assert_eq!(m.subject, "Voicemail from Bob (1:06)");
         assert!(m.body.contains("From:     Bob <102>"), "{}", m.body);
-        assert!(m.body.contains("Received: 2026-11-26 10:31:42 UTC"), "{}", m.body);
+        assert!(
+            m.body.contains("Received: 2026-11-26 10:31:42 UTC"),
+            "{}",
+            m.body
+        );
         assert!(m.body.contains("(vm-1.wav)"), "{}", m.body);
         assert!(s.attach);
     }
@@ -359,7 +363,10 @@ mod tests {
             err(r#"{"subject": "{calller}"}"#),
             "subject: {calller} is not one of caller, caller_name, mailbox, tenant, time, duration, seconds, file (write {{ for a brace)"
         );
-        assert_eq!(err(r#"{"body": "a } b"}"#), "body: a lone } (write }} for a brace)");
+        assert_eq!(
+            err(r#"{"body": "a } b"}"#),
+            "body: a lone } (write }} for a brace)"
+        );
         assert_eq!(
             err(r#"{"copy_to": ["ok@x.org", "nope"]}"#),
             "copy_to[1]: \"nope\" is not an e-mail address"

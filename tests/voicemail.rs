@@ -1,0 +1,347 @@
+//! Voicemail end to end: a SIPp caller (Debian `sip-tester`) calls an
+//! extension with no phone registered; the gateway answers, plays the
+//! mailbox's greeting and the beep, records the caller's G.711 RTP, and the
+//! voicemail-mail plugin mails the WAV through a real SMTP server, the
+//! kit's aiosmtpd sink (`tests/smtp_sink.py`) on loopback.
+//!
+//! Every address is loopback: the gateway on 127.0.9.1 (and .2), the callers
+//! on other 127.0.9.x addresses, SIPp's SDP and RTP on its own `-mi`
+//! address, the SMTP sink on 127.0.0.1. Each test has its own gateway, RTP
+//! port range, database and sink.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// How long the caller talks (SIPp's rtp_stream plays the whole tone).
+const TONE_SECS: f64 = 5.0;
+
+/// The test greeting (0.5 s); with the beep (0.4 s) it is over before the
+/// caller starts talking, 1 s after the answer (the scenario's first pause).
+const GREETING_SAMPLES: usize = 4000;
+
+/// The SMTP sink (aiosmtpd) as a child process; killed when dropped.
+struct SmtpSink {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl SmtpSink {
+    /// Starts the sink on 127.0.0.1:`port`, saving mail to `dir`. A missing
+    /// `aiosmtpd` fails the test (the sink exits saying so).
+    fn start(port: u16, dir: &Path) -> SmtpSink {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--max-secs", "300"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).ok();
+                panic!("the SMTP sink exited ({status}): {err} (pip install aiosmtpd)");
+            }
+            assert!(Instant::now() < deadline, "the SMTP sink never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SmtpSink {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The saved messages (`.eml`), oldest first.
+    fn mails(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+        files.sort();
+        files
+    }
+
+    fn wait_mails(&self, n: usize, within: Duration) -> Vec<PathBuf> {
+        let mut mails = Vec::new();
+        wait_until(within, &format!("{n} mail(s) at the SMTP sink"), || {
+            mails = self.mails();
+            mails.len() >= n
+        });
+        mails
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (nothing listens there afterwards).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `secs` of a 440 Hz tone whose loudness swells, as headerless mu-law for
+/// SIPp's rtp_stream.
+fn tone_ulaw(secs: f64) -> Vec<u8> {
+    let n = (secs * 8000.0) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            let level = 6000.0 + 3000.0 * (2.0 * std::f64::consts::PI * 0.5 * t).sin();
+            let sample = level * (2.0 * std::f64::consts::PI * 440.0 * t).sin();
+            sipfence::media::g711::ulaw_encode(sample as i16)
+        })
+        .collect()
+}
+
+/// A short greeting WAV (0.5 s, 660 Hz), written with the gateway's writer.
+fn write_greeting(path: &Path) {
+    let samples: Vec<i16> = (0..GREETING_SAMPLES)
+        .map(|i| (4000.0 * (2.0 * std::f64::consts::PI * 660.0 * i as f64 / 8000.0).sin()) as i16)
+        .collect();
+    sipfence::media::wav::write_wav(path, &samples).unwrap();
+}
+
+/// The gateway's config after the base: the mailbox 101 (never
+/// registered, so a call goes straight to voicemail) and mail to `smtp_port`.
+fn config(dir: &Path, smtp_port: u16) -> String {
+    let rtp = 30_000 + 2 * (rand::random::<u16>() % 10_000);
+    format!(
+        r#"
+[auth]
+# SIPp answers MD5 challenges only.
+algorithms = ["MD5"]
+
+[voicemail]
+dir = {vm:?}
+rtp_port_min = {rtp}
+rtp_port_max = {rtp_max}
+silence_timeout_ms = 4000
+
+[mail]
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+security = "none"
+from = "pbx@sipfence.test"
+retry_initial_ms = 100
+retry_max_ms = 400
+timeout_ms = 5000
+
+[[extension]]
+number = "100"
+password = "pw100"
+
+[[extension]]
+number = "101"
+password = "pw101"
+unavailable = "voicemail"
+no_answer = "voicemail"
+email = "alice@sipfence.test"
+greeting = "greeting.wav"
+
+[[plugin]]
+name = "voicemail-mail"
+path = "builtin:voicemail-mail"
+grants = ["mail"]
+timeout_ms = 2000
+"#,
+        vm = dir.join("voicemail").display().to_string(),
+        rtp_max = rtp + 200,
+    )
+}
+
+fn start_gateway(ip: &str, smtp_port: u16) -> Gateway {
+    let dir = std::sync::Arc::new(TempDir::new("vm"));
+    write_greeting(&dir.0.join("greeting.wav"));
+    let extra = config(&dir.0, smtp_port);
+    Gateway::start_in(dir, ip, "", &extra)
+}
+
+/// Calls mailbox 101 from `ip` as extension 100 and talks for TONE_SECS.
+fn leave_message(gw: &Gateway, ip: &str) -> SippOutcome {
+    let outcome = Sipp::client("uac_voicemail.xml", ip, gw.addr())
+        .call("100", "pw100", "101")
+        .pause_ms((TONE_SECS * 1000.0) as u64 + 300)
+        .file("voicemail_tone.ulaw", tone_ulaw(TONE_SECS))
+        .timeout(Duration::from_secs(40))
+        .run(&gw.dir.0);
+    assert_sipp_success(std::slice::from_ref(&outcome));
+    outcome
+}
+
+/// What a saved mail holds, read with Python's `email` and `wave` modules.
+#[derive(Debug, serde::Deserialize)]
+struct Mail {
+    rcpt: String,
+    to: String,
+    subject: String,
+    message_id: String,
+    attachment: String,
+    content_type: String,
+    rate: u32,
+    channels: u32,
+    width: u32,
+    seconds: f64,
+    rms: f64,
+}
+
+fn read_mail(path: &Path) -> Mail {
+    let script = r#"
+import email, io, json, math, struct, sys, wave
+m = email.message_from_binary_file(open(sys.argv[1], "rb"))
+part = [p for p in m.walk() if p.get_filename()][0]
+data = part.get_payload(decode=True)
+w = wave.open(io.BytesIO(data))
+frames = w.readframes(w.getnframes())
+samples = struct.unpack("<%dh" % (len(frames) // 2), frames)
+rms = math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
+print(json.dumps({
+    "rcpt": m["X-Sink-Rcpt-To"], "to": m["To"], "subject": m["Subject"],
+    "message_id": m["Message-ID"], "attachment": part.get_filename(),
+    "content_type": part.get_content_type(), "rate": w.getframerate(),
+    "channels": w.getnchannels(), "width": w.getsampwidth(),
+    "seconds": w.getnframes() / w.getframerate(), "rms": rms}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "reading {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The database's view: (voicemail file, its mail's Message-ID, the mail's
+/// state, attempts) of the newest message.
+fn queued_mail(gw: &Gateway) -> Option<(String, String, String, i64)> {
+    let conn = rusqlite::Connection::open(gw.dir.0.join("sipfence.db")).ok()?;
+    conn.query_row(
+        "SELECT v.file, m.message_id, m.state, m.attempts FROM voicemails v \
+         JOIN mail_queue m ON m.message_id = v.mail_message_id ORDER BY v.id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .ok()
+}
+
+#[test]
+fn an_unanswered_call_is_recorded_and_mailed_with_the_wav() {
+    let sink_dir = TempDir::new("vm-sink");
+    let smtp_port = free_tcp_port();
+    let sink = SmtpSink::start(smtp_port, &sink_dir.0);
+    let gw = start_gateway("127.0.9.1", smtp_port);
+
+    leave_message(&gw, "127.0.9.11");
+
+    let mails = sink.wait_mails(1, Duration::from_secs(20));
+    assert_eq!(mails.len(), 1, "exactly one mail");
+    let mail = read_mail(&mails[0]);
+    assert_eq!(mail.rcpt, "alice@sipfence.test");
+    assert!(mail.to.contains("alice@sipfence.test"), "{mail:?}");
+    assert!(mail.subject.contains("Caller 100"), "{mail:?}");
+    assert_eq!(mail.content_type, "audio/wav");
+    assert!(mail.attachment.ends_with(".wav"), "{mail:?}");
+    assert_eq!((mail.rate, mail.channels, mail.width), (8000, 1, 2));
+    // The caller talked for TONE_SECS after the greeting; the message is
+    // that long, within a second, and it is the tone, not silence.
+    assert!(
+        (mail.seconds - TONE_SECS).abs() < 1.0,
+        "recorded {} s for a {TONE_SECS} s message",
+        mail.seconds
+    );
+    assert!(mail.rms > 2000.0, "the recording is near silence: {mail:?}");
+
+    // The index row names the file and the mail, which is marked sent.
+    let mut row = None;
+    wait_until(Duration::from_secs(5), "the mail marked sent", || {
+        row = queued_mail(&gw);
+        row.as_ref().is_some_and(|r| r.2 == "sent")
+    });
+    let (file, message_id, _, attempts) = row.unwrap();
+    assert_eq!(message_id, mail.message_id);
+    assert_eq!(attempts, 1);
+    let wav = std::fs::metadata(&file).expect("the WAV stays on disk");
+    assert_eq!(wav.len(), 44 + (mail.seconds * 16000.0) as u64);
+
+    // The call's record: answered by the mailbox.
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0]["route"], "extension:101 -> voicemail:101");
+    assert_eq!(cdrs[0]["disposition"], "answered");
+    assert!(
+        cdrs[0]["answered_by"].starts_with("voicemail:101"),
+        "{cdrs:?}"
+    );
+}
+
+#[test]
+fn mail_waits_out_an_smtp_outage_and_a_kill_9_with_a_stable_message_id() {
+    let sink_dir = TempDir::new("vm-sink");
+    // Nothing listens on the port yet: the SMTP server is down.
+    let smtp_port = free_tcp_port();
+    let mut gw = start_gateway("127.0.9.2", smtp_port);
+
+    leave_message(&gw, "127.0.9.12");
+
+    let mut row = None;
+    wait_until(Duration::from_secs(20), "failed delivery attempts", || {
+        row = queued_mail(&gw);
+        row.as_ref().is_some_and(|r| r.3 >= 2)
+    });
+    let (_, message_id, state, _) = row.unwrap();
+    assert_eq!(state, "queued", "a failing server leaves the mail queued");
+
+    // The gateway dies; the SMTP server comes back; the gateway restarts
+    // and delivers what it had queued.
+    gw.kill9();
+    let sink = SmtpSink::start(smtp_port, &sink_dir.0);
+    gw.restart_same_ports();
+    let mails = sink.wait_mails(1, Duration::from_secs(20));
+    let first = read_mail(&mails[0]);
+    assert_eq!(first.message_id, message_id);
+    assert_eq!(first.rcpt, "alice@sipfence.test");
+    assert!((first.seconds - TONE_SECS).abs() < 1.0, "{first:?}");
+
+    // A crash between the server's acceptance and the row's update sends
+    // the mail again: made here by killing the gateway and putting the row
+    // back to "queued". The duplicate carries the same Message-ID.
+    wait_until(Duration::from_secs(5), "the mail marked sent", || {
+        queued_mail(&gw).is_some_and(|r| r.2 == "sent")
+    });
+    gw.kill9();
+    let conn = rusqlite::Connection::open(gw.dir.0.join("sipfence.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE mail_queue SET state = 'queued', sent_ms = NULL WHERE message_id = ?1",
+            [&message_id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    gw.restart_same_ports();
+    let mails = sink.wait_mails(2, Duration::from_secs(20));
+    let second = read_mail(&mails[1]);
+    assert_eq!(second.message_id, first.message_id);
+}
