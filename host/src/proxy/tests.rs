@@ -45,23 +45,26 @@ impl Drop for TempDb {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
         }
+        let _ = std::fs::remove_dir_all(format!("{}.voicemail", self.0.display()));
     }
 }
 
 async fn rig(extra: &str) -> Rig {
-    let text = format!(
-        "[transaction]\nt1_ms = {}\nt2_ms = 400\n\
-         [[extension]]\nnumber = \"100\"\npassword = \"pw\"\n\
-         [[extension]]\nnumber = \"101\"\npassword = \"pw\"\n\
-         [[extension]]\nnumber = \"102\"\npassword = \"pw\"\n{extra}\n",
-        T1.as_millis()
-    );
-    let config = Arc::new(Config::parse(&text, "test.toml").unwrap());
     let db = TempDb(std::env::temp_dir().join(format!(
         "sipfence-proxy-{}-{:x}.db",
         std::process::id(),
         rand::random::<u64>()
     )));
+    let text = format!(
+        "[transaction]\nt1_ms = {}\nt2_ms = 400\n\
+         [voicemail]\ndir = {:?}\n\
+         [[extension]]\nnumber = \"100\"\npassword = \"pw\"\n\
+         [[extension]]\nnumber = \"101\"\npassword = \"pw\"\n\
+         [[extension]]\nnumber = \"102\"\npassword = \"pw\"\n{extra}\n",
+        T1.as_millis(),
+        format!("{}.voicemail", db.0.display()),
+    );
+    let config = Arc::new(Config::parse(&text, "test.toml").unwrap());
     let store = Store::open(&db.0, config.storage.synchronous, 16, Duration::ZERO).unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let timers = Timers {
@@ -137,8 +140,13 @@ impl Rig {
     /// authentication: transaction created, then the proxy.
     /// Returns the INVITE and the proxy's immediate answer (0: none yet).
     fn call(&self, number: &str) -> (Message, u16) {
+        self.call_offering(number, None)
+    }
+
+    /// [`Rig::call`] with an SDP offer in the INVITE.
+    fn call_offering(&self, number: &str, sdp: Option<&str>) -> (Message, u16) {
         let caller = self.caller.local_addr().unwrap();
-        let text = format!(
+        let mut text = format!(
             "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n\
 Via: SIP/2.0/UDP {caller};branch=z9hG4bKc{:x};rport={};received=127.0.0.1\r\n\
 Max-Forwards: 70\r\n\
@@ -146,12 +154,18 @@ From: <sip:100@127.0.0.1>;tag=caller\r\n\
 To: <sip:{number}@127.0.0.1>\r\n\
 Call-ID: call-{:x}\r\n\
 CSeq: 1 INVITE\r\n\
-Contact: <sip:100@{caller}>\r\n\
-Content-Length: 0\r\n\r\n",
+Contact: <sip:100@{caller}>\r\n",
             rand::random::<u32>(),
             caller.port(),
             rand::random::<u64>(),
         );
+        match sdp {
+            Some(sdp) => text.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )),
+            None => text.push_str("Content-Length: 0\r\n\r\n"),
+        }
         let request = Message::parse(text.as_bytes()).unwrap();
         let key = Key::of(&request).unwrap();
         self.core.transactions.incoming(&key, false);
@@ -576,4 +590,82 @@ async fn a_request_carrying_our_own_via_is_a_loop() {
         rig.core.proxy.looped(&forwarded),
         "what we sent, coming back"
     );
+}
+
+/// An SDP offer from the caller with its media on `port`.
+fn offer(port: u16, formats: &str) -> String {
+    format!(
+        "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {formats}\r\n"
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_busy_and_no_answer_can_each_go_to_the_mailbox() {
+    // The INVITEs carry no SDP: the mailbox refuses them with 488, which
+    // shows the call reached it (the router alone would send 480 or 486).
+    let no_sdp = |m: &Message| {
+        m.code() == Some(488)
+            && matches!(&m.start, crate::sip::StartLine::Response { reason, .. } if reason.contains("no SDP"))
+    };
+    // No phone registered.
+    let rig1 = rig("unavailable = \"voicemail\"").await;
+    rig1.call("102");
+    let answer = recv_final(&rig1.caller, Duration::from_millis(1)).await;
+    assert!(no_sdp(&answer), "{answer:?}");
+
+    // Every phone busy.
+    let rig2 = rig("busy = \"voicemail\"").await;
+    let phone2 = phone(&rig2, "102").await;
+    rig2.call("102");
+    let invite = recv(&phone2, Duration::from_millis(1)).await;
+    rig2.answer(&phone2, &invite, 486, "p");
+    let answer = recv_final(&rig2.caller, Duration::from_millis(1)).await;
+    assert!(no_sdp(&answer), "{answer:?}");
+
+    // Nobody answers within the ring time: the phone is cancelled.
+    let rig3 = rig("ring_time_ms = 1000\nno_answer = \"voicemail\"").await;
+    let phone3 = phone(&rig3, "102").await;
+    rig3.call("102");
+    let invite = recv(&phone3, Duration::from_millis(1)).await;
+    rig3.answer(&phone3, &invite, 180, "p");
+    let start = Instant::now();
+    let answer = recv_final(&rig3.caller, Duration::from_secs(2)).await;
+    assert!(no_sdp(&answer), "{answer:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(1000));
+    assert_eq!(
+        method(&recv(&phone3, Duration::from_millis(1)).await),
+        Some(Method::Cancel)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_mailbox_answers_g711_with_sdp_and_refuses_other_codecs() {
+    let rig = rig("unavailable = \"voicemail\"").await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = media.local_addr().unwrap().port();
+
+    // G.729 only: nothing we can record.
+    rig.call_offering("102", Some(&offer(port, "18")));
+    let refused = recv_final(&rig.caller, Duration::from_millis(1)).await;
+    assert_eq!(refused.code(), Some(488));
+
+    // PCMA and PCMU offered: the first G.711 of the offer is chosen.
+    rig.call_offering("102", Some(&offer(port, "18 8 0")));
+    let ok = recv_final(&rig.caller, Duration::from_millis(100)).await;
+    assert_eq!(ok.code(), Some(200));
+    assert!(ok.to().unwrap().tag().is_some());
+    assert_eq!(ok.headers.get("Content-Type"), Some("application/sdp"));
+    let answer = String::from_utf8(ok.body.clone()).unwrap();
+    assert!(answer.contains("c=IN IP4 127.0.0.1\r\n"), "{answer}");
+    let m_line = answer.lines().find(|l| l.starts_with("m=audio ")).unwrap();
+    assert!(m_line.ends_with(" RTP/AVP 8"), "{answer}");
+    // The greeting arrives as PCMA (payload type 8) at the offer's port.
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), media.recv_from(&mut buf))
+        .await
+        .expect("greeting RTP")
+        .unwrap();
+    assert_eq!((n, buf[1] & 0x7f), (12 + 160, 8));
+    assert_eq!(rig.core.voicemail.in_progress(), 1);
 }
