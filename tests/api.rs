@@ -184,6 +184,10 @@ const PROTECTED: &[(&str, &str)] = &[
     ("GET", "/trunks"),
     ("GET", "/cdrs"),
     ("GET", "/cdrs.csv"),
+    ("GET", "/voicemails"),
+    ("GET", "/voicemails/1/audio"),
+    ("GET", "/mail"),
+    ("POST", "/mail/1/retry"),
     ("GET", "/plugins"),
     ("POST", "/plugins/reload"),
 ];
@@ -523,6 +527,37 @@ fn cdrs_and_plugins() {
     });
 }
 
+/// Voicemail and mail are listed (here: empty), unknown ids are 404, bad
+/// parameters 400 naming them; the metrics carry the mail queue. (The
+/// lists with content are checked in tests/voicemail.rs.)
+#[test]
+fn voicemails_and_the_mail_queue() {
+    let api = Api::start();
+    assert_eq!(api.get("/voicemails").json(), json!([]));
+    assert_eq!(
+        api.get("/voicemails?mailbox=100&tenant=&limit=0").json(),
+        json!([])
+    );
+    assert_eq!(api.get("/mail?limit=5").json(), json!([]));
+    assert_eq!(api.get("/voicemails/7/audio").status, 404);
+    assert_eq!(api.post("/mail/7/retry", "").status, 404);
+    let bad = api.get("/voicemails/x/audio");
+    assert_eq!((bad.status, bad.error_field()), (400, "id".to_owned()));
+    let bad = api.get("/mail?limit=10001");
+    assert_eq!((bad.status, bad.error_field()), (400, "limit".to_owned()));
+    let bad = api.get("/voicemails?box=1");
+    assert_eq!(bad.status, 400, "{bad:?}");
+    let metrics = api.get("/metrics").body;
+    for line in [
+        "sipfence_mail_queue_depth 0",
+        "sipfence_mail_sent_total 0",
+        "sipfence_voicemail_recordings 0",
+        "sipfence_voicemail_recorded_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing");
+    }
+}
+
 /// Every path and operation the router serves is in the generated document,
 /// with its error answers described.
 #[test]
@@ -535,6 +570,8 @@ fn the_openapi_document_describes_every_operation() {
         let template = match *path {
             "/bans/192.0.2.1" => "/bans/{address}",
             "/registrations/-/100/x" => "/registrations/{tenant}/{extension}/{key}",
+            "/voicemails/1/audio" => "/voicemails/{id}/audio",
+            "/mail/1/retry" => "/mail/{id}/retry",
             p => p,
         };
         let op = &paths
@@ -599,7 +636,8 @@ fn schemathesis_finds_nothing() {
     );
     assert!(out.status.success(), "schemathesis failed:\n{report}");
     assert!(
-        report.contains("Tested: 17"),
+        // The protected operations and /health (the document is not tested).
+        report.contains(&format!("Tested: {}", PROTECTED.len() + 1)),
         "every operation tested:\n{report}"
     );
 }

@@ -286,6 +286,36 @@ fn an_unanswered_call_is_recorded_and_mailed_with_the_wav() {
     let wav = std::fs::metadata(&file).expect("the WAV stays on disk");
     assert_eq!(wav.len(), 44 + (mail.seconds * 16000.0) as u64);
 
+    // The management API lists the message with its mail, and serves the
+    // recording itself.
+    let api = gw.api_addr.unwrap();
+    let token = gw.api_token.clone().unwrap();
+    let curl = |path: &str, out: &Path| {
+        let status = Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {token}"), "-o"])
+            .arg(out)
+            .arg(format!("http://{api}{path}"))
+            .status()
+            .expect("`curl` is needed: apt-get install curl");
+        assert!(status.success(), "curl {path}");
+    };
+    let listed = gw.dir.0.join("voicemails.json");
+    curl("/voicemails?mailbox=101", &listed);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&listed).unwrap()).unwrap();
+    assert_eq!(listed[0]["mailbox"], "101");
+    assert_eq!(listed[0]["caller"], "100");
+    assert_eq!(listed[0]["caller_name"], "Caller 100");
+    assert_eq!(listed[0]["mail_state"], "sent");
+    assert_eq!(listed[0]["mail_message_id"], mail.message_id.as_str());
+    let audio = gw.dir.0.join("download.wav");
+    curl(&format!("/voicemails/{}/audio", listed[0]["id"]), &audio);
+    assert_eq!(
+        std::fs::read(&audio).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    assert_eq!(gw.stat("voicemail_recorded"), 1);
+
     // The call's record: answered by the mailbox.
     let cdrs = gw.wait_cdrs(1);
     assert_eq!(cdrs[0]["route"], "extension:101 -> voicemail:101");

@@ -20,12 +20,13 @@ use utoipa::ToSchema;
 
 use crate::cdr::{Cdr, CdrFilter};
 use crate::guard::{BanOutcome, BanRow};
+use crate::mail::{MailError, MailSummary};
 use crate::plugins::PluginStats;
 use crate::registrar::location::Aor;
 use crate::run::{reload_chain, Plugins};
 use crate::server::{now_ms, tenant_key, Core};
 use crate::stats::Stats;
-use crate::store::Write;
+use crate::store::{StoredVoicemail, Write};
 
 /// Longest ban an operator can make: ten years.
 pub const MAX_BAN_MS: u64 = 10 * 365 * 24 * 3_600_000;
@@ -454,6 +455,83 @@ pub async fn cdrs(core: &Core, filter: CdrFilter) -> Result<Vec<Cdr>, ManageErro
     .await
     .map_err(|e| ManageError::Internal(e.to_string()))?
     .map_err(|e| ManageError::Internal(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Voicemail and mail
+
+/// Recorded messages, newest first: a mailbox's (of `tenant`, "" for the
+/// default one) or every one; at most `limit`.
+pub async fn voicemails(
+    core: &Core,
+    tenant: String,
+    mailbox: Option<String>,
+    limit: usize,
+) -> Result<Vec<StoredVoicemail>, ManageError> {
+    let store = core.store.clone();
+    blocking(move || {
+        let conn = store.reader()?;
+        crate::store::load_voicemails(&conn, &tenant, mailbox.as_deref(), limit)
+    })
+    .await
+}
+
+/// One message and its WAV file's bytes.
+pub async fn voicemail_audio(
+    core: &Core,
+    id: u64,
+) -> Result<(StoredVoicemail, Vec<u8>), ManageError> {
+    let store = core.store.clone();
+    let message = blocking(move || {
+        let conn = store.reader()?;
+        crate::store::voicemail(&conn, id)
+    })
+    .await?
+    .ok_or_else(|| ManageError::NotFound(format!("no voicemail {id}")))?;
+    let bytes = tokio::fs::read(&message.file)
+        .await
+        .map_err(|e| ManageError::Internal(format!("{}: {e}", message.file)))?;
+    Ok((message, bytes))
+}
+
+/// The mail queue, newest first.
+pub async fn mail_queue(core: &Core, limit: usize) -> Result<Vec<MailSummary>, ManageError> {
+    let queue = core.mailer.queue().clone();
+    tokio::task::spawn_blocking(move || queue.list(limit))
+        .await
+        .map_err(|e| ManageError::Internal(e.to_string()))?
+        .map_err(|e| ManageError::Internal(e.to_string()))
+}
+
+/// Tries mail `id` again now (a failed one, or a queued one before its time).
+pub async fn retry_mail(core: &Core, id: i64, actor: &Actor) -> Result<(), ManageError> {
+    let queue = core.mailer.queue().clone();
+    let done = tokio::task::spawn_blocking(move || queue.retry_now(id))
+        .await
+        .map_err(|e| ManageError::Internal(e.to_string()))?;
+    match done {
+        Ok(()) => {
+            core.mailer.notify();
+            tracing::warn!(mail = id, by = %actor, "mail retry requested");
+            Ok(())
+        }
+        Err(MailError::NotFound(_)) => Err(ManageError::NotFound(format!("no mail {id}"))),
+        Err(MailError::AlreadySent(_)) => Err(ManageError::Refused {
+            field: "id".into(),
+            problem: format!("mail {id} was sent already"),
+        }),
+        Err(e) => Err(ManageError::Internal(e.to_string())),
+    }
+}
+
+/// Runs a database read off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ManageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ManageError::Internal(e.to_string()))?
+        .map_err(|e| ManageError::Internal(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------

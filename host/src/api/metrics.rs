@@ -4,7 +4,9 @@
 //!
 //! - every [`Stats`] counter as `sipfence_NAME_total`, its doc comment as help;
 //! - `sipfence_requests_total{method}`, `sipfence_responses_total{class}`;
-//! - gauges: bans in force, registrations, calls setting up and up;
+//! - gauges: bans in force, registrations, calls setting up and up,
+//!   voicemail recordings in progress, the mail queue's depth;
+//! - mail sent, retried and failed;
 //! - per plugin: calls, failures by kind, health, and a call duration
 //!   histogram (estimated from sampled calls, see `PluginStats`).
 
@@ -90,6 +92,46 @@ pub fn render(core: &Core) -> String {
     );
     let _ = writeln!(out, "sipfence_calls{{state=\"setting_up\"}} {setting_up}");
     let _ = writeln!(out, "sipfence_calls{{state=\"up\"}} {up}");
+    gauge(
+        &mut out,
+        "sipfence_voicemail_recordings",
+        "Voicemail calls in progress (answered by a mailbox, not yet stored).",
+        core.voicemail.in_progress(),
+    );
+    // A failed count reads as -1: the scrape still shows the rest.
+    let depth = core.mailer.queue().depth().map_or(-1, |d| d as i64);
+    gauge(
+        &mut out,
+        "sipfence_mail_queue_depth",
+        "Mails waiting to be sent (queued, not sent, not failed).",
+        depth,
+    );
+    let mail = core.mailer.stats();
+    for (name, help, value) in [
+        ("sent", "Mails the SMTP server accepted.", &mail.sent),
+        (
+            "retried",
+            "Failed SMTP tries that were scheduled again.",
+            &mail.retried,
+        ),
+        (
+            "failed",
+            "Mails marked failed after too many permanent refusals.",
+            &mail.failed,
+        ),
+    ] {
+        family(
+            &mut out,
+            &format!("sipfence_mail_{name}_total"),
+            "counter",
+            help,
+        );
+        let _ = writeln!(
+            out,
+            "sipfence_mail_{name}_total {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
 
     let plugins = core.chain.read().unwrap().stats();
     family(
@@ -184,7 +226,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: usize) {
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     family(out, name, "gauge", help);
     let _ = writeln!(out, "{name} {value}");
 }

@@ -37,6 +37,7 @@ use utoipa::ToSchema;
 
 use crate::cdr::{Cdr, CdrFilter, Disposition};
 use crate::guard::BanRow;
+use crate::mail::MailSummary;
 use crate::manage::{
     self, Actor, ExtensionRow, IpAddress, ManageError, NewBan, RegistrationFilter, RegistrationRow,
     RingGroupRow, TrunkRow,
@@ -44,6 +45,7 @@ use crate::manage::{
 use crate::plugins::PluginStats;
 use crate::run::Plugins;
 use crate::server::{now_ms, Core};
+use crate::store::StoredVoicemail;
 
 /// Largest `limit` of a CDR query.
 pub const MAX_CDR_LIMIT: usize = 10_000;
@@ -167,6 +169,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/trunks", get(list_trunks))
         .route("/cdrs", get(list_cdrs))
         .route("/cdrs.csv", get(cdrs_csv))
+        .route("/voicemails", get(list_voicemails))
+        .route("/voicemails/{id}/audio", get(voicemail_audio))
+        .route("/mail", get(list_mail))
+        .route("/mail/{id}/retry", post(retry_mail))
         .route("/plugins", get(list_plugins))
         .route("/plugins/reload", post(reload_plugins))
         .route("/stats", get(stats))
@@ -741,6 +747,116 @@ async fn cdrs_csv(
         crate::cdr::to_csv(&rows),
     )
         .into_response())
+}
+
+// ---------------------------------------------------------------------------
+// Voicemail and mail
+
+const MAX_LIST_LIMIT: usize = 10_000;
+
+/// Recorded voicemail messages, newest first, with the state of their mail.
+#[utoipa::path(get, path = "/voicemails", tag = "voicemail",
+    params(
+        ("mailbox" = Option<String>, Query, description = "This mailbox's messages only (an extension number)"),
+        ("tenant" = Option<String>, Query, description = "The mailbox's tenant (empty or absent: the default tenant)"),
+        ("limit" = Option<u64>, Query, maximum = 10000,
+            description = "At most this many (default 100; 0: up to 10000)")),
+    responses(
+        (status = 200, description = "The messages", body = [StoredVoicemail]),
+        (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The database failed", body = ErrorBody)))]
+async fn list_voicemails(
+    State(api): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<StoredVoicemail>>, ApiError> {
+    let (mut mailbox, mut tenant, mut limit) = (None, String::new(), 100);
+    for (name, value) in query_pairs(query, &["mailbox", "tenant", "limit"])? {
+        match name.as_str() {
+            "mailbox" => mailbox = Some(value),
+            "tenant" => tenant = value,
+            _ => limit = number("limit", &value, MAX_LIST_LIMIT)?,
+        }
+    }
+    if limit == 0 {
+        limit = MAX_LIST_LIMIT;
+    }
+    Ok(Json(
+        manage::voicemails(&api.core, tenant, mailbox, limit).await?,
+    ))
+}
+
+/// A message's recording (WAV, 8 kHz mono 16-bit).
+#[utoipa::path(get, path = "/voicemails/{id}/audio", tag = "voicemail",
+    params(("id" = u64, Path, maximum = 9_223_372_036_854_775_807_u64, description = "The message's id")),
+    responses(
+        (status = 200, description = "The WAV file", content_type = "audio/wav", body = Vec<u8>),
+        (status = 400, description = "A bad id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+        (status = 500, description = "The file or the database failed", body = ErrorBody)))]
+async fn voicemail_audio(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = number("id", &id, i64::MAX as u64)?;
+    let (message, bytes) = manage::voicemail_audio(&api.core, id).await?;
+    let disposition = format!(
+        "attachment; filename=\"voicemail-{}-{}.wav\"",
+        message.mailbox, message.id
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The outgoing mail queue, newest first: queued, sent and failed mail.
+#[utoipa::path(get, path = "/mail", tag = "voicemail",
+    params(("limit" = Option<u64>, Query, maximum = 10000,
+        description = "At most this many (default 100; 0: up to 10000)")),
+    responses(
+        (status = 200, description = "The mails (without their bodies)", body = [MailSummary]),
+        (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 500, description = "The database failed", body = ErrorBody)))]
+async fn list_mail(
+    State(api): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<MailSummary>>, ApiError> {
+    let mut limit = 100;
+    for (_, value) in query_pairs(query, &["limit"])? {
+        limit = number("limit", &value, MAX_LIST_LIMIT)?;
+    }
+    if limit == 0 {
+        limit = MAX_LIST_LIMIT;
+    }
+    Ok(Json(manage::mail_queue(&api.core, limit).await?))
+}
+
+/// Tries a mail again now: a failed one (refused too often), or a queued
+/// one before its next try is due. Sent mail is refused (409).
+#[utoipa::path(post, path = "/mail/{id}/retry", tag = "voicemail",
+    params(("id" = u64, Path, maximum = 9_223_372_036_854_775_807_u64, description = "The mail's id")),
+    responses(
+        (status = 204, description = "Queued for an immediate try"),
+        (status = 400, description = "A bad id", body = ErrorBody),
+        (status = 401, description = "No or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such mail", body = ErrorBody),
+        (status = 409, description = "Sent already", body = ErrorBody),
+        (status = 500, description = "The database failed", body = ErrorBody)))]
+async fn retry_mail(
+    State(api): State<Arc<ApiState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: u64 = number("id", &id, i64::MAX as u64)?;
+    manage::retry_mail(&api.core, id as i64, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------------------

@@ -155,7 +155,8 @@ impl PendingMail {
 }
 
 /// The state of a queued mail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum MailState {
     /// Waiting for its next try.
     Queued,
@@ -186,7 +187,7 @@ impl MailState {
 }
 
 /// One row as the management API lists it (no body).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MailSummary {
     /// Row id.
     pub id: i64,
