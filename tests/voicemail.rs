@@ -121,9 +121,14 @@ fn write_greeting(path: &Path) {
 }
 
 /// The gateway's config after the base: the mailbox 101 (never
-/// registered, so a call goes straight to voicemail) and mail to `smtp_port`.
-fn config(dir: &Path, smtp_port: u16) -> String {
+/// registered, so a call goes straight to voicemail), mail to `smtp_port`
+/// (None: mail off), and `plugins` before voicemail-mail.
+fn config(dir: &Path, smtp_port: Option<u16>, plugins: &str) -> String {
     let rtp = 30_000 + 2 * (rand::random::<u16>() % 10_000);
+    let smtp = match smtp_port {
+        Some(port) => format!("smtp_host = \"127.0.0.1\"\nsmtp_port = {port}"),
+        None => String::new(),
+    };
     format!(
         r#"
 [auth]
@@ -137,8 +142,7 @@ rtp_port_max = {rtp_max}
 silence_timeout_ms = 4000
 
 [mail]
-smtp_host = "127.0.0.1"
-smtp_port = {smtp_port}
+{smtp}
 security = "none"
 from = "pbx@sipfence.test"
 retry_initial_ms = 100
@@ -156,7 +160,7 @@ unavailable = "voicemail"
 no_answer = "voicemail"
 email = "alice@sipfence.test"
 greeting = "greeting.wav"
-
+{plugins}
 [[plugin]]
 name = "voicemail-mail"
 path = "builtin:voicemail-mail"
@@ -168,17 +172,22 @@ timeout_ms = 2000
     )
 }
 
-fn start_gateway(ip: &str, smtp_port: u16) -> Gateway {
+fn start_gateway(ip: &str, smtp_port: Option<u16>, plugins: &str) -> Gateway {
     let dir = std::sync::Arc::new(TempDir::new("vm"));
     write_greeting(&dir.0.join("greeting.wav"));
-    let extra = config(&dir.0, smtp_port);
+    let extra = config(&dir.0, smtp_port, plugins);
     Gateway::start_in(dir, ip, "", &extra)
 }
 
 /// Calls mailbox 101 from `ip` as extension 100 and talks for TONE_SECS.
 fn leave_message(gw: &Gateway, ip: &str) -> SippOutcome {
+    call_and_talk(gw, ip, "101")
+}
+
+/// Calls `number` from `ip` as extension 100 and talks for TONE_SECS.
+fn call_and_talk(gw: &Gateway, ip: &str, number: &str) -> SippOutcome {
     let outcome = Sipp::client("uac_voicemail.xml", ip, gw.addr())
-        .call("100", "pw100", "101")
+        .call("100", "pw100", number)
         .pause_ms((TONE_SECS * 1000.0) as u64 + 300)
         .file("voicemail_tone.ulaw", tone_ulaw(TONE_SECS))
         .timeout(Duration::from_secs(40))
@@ -252,7 +261,7 @@ fn an_unanswered_call_is_recorded_and_mailed_with_the_wav() {
     let sink_dir = TempDir::new("vm-sink");
     let smtp_port = free_tcp_port();
     let sink = SmtpSink::start(smtp_port, &sink_dir.0);
-    let gw = start_gateway("127.0.9.1", smtp_port);
+    let gw = start_gateway("127.0.9.1", Some(smtp_port), "");
 
     leave_message(&gw, "127.0.9.11");
 
@@ -331,7 +340,7 @@ fn mail_waits_out_an_smtp_outage_and_a_kill_9_with_a_stable_message_id() {
     let sink_dir = TempDir::new("vm-sink");
     // Nothing listens on the port yet: the SMTP server is down.
     let smtp_port = free_tcp_port();
-    let mut gw = start_gateway("127.0.9.2", smtp_port);
+    let mut gw = start_gateway("127.0.9.2", Some(smtp_port), "");
 
     leave_message(&gw, "127.0.9.12");
 
@@ -374,4 +383,33 @@ fn mail_waits_out_an_smtp_outage_and_a_kill_9_with_a_stable_message_id() {
     let mails = sink.wait_mails(2, Duration::from_secs(20));
     let second = read_mail(&mails[1]);
     assert_eq!(second.message_id, first.message_id);
+}
+
+#[test]
+fn a_route_rule_sends_a_number_to_the_mailbox_and_mail_waits_for_a_server() {
+    // number-analysis: 6 + an extension is that extension's mailbox. No
+    // [mail] smtp_host: mail is off, so the message's mail stays queued.
+    let rules = r#"
+[[plugin]]
+name = "numbers"
+path = "builtin:number-analysis"
+[plugin.config]
+rules = [{ prefix = "6", route = "voicemail", strip = 1 }]
+"#;
+    let gw = start_gateway("127.0.9.3", None, rules);
+    assert_eq!(gw.log_count("mail off"), 1);
+
+    call_and_talk(&gw, "127.0.9.13", "6101");
+
+    let mut row = None;
+    wait_until(Duration::from_secs(10), "the message's mail queued", || {
+        row = queued_mail(&gw);
+        row.is_some()
+    });
+    let (file, _, state, attempts) = row.unwrap();
+    assert_eq!((state.as_str(), attempts), ("queued", 0));
+    assert!(Path::new(&file).is_file());
+    let cdrs = gw.wait_cdrs(1);
+    assert_eq!(cdrs[0]["callee"], "6101");
+    assert_eq!(cdrs[0]["route"], "voicemail:101");
 }

@@ -123,23 +123,37 @@ fn api_section() {
     );
 }
 
-/// Fail-to-ban is on by default, with no configuration of its own.
+/// Fail-to-ban is on by default, with no configuration of its own; so is
+/// voicemail-mail (which sends nothing until [mail] names a server).
 #[test]
 fn embedded_default_runs_fail_to_ban() {
     let c = Config::embedded_default();
     assert_eq!(
         c.plugins,
-        [PluginSpec {
-            name: "fail-to-ban".into(),
-            source: PluginSource::Builtin("fail-to-ban".into()),
-            on_error: OnError::FailClosed,
-            grants: vec![Grant::Counter, Grant::Kv],
-            memory_limit_bytes: 16 * 1024 * 1024,
-            timeout_ms: 10,
-            enabled: true,
-            config: serde_json::json!({}),
-        }]
+        [
+            PluginSpec {
+                name: "fail-to-ban".into(),
+                source: PluginSource::Builtin("fail-to-ban".into()),
+                on_error: OnError::FailClosed,
+                grants: vec![Grant::Counter, Grant::Kv],
+                memory_limit_bytes: 16 * 1024 * 1024,
+                timeout_ms: 10,
+                enabled: true,
+                config: serde_json::json!({}),
+            },
+            PluginSpec {
+                name: "voicemail-mail".into(),
+                source: PluginSource::Builtin("voicemail-mail".into()),
+                on_error: OnError::FailOpen,
+                grants: vec![Grant::Mail],
+                memory_limit_bytes: 16 * 1024 * 1024,
+                timeout_ms: 1000,
+                enabled: true,
+                config: serde_json::json!({}),
+            }
+        ]
     );
+    assert_eq!(c.mail.smtp_host, None, "mail is off by default");
     // A file without [[plugin]] entries runs no plugin.
     assert!(parse("").plugins.is_empty());
 }
