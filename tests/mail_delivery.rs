@@ -2,9 +2,9 @@
 //! the kit's aiosmtpd sink (`tests/smtp_sink.py`, needs `aiosmtpd`), on
 //! loopback. Each test has its own temp dir, database and port.
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,97 +14,8 @@ use sipfence::mail::{
     SmtpServer, MAIL_QUEUE_DDL,
 };
 
-/// A temp dir removed at the end of the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "sipfence-mail-it-{tag}-{}-{:x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The SMTP sink as a child process, killed on drop.
-struct Sink {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Sink {
-    fn start(port: u16, dir: &Path) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--dir")
-            .arg(dir)
-            // A backstop should the test die without dropping the guard.
-            .args(["--max-secs", "120"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("smtp sink exited early ({status}); is aiosmtpd installed?");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "smtp sink did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// The saved messages, in arrival order.
-    fn messages(&self) -> Vec<String> {
-        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "eml")
-                    && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-            })
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::smtp::{free_tcp_port, SmtpSink};
+use common::TempDir;
 
 /// A fresh database file with the mail table, and a queue on it.
 fn open_queue(dir: &Path) -> (PathBuf, Arc<MailQueue>) {
@@ -211,8 +122,8 @@ fn attachment_bytes(eml: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_mail_with_the_wav_attached() {
     let tmp = TempDir::new("deliver");
-    let port = free_port();
-    let sink = Sink::start(port, &tmp.0.join("sink"));
+    let port = free_tcp_port();
+    let sink = SmtpSink::start(port, &tmp.0.join("sink"));
     let (_db, queue) = open_queue(&tmp.0);
     let wav_path = tmp.0.join("msg0001.wav");
     let wav = write_wav(&wav_path, 4000);
@@ -258,8 +169,8 @@ async fn delivers_mail_with_the_wav_attached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_recording_still_sends_the_notification() {
     let tmp = TempDir::new("missing");
-    let port = free_port();
-    let sink = Sink::start(port, &tmp.0.join("sink"));
+    let port = free_tcp_port();
+    let sink = SmtpSink::start(port, &tmp.0.join("sink"));
     let (_db, queue) = open_queue(&tmp.0);
     let mailer = Mailer::spawn(queue.clone(), settings(Some(port)));
     let mut mail = voicemail("bob@example.com");
@@ -282,7 +193,7 @@ async fn missing_recording_still_sends_the_notification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_retries_with_backoff_then_delivers() {
     let tmp = TempDir::new("down");
-    let port = free_port(); // nothing listens yet
+    let port = free_tcp_port(); // nothing listens yet
     let (_db, queue) = open_queue(&tmp.0);
     let mailer = Mailer::spawn(queue.clone(), settings(Some(port)));
     let queued = mailer
@@ -329,7 +240,7 @@ async fn server_down_retries_with_backoff_then_delivers() {
         assert!(n2 - n1 >= min, "{seen:?}");
     }
 
-    let sink = Sink::start(port, &tmp.0.join("sink"));
+    let sink = SmtpSink::start(port, &tmp.0.join("sink"));
     wait_for(15, "mail sent after the server came up", || {
         row(&queue, queued.id).state == MailState::Sent
     })
@@ -346,8 +257,8 @@ async fn server_down_retries_with_backoff_then_delivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_queued_mail_with_the_same_message_id() {
     let tmp = TempDir::new("restart");
-    let port = free_port();
-    let sink = Sink::start(port, &tmp.0.join("sink"));
+    let port = free_tcp_port();
+    let sink = SmtpSink::start(port, &tmp.0.join("sink"));
     let (db, queue) = open_queue(&tmp.0);
     let wav_path = tmp.0.join("vm.wav");
     let wav = write_wav(&wav_path, 800);

@@ -11,11 +11,11 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use common::smtp::{free_tcp_port, SmtpSink};
 use common::*;
 
 /// How long the caller talks (SIPp's rtp_stream plays the whole tone).
@@ -24,79 +24,6 @@ const TONE_SECS: f64 = 5.0;
 /// The test greeting (0.5 s); with the beep (0.4 s) it is over before the
 /// caller starts talking, 1 s after the answer (the scenario's first pause).
 const GREETING_SAMPLES: usize = 4000;
-
-/// The SMTP sink (aiosmtpd) as a child process; killed when dropped.
-struct SmtpSink {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    /// Starts the sink on 127.0.0.1:`port`, saving mail to `dir`. A missing
-    /// `aiosmtpd` fails the test (the sink exits saying so).
-    fn start(port: u16, dir: &Path) -> SmtpSink {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--dir")
-            .arg(dir)
-            .args(["--max-secs", "300"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).ok();
-                panic!("the SMTP sink exited ({status}): {err} (pip install aiosmtpd)");
-            }
-            assert!(Instant::now() < deadline, "the SMTP sink never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        SmtpSink {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// The saved messages (`.eml`), oldest first.
-    fn mails(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
-        files.sort();
-        files
-    }
-
-    fn wait_mails(&self, n: usize, within: Duration) -> Vec<PathBuf> {
-        let mut mails = Vec::new();
-        wait_until(within, &format!("{n} mail(s) at the SMTP sink"), || {
-            mails = self.mails();
-            mails.len() >= n
-        });
-        mails
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (nothing listens there afterwards).
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `secs` of a 440 Hz tone whose loudness swells, as headerless mu-law for
 /// SIPp's rtp_stream.

@@ -6,6 +6,8 @@
 //! what the gateway said.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
