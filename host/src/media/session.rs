@@ -37,8 +37,10 @@ const RECV_BUF: usize = 2048;
 /// The negotiated media, as the session needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MediaParams {
-    /// Where the SDP says to send RTP, until symmetric RTP latches.
-    pub remote: SocketAddr,
+    /// Where the SDP says to send RTP, until symmetric RTP latches. None:
+    /// send nothing until the caller's first packet names the address (the
+    /// caller decides; see `crate::voicemail`).
+    pub remote: Option<SocketAddr>,
     /// The G.711 law we send and record.
     pub codec: Codec,
     /// The codec's payload type in this call.
@@ -50,7 +52,7 @@ pub struct MediaParams {
 impl From<&Negotiated> for MediaParams {
     fn from(n: &Negotiated) -> Self {
         Self {
-            remote: n.remote,
+            remote: Some(n.remote),
             codec: n.codec,
             payload_type: n.payload_type,
             telephone_event: n.telephone_event,
@@ -160,7 +162,9 @@ pub async fn record(
             }
             _ = ticker.tick() => {
                 let n = source.len().min(FRAME);
-                tx.send(socket, rx.target(), &source[..n]).await;
+                if let Some(to) = rx.target() {
+                    tx.send(socket, to, &source[..n]).await;
+                }
                 source = &source[n..];
             }
             event = rx.recv() => {
@@ -295,9 +299,9 @@ struct Receiver<'a> {
 }
 
 impl Receiver<'_> {
-    /// Where our RTP goes now.
-    fn target(&self) -> SocketAddr {
-        self.latched.unwrap_or(self.media.remote)
+    /// Where our RTP goes now, if anywhere yet.
+    fn target(&self) -> Option<SocketAddr> {
+        self.latched.or(self.media.remote)
     }
 
     /// Receives one datagram. ICMP-induced errors (an unreachable caller)
@@ -331,7 +335,7 @@ impl Receiver<'_> {
             }
             Some(_) => {}
             None => {
-                tracing::info!(%from, sdp = %self.media.remote, "symmetric RTP latched");
+                tracing::info!(%from, sdp = ?self.media.remote, "symmetric RTP latched");
                 self.latched = Some(from);
             }
         }
@@ -434,11 +438,22 @@ mod tests {
     }
 
     async fn start(name: &str, greeting_frames: usize, limits: RecordLimits) -> Harness {
+        start_with(name, greeting_frames, limits, true).await
+    }
+
+    /// `trust_sdp`: false starts with no address to send to (the SDP named
+    /// someone else than the caller).
+    async fn start_with(
+        name: &str,
+        greeting_frames: usize,
+        limits: RecordLimits,
+        trust_sdp: bool,
+    ) -> Harness {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let gateway = socket.local_addr().unwrap();
         let sdp_peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let media = MediaParams {
-            remote: sdp_peer.local_addr().unwrap(),
+            remote: trust_sdp.then(|| sdp_peer.local_addr().unwrap()),
             codec: Codec::Pcmu,
             payload_type: 0,
             telephone_event: Some(TE),
@@ -761,5 +776,32 @@ mod tests {
         assert_eq!((rec.ended, rec.path), (EndReason::Hangup, None));
         assert_eq!(rec.packets_ignored, 2);
         assert_eq!(rec.remote_latched, Some(h.sdp_peer.local_addr().unwrap()));
+    }
+
+    /// Without a trusted SDP address nothing is sent until the caller's
+    /// first packet; then the prompts go to that packet's source.
+    #[tokio::test]
+    async fn untrusted_sdp_address_waits_for_the_callers_first_packet() {
+        let h = start_with("untrusted.wav", 20, RecordLimits::default(), false).await;
+        assert_eq!(
+            recv_rtp(&h.sdp_peer, Duration::from_millis(200)).await,
+            None,
+            "nothing may go to the SDP address"
+        );
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        caller
+            .send_to(&audio_packet(1, 160, false), h.gateway)
+            .await
+            .unwrap();
+        assert!(recv_rtp(&caller, Duration::from_millis(500))
+            .await
+            .is_some());
+        assert_eq!(
+            recv_rtp(&h.sdp_peer, Duration::from_millis(100)).await,
+            None
+        );
+        h.stop.send_replace(true);
+        let recording = h.task.await.unwrap().unwrap();
+        assert_eq!(recording.remote_latched, Some(caller.local_addr().unwrap()));
     }
 }

@@ -145,7 +145,19 @@ impl Call {
         };
         let mut greeting = self.greeting.to_vec();
         greeting.extend_from_slice(&self.service.beep);
-        let media = MediaParams::from(&self.negotiated);
+        let mut media = MediaParams::from(&self.negotiated);
+        // Media goes only where the caller is: the SDP address when it is
+        // the caller's own signalling address, else (NAT, or an address
+        // the caller merely wrote down) wherever its first RTP packet
+        // comes from. An INVITE cannot aim our RTP at a third party.
+        if media
+            .remote
+            .is_some_and(|r| r.ip() != session.caller.addr.ip())
+        {
+            tracing::debug!(sdp = ?media.remote, caller = %session.caller.addr,
+                "SDP address is not the caller's: RTP waits for the caller's first packet");
+            media.remote = None;
+        }
         let recording = {
             let retransmit = self.retransmit_ok(&ok);
             let recorder = record(
