@@ -251,6 +251,19 @@ fn an_unanswered_call_is_recorded_and_mailed_with_the_wav() {
         std::fs::read(&file).unwrap()
     );
     assert_eq!(gw.stat("voicemail_recorded"), 1);
+    // And so does the command line, from the database.
+    let listed = gw.cli(&["voicemail", "list", "--mailbox", "101"]);
+    let row = listed.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains(" 101 ") && row.contains("100 (Caller 100)") && row.contains(" sent "),
+        "{listed}"
+    );
+    let queue = gw.cli(&["mail", "list"]);
+    let row = queue.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains(" sent ") && row.contains("alice@sipfence.test"),
+        "{queue}"
+    );
 
     // The call's record: answered by the mailbox.
     let cdrs = gw.wait_cdrs(1);

@@ -71,6 +71,53 @@ enum Command {
         #[command(subcommand)]
         verb: CdrVerb,
     },
+    /// Recorded voicemail messages, read from the database.
+    #[command(alias = "voicemails")]
+    Voicemail {
+        #[command(subcommand)]
+        verb: VoicemailVerb,
+    },
+    /// The outgoing mail queue, read from the database.
+    Mail {
+        #[command(subcommand)]
+        verb: MailVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum VoicemailVerb {
+    /// List messages, newest first: when, mailbox, caller, length, how it
+    /// ended, the mail's state, the file.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// This mailbox's messages only.
+        #[arg(long, value_name = "N")]
+        mailbox: Option<String>,
+        /// The mailbox's tenant domain (default: the default tenant).
+        #[arg(long, value_name = "DOMAIN", default_value = "")]
+        tenant: String,
+        /// At most N messages; 0 for all.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailVerb {
+    /// List mails, newest first: state, tries, recipients, subject, the
+    /// last error. (Retry one now: `POST /mail/{id}/retry` of the API.)
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// At most N mails.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -385,6 +432,75 @@ fn cdrs(verb: CdrVerb) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn voicemails(verb: VoicemailVerb) -> anyhow::Result<()> {
+    let VoicemailVerb::List {
+        config,
+        mailbox,
+        tenant,
+        limit,
+        json,
+    } = verb;
+    let config = load_config(&config)?;
+    let conn = store::open_read_only(&config.storage.database)?;
+    let rows = store::load_voicemails(&conn, &tenant, mailbox.as_deref(), limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<8} {:<16} {:>8} {:<10} {:<7} FILE",
+        "RECEIVED", "MAILBOX", "CALLER", "LENGTH", "ENDED BY", "MAIL"
+    );
+    for v in &rows {
+        let caller = match &v.caller_name {
+            Some(name) => format!("{} ({name})", v.caller),
+            None => v.caller.clone(),
+        };
+        println!(
+            "{:<24} {:<8} {:<16} {:>7.1}s {:<10} {:<7} {}",
+            cdr::format_rfc3339_ms(v.received_ms),
+            v.mailbox,
+            caller,
+            v.duration_ms as f64 / 1000.0,
+            v.ended_by,
+            v.mail_state.as_deref().unwrap_or("-"),
+            v.file
+        );
+    }
+    Ok(())
+}
+
+fn mails(verb: MailVerb) -> anyhow::Result<()> {
+    let MailVerb::List {
+        config,
+        limit,
+        json,
+    } = verb;
+    let config = load_config(&config)?;
+    let queue = sipfence::mail::MailQueue::open(&config.storage.database, &config.mail.from)?;
+    let rows = queue.list(limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:>5} {:<7} {:>5} {:<24} {:<28} LAST ERROR",
+        "ID", "STATE", "TRIES", "QUEUED", "TO"
+    );
+    for m in &rows {
+        println!(
+            "{:>5} {:<7} {:>5} {:<24} {:<28} {}",
+            m.id,
+            m.state.as_str(),
+            m.attempts,
+            cdr::format_rfc3339_ms(m.created_ms),
+            m.rcpt.join(","),
+            m.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config: path } => {
@@ -398,6 +514,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Bans { verb } => bans(verb),
         Command::Plugins { verb } => plugins(verb),
         Command::Cdr { verb } => cdrs(verb),
+        Command::Voicemail { verb } => voicemails(verb),
+        Command::Mail { verb } => mails(verb),
         Command::Calls {
             verb: CallsVerb::List { config, json },
         } => {
