@@ -7,7 +7,9 @@
 //! Every address is loopback: the gateway on 127.0.9.1 (and .2), the callers
 //! on other 127.0.9.x addresses, SIPp's SDP and RTP on its own `-mi`
 //! address, the SMTP sink on 127.0.0.1. Each test has its own gateway, RTP
-//! port range, database and sink.
+//! port range, database and sink. The `#` test plays the sip-tester
+//! package's RFC 4733 capture with SIPp's play_pcap_audio, which sends
+//! through a raw socket: it needs root (as CI runs).
 
 mod common;
 
@@ -352,4 +354,37 @@ rules = [{ prefix = "6", route = "voicemail", strip = 1 }]
     let cdrs = gw.wait_cdrs(1);
     assert_eq!(cdrs[0]["callee"], "6101");
     assert_eq!(cdrs[0]["route"], "voicemail:101");
+}
+
+/// The pound key of the sip-tester package: RFC 4733 event 11, payload type 101.
+const POUND_PCAP: &str = "/usr/share/sip-tester/dtmf_2833_pound.pcap";
+
+#[test]
+fn hash_ends_the_message_and_the_gateway_hangs_up() {
+    let gw = start_gateway("127.0.9.4", None, "");
+    let pound = std::fs::read(POUND_PCAP)
+        .unwrap_or_else(|e| panic!("{POUND_PCAP}: {e} (apt-get install sip-tester)"));
+    // 2 s of talk, then "#"; SIPp then waits for the gateway's BYE.
+    let outcome = Sipp::client("uac_voicemail_hash.xml", "127.0.9.14", gw.addr())
+        .call("100", "pw100", "101")
+        .pause_ms(2300)
+        .file("voicemail_tone.ulaw", tone_ulaw(2.0))
+        .file("dtmf_2833_pound.pcap", pound)
+        .timeout(Duration::from_secs(30))
+        .run(&gw.dir.0);
+    assert_sipp_success(std::slice::from_ref(&outcome));
+
+    let conn = rusqlite::Connection::open(gw.dir.0.join("sipfence.db")).unwrap();
+    let (ended_by, duration_ms): (String, i64) = conn
+        .query_row(
+            "SELECT ended_by, duration_ms FROM voicemails ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a stored message");
+    assert_eq!(ended_by, "dtmf");
+    assert!(
+        (1_500..=2_800).contains(&duration_ms),
+        "the message is the 2 s before the #: {duration_ms} ms"
+    );
 }
