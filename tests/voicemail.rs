@@ -388,3 +388,44 @@ fn hash_ends_the_message_and_the_gateway_hangs_up() {
         "the message is the 2 s before the #: {duration_ms} ms"
     );
 }
+
+#[test]
+fn a_greeting_that_cannot_be_played_is_refused_at_check_and_at_start() {
+    let dir = TempDir::new("vm-greeting");
+    // A stereo 44.1 kHz WAV: not 8 kHz mono.
+    let mut wav = Vec::new();
+    for (chunk, len) in [("RIFF", 36u32), ("WAVE", 0)] {
+        wav.extend_from_slice(chunk.as_bytes());
+        if chunk == "RIFF" {
+            wav.extend_from_slice(&len.to_le_bytes());
+        }
+    }
+    wav.extend_from_slice(b"fmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    for v in [1u16, 2] {
+        wav.extend_from_slice(&v.to_le_bytes()); // PCM, 2 channels
+    }
+    wav.extend_from_slice(&44_100u32.to_le_bytes());
+    wav.extend_from_slice(&(44_100u32 * 4).to_le_bytes());
+    wav.extend_from_slice(&4u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&0u32.to_le_bytes());
+    std::fs::write(dir.0.join("greeting.wav"), wav).unwrap();
+    let text = format!(
+        "{}\n{}",
+        base_config(&dir.0, &["127.0.9.5:0".into()], ""),
+        config(&dir.0, None, "")
+    );
+    let path = dir.0.join("sipfence.toml");
+    std::fs::write(&path, text).unwrap();
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let out = Command::new(BIN).args(args).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "sipfence {args:?} must fail");
+        assert!(
+            err.contains("greeting") && err.contains("greeting.wav"),
+            "sipfence {args:?}: {err}"
+        );
+    }
+}

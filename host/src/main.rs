@@ -541,6 +541,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            sipfence::voicemail::check_greetings(&config).map_err(anyhow::Error::msg)?;
             // Load the chain too: a plugin's own config is checked by its
             // init, and a missing capability grant only shows when loading.
             let engine = PluginEngine::new()?;

@@ -77,26 +77,7 @@ impl Voicemail {
                 settings.dir.display()
             )
         })?;
-        let read = |path: &Path| -> Result<Arc<[i16]>, String> {
-            wav::read_wav(path)
-                .map(Arc::from)
-                .map_err(|e| format!("greeting {}: {e}", path.display()))
-        };
-        let default_greeting = match &settings.greeting {
-            Some(path) => read(path)?,
-            None => Arc::from(prompt::chime()),
-        };
-        let mut greetings = HashMap::new();
-        for tenant in &config.tenants {
-            for ext in &tenant.extensions {
-                if let Some(path) = &ext.greeting {
-                    greetings.insert(
-                        (tenant_key(tenant).to_owned(), ext.number.clone()),
-                        read(path)?,
-                    );
-                }
-            }
-        }
+        let (default_greeting, greetings) = greetings(config)?;
         Ok(Voicemail {
             settings,
             greetings,
@@ -273,6 +254,40 @@ impl Voicemail {
             .join(mailbox)
             .join(format!("{id}.wav"))
     }
+}
+
+/// Greetings by mailbox, and the default one.
+type Greetings = (Arc<[i16]>, HashMap<(String, String), Arc<[i16]>>);
+
+/// Reads every greeting the config names; the error names the file.
+fn greetings(config: &Config) -> Result<Greetings, String> {
+    let read = |path: &Path| -> Result<Arc<[i16]>, String> {
+        wav::read_wav(path)
+            .map(Arc::from)
+            .map_err(|e| format!("greeting {}: {e}", path.display()))
+    };
+    let default = match &config.voicemail.greeting {
+        Some(path) => read(path)?,
+        None => Arc::from(prompt::chime()),
+    };
+    let mut by_mailbox = HashMap::new();
+    for tenant in &config.tenants {
+        for ext in &tenant.extensions {
+            if let Some(path) = &ext.greeting {
+                by_mailbox.insert(
+                    (tenant_key(tenant).to_owned(), ext.number.clone()),
+                    read(path)?,
+                );
+            }
+        }
+    }
+    Ok((default, by_mailbox))
+}
+
+/// Checks that every greeting file the config names can be played (for
+/// `sipfence check-config`).
+pub fn check_greetings(config: &Config) -> Result<(), String> {
+    greetings(config).map(|_| ())
 }
 
 /// The SDP offer of an INVITE. Err: the status for an INVITE without one.
