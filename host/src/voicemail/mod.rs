@@ -264,7 +264,7 @@ fn greetings(config: &Config) -> Result<Greetings, String> {
     let read = |path: &Path| -> Result<Arc<[i16]>, String> {
         wav::read_wav(path)
             .map(Arc::from)
-            .map_err(|e| format!("greeting {}: {e}", path.display()))
+            .map_err(|e| format!("greeting {e}"))
     };
     let default = match &config.voicemail.greeting {
         Some(path) => read(path)?,
