@@ -93,7 +93,7 @@ database = "$work/sipfence.db"
 format = "json"
 
 [api]
-listen = "127.0.0.1:0"
+enabled = false
 
 [auth]
 # SIPp answers MD5 challenges only.
