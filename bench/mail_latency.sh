@@ -61,7 +61,7 @@ start_gw() {  # start_gw WORK LOG
 }
 stop_gw() { kill -TERM "$gw_pid"; wait "$gw_pid" || true; gw_pid=""; }
 
-printf 'mode\tkind\trate\tok\tfailed\tretrans\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tmean_ms\tsamples\tmails_during\tgw_cpu_pct\tqueued_left\n' > "$out/summary.tsv"
+printf 'mode\tkind\trate\tok\tfailed\tretrans\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tmean_ms\tge4ms_pct\tge8ms_pct\tsamples\tmails_during\tgw_cpu_pct\tqueued_left\n' > "$out/summary.tsv"
 
 for mode in $MODES; do
   step="$out/$mode"; work="$(mktemp -d)"; mkdir -p "$step" "$work/mail" "$work/reg" "$work/call" "$work/uas"
