@@ -203,10 +203,11 @@ fn an_unanswered_call_is_recorded_and_mailed_with_the_wav() {
     assert_eq!(mail.content_type, "audio/wav");
     assert!(mail.attachment.ends_with(".wav"), "{mail:?}");
     assert_eq!((mail.rate, mail.channels, mail.width), (8000, 1, 2));
-    // The caller talked for TONE_SECS after the greeting; the message is
-    // that long, within a second, and it is the tone, not silence.
+    // The caller talked for TONE_SECS after the greeting and the beep; the
+    // message is that long (the issue allows a second; a quarter catches a
+    // prompt that eats the first words), and it is the tone, not silence.
     assert!(
-        (mail.seconds - TONE_SECS).abs() < 1.0,
+        (mail.seconds - TONE_SECS).abs() < 0.25,
         "recorded {} s for a {TONE_SECS} s message",
         mail.seconds
     );

@@ -51,7 +51,6 @@ pub struct Voicemail {
     /// Greetings by (tenant, mailbox), and the default one.
     greetings: HashMap<(String, String), Arc<[i16]>>,
     default_greeting: Arc<[i16]>,
-    beep: Arc<[i16]>,
     /// One allocator per local IP the gateway answers on.
     ports: Mutex<HashMap<IpAddr, PortAllocator>>,
     /// Calls in progress, by Call-ID.
@@ -82,7 +81,6 @@ impl Voicemail {
             settings,
             greetings,
             default_greeting,
-            beep: Arc::from(prompt::beep()),
             ports: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(last_id + 1),

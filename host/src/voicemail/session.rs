@@ -143,8 +143,6 @@ impl Call {
             silence_timeout: Duration::from_millis(settings.silence_timeout_ms),
             min_length: Duration::from_millis(settings.min_length_ms),
         };
-        let mut greeting = self.greeting.to_vec();
-        greeting.extend_from_slice(&self.service.beep);
         let mut media = MediaParams::from(&self.negotiated);
         // Media goes only where the caller is: the SDP address when it is
         // the caller's own signalling address, else (NAT, or an address
@@ -163,7 +161,8 @@ impl Call {
             let recorder = record(
                 &rtp.socket,
                 &media,
-                &greeting,
+                // `record` plays the beep after it.
+                &self.greeting,
                 &limits,
                 &path,
                 session.hangup.subscribe(),
