@@ -52,13 +52,22 @@ pub fn transport(server: &SmtpServer, timeout: Duration) -> Result<Transport, St
 }
 
 /// Sends `mail` once through `transport`, the whole session bounded by
-/// `timeout`.
+/// `timeout`. The message is read, encoded and formatted on a blocking
+/// thread: base64 of a 2-minute recording is milliseconds of CPU that must
+/// not hold up the runtime's workers, which also run SIP over TCP, timers
+/// and voicemail media.
 pub async fn send(transport: &Transport, mail: &PendingMail, timeout: Duration) -> Outcome {
-    let message = match build_message(mail).await {
-        Ok(m) => m,
-        Err(e) => return Outcome::Unsendable(e),
+    let pending = mail.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        build_message(&pending).map(|m| (m.envelope().clone(), m.formatted()))
+    })
+    .await;
+    let (envelope, raw) = match built {
+        Ok(Ok(built)) => built,
+        Ok(Err(e)) => return Outcome::Unsendable(e),
+        Err(e) => return Outcome::Transient(format!("building the message failed: {e}")),
     };
-    match tokio::time::timeout(timeout, transport.send(message)).await {
+    match tokio::time::timeout(timeout, transport.send_raw(&envelope, &raw)).await {
         Err(_) => Outcome::Transient(format!("SMTP session timed out after {timeout:?}")),
         Ok(Ok(_response)) => Outcome::Sent,
         Ok(Err(e)) if e.is_permanent() => Outcome::Permanent(e.to_string()),
@@ -68,8 +77,9 @@ pub async fn send(transport: &Transport, mail: &PendingMail, timeout: Duration) 
 
 /// The message for `mail`: its stored Message-ID and Date (so every try is
 /// the same message), and the attachment read now. A missing or unreadable
-/// attachment does not stop the mail: the body says so instead.
-pub async fn build_message(mail: &PendingMail) -> Result<Message, String> {
+/// attachment does not stop the mail: the body says so instead. Blocking
+/// (it reads the file).
+pub fn build_message(mail: &PendingMail) -> Result<Message, String> {
     let mailbox = |s: &str| {
         s.parse::<Mailbox>()
             .map_err(|e| format!("address {s:?}: {e}"))
@@ -87,7 +97,7 @@ pub async fn build_message(mail: &PendingMail) -> Result<Message, String> {
             .singlepart(SinglePart::plain(mail.body.clone()))
             .map_err(|e| e.to_string());
     };
-    match tokio::fs::read(&attachment.path).await {
+    match std::fs::read(&attachment.path) {
         Ok(bytes) => {
             let content_type = ContentType::parse(&attachment.content_type)
                 .or_else(|_| ContentType::parse("application/octet-stream"))
@@ -204,8 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn message_carries_the_stored_id_and_date() {
-        let text =
-            String::from_utf8(build_message(&pending(None)).await.unwrap().formatted()).unwrap();
+        let text = String::from_utf8(build_message(&pending(None)).unwrap().formatted()).unwrap();
         assert!(
             text.contains("Message-ID: <abc.1@example.com>\r\n"),
             "{text}"
@@ -220,13 +229,8 @@ mod tests {
     #[tokio::test]
     async fn missing_attachment_is_said_in_the_body() {
         let gone = Attachment::wav("/nonexistent/sipfence/vm.wav", "vm.wav");
-        let text = String::from_utf8(
-            build_message(&pending(Some(gone)))
-                .await
-                .unwrap()
-                .formatted(),
-        )
-        .unwrap();
+        let text =
+            String::from_utf8(build_message(&pending(Some(gone))).unwrap().formatted()).unwrap();
         assert!(
             text.contains("recording file vm.wav could not be read"),
             "{text}"
