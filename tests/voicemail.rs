@@ -430,3 +430,57 @@ fn a_greeting_that_cannot_be_played_is_refused_at_check_and_at_start() {
         );
     }
 }
+
+#[test]
+fn a_message_being_recorded_is_kept_when_the_gateway_stops() {
+    let mut gw = start_gateway("127.0.9.6", None, "");
+    // The caller talks for 8 s; the gateway is stopped after about 3.
+    let caller = Sipp::client("uac_voicemail.xml", "127.0.9.16", gw.addr())
+        .call("100", "pw100", "101")
+        .pause_ms(8300)
+        .file("voicemail_tone.ulaw", tone_ulaw(8.0))
+        .timeout(Duration::from_secs(30))
+        .spawn(&gw.dir.0);
+    wait_until(Duration::from_secs(10), "the mailbox answering", || {
+        gw.log_count("voicemail: answered") == 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    gw.terminate();
+    // The caller got our BYE in the middle of its talk (SIPp then counts
+    // its call as failed, which is not what this test is about).
+    let outcome = caller.wait();
+    assert!(
+        outcome.received().iter().any(|m| m.starts_with("BYE ")),
+        "the caller got no BYE\n{}",
+        outcome.report()
+    );
+
+    let conn = rusqlite::Connection::open(gw.dir.0.join("sipfence.db")).unwrap();
+    let (ended_by, duration_ms, file): (String, i64, String) = conn
+        .query_row(
+            "SELECT ended_by, duration_ms, file FROM voicemails",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the message is stored");
+    assert_eq!(ended_by, "shutdown");
+    assert!(
+        (1_000..=3_500).contains(&duration_ms),
+        "about 2 s were said before the stop: {duration_ms} ms"
+    );
+    assert!(Path::new(&file).is_file());
+    // voicemail-mail ran before the gateway exited: its mail is queued
+    // (mail is off in this test), to go out after the restart.
+    let queued: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM mail_queue WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(queued, 1);
+    assert_eq!(
+        gw.log_count("voicemail: ending the messages being recorded"),
+        1
+    );
+}

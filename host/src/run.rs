@@ -386,6 +386,8 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down");
+    // Messages being recorded are kept, while SIP still runs for the BYEs.
+    core.voicemail.shutdown(Duration::from_secs(5)).await;
     let _ = stop_tx.send(true);
     udp_stop.store(true, Ordering::Relaxed);
     for task in tasks {

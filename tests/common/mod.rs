@@ -250,6 +250,31 @@ impl Gateway {
             .count()
     }
 
+    /// SIGTERM, as an operator stopping the service; waits (up to 20 s)
+    /// for the process to exit and asserts it exited cleanly.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "the gateway exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown work at all, as a crash.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

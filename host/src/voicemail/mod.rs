@@ -211,6 +211,34 @@ impl Voicemail {
         ours
     }
 
+    /// Ends every recording in progress because the gateway stops: each
+    /// keeps what was said so far (stored, indexed, handed to the plugins
+    /// as usual, `ended_by` "shutdown") and its caller gets our BYE. Waits
+    /// up to `within` for them to be stored.
+    pub async fn shutdown(&self, within: Duration) {
+        let sessions: Vec<_> = self.sessions.lock().unwrap().values().cloned().collect();
+        if sessions.is_empty() {
+            return;
+        }
+        tracing::info!(
+            calls = sessions.len(),
+            "voicemail: ending the messages being recorded"
+        );
+        for session in &sessions {
+            session.stop_for_shutdown();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while self.in_progress() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.in_progress() > 0 {
+            tracing::warn!(
+                left = self.in_progress(),
+                "voicemail: messages not stored before shutdown"
+            );
+        }
+    }
+
     /// Recordings in progress.
     pub fn in_progress(&self) -> usize {
         self.active.load(Ordering::Relaxed)

@@ -42,6 +42,8 @@ pub(super) struct Session {
     ack: Notify,
     bye_answer: Notify,
     hangup: watch::Sender<bool>,
+    /// The gateway is stopping: the message ends now and we hang up.
+    stopping: AtomicBool,
 }
 
 impl Session {
@@ -56,11 +58,23 @@ impl Session {
             ack: Notify::new(),
             bye_answer: Notify::new(),
             hangup: watch::channel(false).0,
+            stopping: AtomicBool::new(false),
         }
     }
 
     pub fn hang_up(&self) {
         self.hangup.send_replace(true);
+    }
+
+    /// Ends the recording because the gateway stops: what was said is kept
+    /// and the caller gets our BYE.
+    pub fn stop_for_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.hang_up();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub fn acked(&self) {
@@ -96,14 +110,14 @@ pub(super) struct Call {
 impl Call {
     /// Answers, records, hangs up, stores; never panics the runtime.
     pub async fn run(self) {
-        let service = self.service.clone();
-        service.active.fetch_add(1, Ordering::Relaxed);
-        self.answer_and_record().await;
-        service.active.fetch_sub(1, Ordering::Relaxed);
-        service.forget(&self.session.call_id);
+        let active = Active::new(self.service.clone());
+        self.answer_and_record(active).await;
+        self.service.forget(&self.session.call_id);
     }
 
-    async fn answer_and_record(&self) {
+    /// `active` is dropped once the message is stored and the plugins have
+    /// heard of it: what a shutdown waits for.
+    async fn answer_and_record(&self, active: Active) {
         let (core, session) = (&self.core, &self.session);
         let rtp = match self.bind_rtp().await {
             Ok(rtp) => rtp,
@@ -189,19 +203,37 @@ impl Call {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(call_id = %session.call_id, error = %e, "voicemail: recording failed");
-                self.send_bye().await;
-                self.write_cdr(answered_ms, None).await;
+                let keep = async {
+                    self.write_cdr(answered_ms, None).await;
+                    drop(active);
+                };
+                tokio::join!(self.send_bye(), keep);
                 return;
             }
         };
-        if recording.ended != EndReason::Hangup {
-            self.send_bye().await;
-        }
         tracing::info!(call_id = %session.call_id, mailbox = %self.deposit.mailbox,
-            ended = ?recording.ended, duration_ms = recording.duration.as_millis() as u64,
+            ended = ?recording.ended, stopping = session.stopping(),
+            duration_ms = recording.duration.as_millis() as u64,
             lost = recording.stats.lost, reordered = recording.stats.reordered,
             stored = recording.path.is_some(), "voicemail: recording ended");
-        let stored = self.store(id, answered_ms, &recording).await;
+        // Our BYE (when the message ended on our side) and storing the
+        // message run side by side: the BYE's retransmissions do not hold
+        // up the message, nor a shutdown waiting for it.
+        let bye = async {
+            if recording.ended != EndReason::Hangup || session.stopping() {
+                self.send_bye().await;
+            }
+        };
+        let keep = async {
+            self.keep(id, answered_ms, &recording).await;
+            drop(active);
+        };
+        tokio::join!(bye, keep);
+    }
+
+    /// Stores the message, writes the call's record and tells the plugins.
+    async fn keep(&self, id: u64, answered_ms: u64, recording: &Recording) {
+        let stored = self.store(id, answered_ms, recording).await;
         self.write_cdr(answered_ms, stored.as_ref()).await;
         if let Some(voicemail) = stored {
             Stats::inc(&self.core.stats.voicemail_recorded);
@@ -219,7 +251,8 @@ impl Call {
                     file_name: format!("{}.wav", voicemail.id),
                 },
                 source: self.session.caller.addr,
-            });
+            })
+            .await;
         }
     }
 
@@ -359,7 +392,11 @@ impl Call {
             received_ms: answered_ms,
             duration_ms: recording.duration.as_millis() as u64,
             file: path.display().to_string(),
-            ended_by: ended_by(recording.ended).to_owned(),
+            ended_by: match self.session.stopping() {
+                true => "shutdown",
+                false => ended_by(recording.ended),
+            }
+            .to_owned(),
             mail_message_id: None,
             mail_state: None,
         };
@@ -391,12 +428,15 @@ impl Call {
         cdr.duration_ms = now.saturating_sub(answered_ms);
         cdr.disposition = Disposition::Answered;
         cdr.status = 200;
+        self.core
+            .store
+            .write_detached(vec![Write::InsertCdr(cdr.clone())]);
         self.emit(Event::CallEnded {
-            cdr: cdr.clone(),
+            cdr,
             source: self.session.caller.addr,
             transport: self.session.caller.transport,
-        });
-        self.core.store.write_detached(vec![Write::InsertCdr(cdr)]);
+        })
+        .await;
     }
 
     /// The call could not be answered after all: a final error, and its record.
@@ -408,20 +448,32 @@ impl Call {
         cdr.end_ms = now_ms();
         cdr.status = code;
         cdr.disposition = Disposition::Failed;
-        self.emit(Event::CallEnded {
-            cdr: cdr.clone(),
-            source: self.session.caller.addr,
-            transport: self.session.caller.transport,
+        self.core
+            .store
+            .write_detached(vec![Write::InsertCdr(cdr.clone())]);
+        let (core, source) = (self.core.clone(), self.session.caller);
+        self.core.proxy.runtime.spawn_blocking(move || {
+            core.emit(Event::CallEnded {
+                cdr,
+                source: source.addr,
+                transport: source.transport,
+            });
         });
-        self.core.store.write_detached(vec![Write::InsertCdr(cdr)]);
     }
 
-    /// Plugins run on a blocking thread: never on the runtime's workers.
-    fn emit(&self, event: Event) {
+    /// Runs the plugins on a blocking thread (never on the runtime's
+    /// workers) and waits for them, so that a shutdown waiting for this
+    /// call also waits for `mail.send` to have queued its mail.
+    async fn emit(&self, event: Event) {
         let core = self.core.clone();
-        self.core.proxy.runtime.spawn_blocking(move || {
-            core.emit(event);
-        });
+        let _ = self
+            .core
+            .proxy
+            .runtime
+            .spawn_blocking(move || {
+                core.emit(event);
+            })
+            .await;
     }
 
     fn owner_email(&self) -> Option<String> {
@@ -441,5 +493,21 @@ fn ended_by(reason: EndReason) -> &'static str {
         EndReason::Dtmf => "dtmf",
         EndReason::MaxLength => "max-length",
         EndReason::Silence => "silence",
+    }
+}
+
+/// Counts a call among the voicemail calls in progress while it lives.
+pub(super) struct Active(Arc<Voicemail>);
+
+impl Active {
+    fn new(service: Arc<Voicemail>) -> Active {
+        service.active.fetch_add(1, Ordering::Relaxed);
+        Active(service)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
