@@ -154,17 +154,11 @@ pub async fn run(
         &config.storage.database,
         &config.mail.from,
     )?);
-    let mail_settings = crate::mail::service::settings(&config.mail);
-    match &mail_settings.server {
-        Some(server) => {
-            tracing::info!(smtp = %server.host, port = server.port, queued = mail_queue.depth()?, "mail on")
-        }
-        None => tracing::info!(
-            queued = mail_queue.depth()?,
-            "mail off: no [mail] smtp_host; mail stays queued"
-        ),
-    }
-    let mailer = Arc::new(Mailer::spawn(mail_queue, mail_settings));
+    tracing::info!(queued = mail_queue.depth()?, "mail queue opened");
+    let mailer = Arc::new(Mailer::spawn(
+        mail_queue,
+        crate::mail::service::settings(&config.mail),
+    ));
 
     let plugins = Arc::new(Plugins {
         engine: PluginEngine::new()?,
