@@ -668,4 +668,23 @@ async fn the_mailbox_answers_g711_with_sdp_and_refuses_other_codecs() {
         .unwrap();
     assert_eq!((n, buf[1] & 0x7f), (12 + 160, 8));
     assert_eq!(rig.core.voicemail.in_progress(), 1);
+
+    // No ACK ever comes: the 200 is sent again at T1, 2*T1, 4*T1 (capped at
+    // T2), and after 64*T1 the mailbox ends the dialog with a BYE.
+    let start = Instant::now();
+    let mut again = 0;
+    let bye = loop {
+        let m = recv(&rig.caller, Duration::from_secs(10)).await;
+        match m.code() {
+            Some(200) => again += 1,
+            // The unacknowledged 488 of the first call, retransmitted.
+            Some(_) => {}
+            None => break m,
+        }
+    };
+    assert_eq!(method(&bye), Some(Method::Bye));
+    assert!(again >= 5, "200 retransmitted {again} times");
+    assert!(start.elapsed() >= 60 * T1, "{:?}", start.elapsed());
+    assert_eq!(bye.call_id(), ok.call_id());
+    assert_eq!(bye.from().unwrap().tag(), ok.to().unwrap().tag());
 }

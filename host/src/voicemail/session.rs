@@ -170,6 +170,7 @@ impl Call {
                 "SDP address is not the caller's: RTP waits for the caller's first packet");
             media.remote = None;
         }
+        let mut ack_missing = false;
         let recording = {
             let retransmit = self.retransmit_ok(&ok);
             let recorder = record(
@@ -191,6 +192,7 @@ impl Call {
                         retransmitting = false;
                         if !acked {
                             tracing::info!(call_id = %session.call_id, "voicemail: no ACK for the 200 OK, hanging up");
+                            ack_missing = true;
                             session.hang_up();
                         }
                     }
@@ -220,7 +222,9 @@ impl Call {
         // message run side by side: the BYE's retransmissions do not hold
         // up the message, nor a shutdown waiting for it.
         let bye = async {
-            if recording.ended != EndReason::Hangup || session.stopping() {
+            // Ended on our side: DTMF, a limit, a stop, or no ACK (which
+            // ends the dialog with a BYE too, RFC 3261 13.3.1.4).
+            if recording.ended != EndReason::Hangup || session.stopping() || ack_missing {
                 self.send_bye().await;
             }
         };
