@@ -186,6 +186,39 @@ mod tests {
         );
     }
 
+    /// voicemail-mail imports `mail`: without the grant it does not load;
+    /// a template naming an unknown fact stops it, naming the key.
+    #[test]
+    fn voicemail_mail_needs_its_grant_and_names_a_bad_template() {
+        if !embedded("voicemail-mail") {
+            return;
+        }
+        let engine = PluginEngine::new().unwrap();
+        let load = |extra: &str| {
+            let text =
+                format!("[[plugin]]\nname = \"vm\"\npath = \"builtin:voicemail-mail\"\n{extra}");
+            let config = Config::parse(&text, "x.toml").unwrap_or_else(|e| panic!("{e}"));
+            Chain::load(&config.plugins, &engine, Arc::new(SharedState::default()))
+        };
+        let chain = load("grants = [\"mail\"]\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.on_request_names().count(), 0, "an event plugin only");
+        assert_eq!(
+            load("").err().unwrap().to_string(),
+            "plugin \"vm\": imports sipfence:plugin/mail@0.2.0 but is not granted \"mail\" \
+             (add it to grants)"
+        );
+        let bad = load("grants = [\"mail\"]\n[plugin.config]\nsubject = \"{calller}\"\n");
+        assert!(
+            bad.as_ref()
+                .err()
+                .is_some_and(|e| e.to_string().starts_with(
+                    "plugin \"vm\": init failed: subject: {calller} is not one of caller,"
+                )),
+            "{:?}",
+            bad.err().map(|e| e.to_string())
+        );
+    }
+
     fn view(text: &str, source: &str, transport: Transport, tenant: &str) -> RequestView {
         let message = crate::sip::Message::parse(text.as_bytes()).unwrap();
         RequestView::new(
