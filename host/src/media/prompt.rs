@@ -54,16 +54,11 @@ pub fn chime() -> Vec<i16> {
         .collect()
 }
 
-/// Loads a mailbox greeting from a WAV file (see [`wav::read_wav`] for the
-/// accepted formats), off the async runtime.
-pub async fn load_greeting(path: &Path) -> Result<Vec<i16>, WavError> {
-    let owned = path.to_owned();
-    let samples = tokio::task::spawn_blocking(move || wav::read_wav(&owned))
-        .await
-        .map_err(|e| WavError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(e),
-        })??;
+/// Loads a greeting from a WAV file (see [`wav::read_wav`] for the
+/// accepted formats); one without audio is an error. Blocking: the gateway
+/// loads every greeting once, at start.
+pub fn load_greeting(path: &Path) -> Result<Vec<i16>, WavError> {
+    let samples = wav::read_wav(path)?;
     if samples.is_empty() {
         return Err(WavError::Invalid {
             path: path.to_owned(),
@@ -103,19 +98,19 @@ mod tests {
         assert!(c[c.len() - 1].abs() < 200);
     }
 
-    #[tokio::test]
-    async fn greeting_from_file() {
+    #[test]
+    fn greeting_from_file() {
         let path = crate::media::wav::tests::temp_path("greeting.wav");
         let ulaw = crate::media::wav::tests::wav_bytes(7, 1, 8000, 8, &[0xFF, 0x80]);
         std::fs::write(&path, ulaw).unwrap();
-        assert_eq!(load_greeting(&path).await.unwrap(), [0, 32124]);
+        assert_eq!(load_greeting(&path).unwrap(), [0, 32124]);
         let empty = crate::media::wav::tests::temp_path("empty.wav");
         std::fs::write(
             &empty,
             crate::media::wav::tests::wav_bytes(1, 1, 8000, 16, &[]),
         )
         .unwrap();
-        let err = load_greeting(&empty).await.unwrap_err().to_string();
+        let err = load_greeting(&empty).unwrap_err().to_string();
         assert!(
             err.contains("empty.wav") && err.contains("no audio"),
             "{err}"

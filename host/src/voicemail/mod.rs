@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::cdr::Cdr;
 use crate::config::{self, Config};
-use crate::media::{ports::PortAllocator, prompt, sdp, wav};
+use crate::media::{ports::PortAllocator, prompt, sdp};
 use crate::server::{tenant_key, Core, Reply};
 use crate::sip::{Message, Method};
 use crate::transaction::Key;
@@ -288,7 +288,7 @@ type Greetings = (Arc<[i16]>, HashMap<(String, String), Arc<[i16]>>);
 /// Reads every greeting the config names; the error names the file.
 fn greetings(config: &Config) -> Result<Greetings, String> {
     let read = |path: &Path| -> Result<Arc<[i16]>, String> {
-        wav::read_wav(path)
+        prompt::load_greeting(path)
             .map(Arc::from)
             .map_err(|e| format!("greeting {e}"))
     };
