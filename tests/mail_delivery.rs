@@ -16,6 +16,7 @@ use sipfence::mail::{
 
 use common::smtp::{free_tcp_port, SmtpSink};
 use common::TempDir;
+use sipfence::now_ms;
 
 /// A fresh database file with the mail table, and a queue on it.
 fn open_queue(dir: &Path) -> (PathBuf, Arc<MailQueue>) {
@@ -290,11 +291,4 @@ async fn restart_resumes_queued_mail_with_the_same_message_id() {
     );
     assert_eq!(attachment_bytes(&msgs[0]), wav);
     drop(mailer); // dropping the handle stops the worker too
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

@@ -448,13 +448,11 @@ pub fn ring_groups(core: &Core) -> Vec<RingGroupRow> {
 /// An empty time range selects nothing.
 pub async fn cdrs(core: &Core, filter: CdrFilter) -> Result<Vec<Cdr>, ManageError> {
     let store = core.store.clone();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let conn = store.reader()?;
         crate::store::load_cdrs(&conn, &filter)
     })
     .await
-    .map_err(|e| ManageError::Internal(e.to_string()))?
-    .map_err(|e| ManageError::Internal(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------
@@ -497,10 +495,7 @@ pub async fn voicemail_audio(
 /// The mail queue, newest first.
 pub async fn mail_queue(core: &Core, limit: usize) -> Result<Vec<MailSummary>, ManageError> {
     let queue = core.mailer.queue().clone();
-    tokio::task::spawn_blocking(move || queue.list(limit))
-        .await
-        .map_err(|e| ManageError::Internal(e.to_string()))?
-        .map_err(|e| ManageError::Internal(e.to_string()))
+    blocking(move || queue.list(limit)).await
 }
 
 /// Tries mail `id` again now (a failed one, or a queued one before its time).
@@ -524,9 +519,9 @@ pub async fn retry_mail(core: &Core, id: i64, actor: &Actor) -> Result<(), Manag
     }
 }
 
-/// Runs a database read off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+/// Runs a database read off the async threads; its failure is ours.
+async fn blocking<T: Send + 'static, E: fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ManageError> {
     tokio::task::spawn_blocking(f)
         .await

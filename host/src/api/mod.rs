@@ -646,6 +646,14 @@ const CDR_PARAMS: [&str; 7] = [
     "offset",
 ];
 
+/// A list's `limit` parameter: at most [`MAX_CDR_LIMIT`], 0 meaning that.
+fn list_limit(value: &str) -> Result<usize, ApiError> {
+    match number("limit", value, MAX_CDR_LIMIT)? {
+        0 => Ok(MAX_CDR_LIMIT),
+        n => Ok(n),
+    }
+}
+
 fn cdr_filter(query: Option<String>, default_limit: usize) -> Result<CdrFilter, ApiError> {
     let mut filter = CdrFilter {
         limit: default_limit,
@@ -675,7 +683,7 @@ fn cdr_filter(query: Option<String>, default_limit: usize) -> Result<CdrFilter, 
                     )
                 })?)
             }
-            "limit" => filter.limit = number("limit", &value, MAX_CDR_LIMIT)?,
+            "limit" => filter.limit = list_limit(&value)?,
             _ => filter.offset = number("offset", &value, i64::MAX as usize)?,
         }
     }
@@ -707,10 +715,7 @@ async fn list_cdrs(
     State(api): State<Arc<ApiState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<Cdr>>, ApiError> {
-    let mut filter = cdr_filter(query, crate::cdr::DEFAULT_LIMIT)?;
-    if filter.limit == 0 {
-        filter.limit = MAX_CDR_LIMIT;
-    }
+    let filter = cdr_filter(query, crate::cdr::DEFAULT_LIMIT)?;
     Ok(Json(manage::cdrs(&api.core, filter).await?))
 }
 
@@ -737,10 +742,7 @@ async fn cdrs_csv(
     State(api): State<Arc<ApiState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut filter = cdr_filter(query, MAX_CDR_LIMIT)?;
-    if filter.limit == 0 {
-        filter.limit = MAX_CDR_LIMIT;
-    }
+    let filter = cdr_filter(query, MAX_CDR_LIMIT)?;
     let rows = manage::cdrs(&api.core, filter).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/csv")],
@@ -751,8 +753,6 @@ async fn cdrs_csv(
 
 // ---------------------------------------------------------------------------
 // Voicemail and mail
-
-const MAX_LIST_LIMIT: usize = 10_000;
 
 /// Recorded voicemail messages, newest first, with the state of their mail.
 #[utoipa::path(get, path = "/voicemails", tag = "voicemail",
@@ -775,11 +775,8 @@ async fn list_voicemails(
         match name.as_str() {
             "mailbox" => mailbox = Some(value),
             "tenant" => tenant = value,
-            _ => limit = number("limit", &value, MAX_LIST_LIMIT)?,
+            _ => limit = list_limit(&value)?,
         }
-    }
-    if limit == 0 {
-        limit = MAX_LIST_LIMIT;
     }
     Ok(Json(
         manage::voicemails(&api.core, tenant, mailbox, limit).await?,
@@ -830,10 +827,7 @@ async fn list_mail(
 ) -> Result<Json<Vec<MailSummary>>, ApiError> {
     let mut limit = 100;
     for (_, value) in query_pairs(query, &["limit"])? {
-        limit = number("limit", &value, MAX_LIST_LIMIT)?;
-    }
-    if limit == 0 {
-        limit = MAX_LIST_LIMIT;
+        limit = list_limit(&value)?;
     }
     Ok(Json(manage::mail_queue(&api.core, limit).await?))
 }

@@ -18,6 +18,7 @@ use lettre::Address;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::mail::error::{MailError, Result};
+use crate::now_ms;
 
 /// The table and its index, for the gateway's migrations (one version).
 ///
@@ -516,14 +517,6 @@ fn file_name(path: &str) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "attachment".to_owned())
-}
-
-/// Milliseconds since the UNIX epoch (the gateway's wall clock).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -14,9 +14,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::mail::error::{MailError, Result};
-use crate::mail::queue::{now_ms, MailQueue, OutgoingMail, PendingMail, QueuedMail};
+use crate::mail::queue::{MailQueue, OutgoingMail, PendingMail, QueuedMail};
 use crate::mail::sender::{self, Outcome, Transport};
 use crate::mail::settings::MailSettings;
+use crate::now_ms;
 
 /// Mails taken from the queue per round.
 const BATCH: usize = 32;

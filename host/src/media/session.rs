@@ -375,19 +375,15 @@ struct Sender {
 }
 
 impl Sender {
-    /// Random SSRC, sequence and timestamp starts (RFC 3550 section 5.1),
-    /// from std's randomly keyed hasher: no RNG dependency needed.
+    /// Random SSRC, sequence and timestamp starts (RFC 3550 section 5.1).
     fn new(media: &MediaParams) -> Self {
-        use std::hash::BuildHasher;
-        let random =
-            std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
         Self {
             header: RtpHeader {
                 marker: true,
                 payload_type: media.payload_type,
-                sequence: random as u16,
-                timestamp: (random >> 16) as u32,
-                ssrc: (random >> 32) as u32 ^ random as u32,
+                sequence: rand::random(),
+                timestamp: rand::random(),
+                ssrc: rand::random(),
             },
             law: media.codec.law(),
             packet: [0; rtp::HEADER_LEN + FRAME],

@@ -57,8 +57,8 @@ pub struct Voicemail {
     sessions: Mutex<HashMap<String, Arc<session::Session>>>,
     /// The next message id (ids continue from the database's highest).
     next_id: AtomicU64,
-    /// Recordings running now (a metrics gauge).
-    pub active: AtomicUsize,
+    /// Calls running now, until stored (see [`Voicemail::in_progress`]).
+    active: AtomicUsize,
     /// SIP timers for the 200 OK and BYE retransmissions.
     t1: Duration,
     t2: Duration,

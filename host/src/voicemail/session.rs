@@ -123,7 +123,7 @@ impl Call {
             Ok(rtp) => rtp,
             Err(why) => {
                 tracing::warn!(call_id = %session.call_id, %why, "voicemail: no RTP port");
-                self.fail(503, "No RTP port free");
+                self.fail(503, "No RTP port free").await;
                 return;
             }
         };
@@ -444,7 +444,7 @@ impl Call {
     }
 
     /// The call could not be answered after all: a final error, and its record.
-    fn fail(&self, code: u16, reason: &str) {
+    async fn fail(&self, code: u16, reason: &str) {
         let response = self.core.reply(&self.request, code, reason).1;
         self.core
             .send_response(&self.key, code, &response, &self.session.caller);
@@ -455,14 +455,12 @@ impl Call {
         self.core
             .store
             .write_detached(vec![Write::InsertCdr(cdr.clone())]);
-        let (core, source) = (self.core.clone(), self.session.caller);
-        self.core.proxy.runtime.spawn_blocking(move || {
-            core.emit(Event::CallEnded {
-                cdr,
-                source: source.addr,
-                transport: source.transport,
-            });
-        });
+        self.emit(Event::CallEnded {
+            cdr,
+            source: self.session.caller.addr,
+            transport: self.session.caller.transport,
+        })
+        .await;
     }
 
     /// Runs the plugins on a blocking thread (never on the runtime's
