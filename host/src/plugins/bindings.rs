@@ -7,9 +7,6 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     // Host functions return `wasmtime::Result`: an `Err` traps the guest. Only
-    // host bugs do that (a request handle that is not in the table).
+    // host bugs would do that.
     imports: { default: trappable },
-    with: {
-        "sipfence:plugin/types.request": crate::plugins::RequestView,
-    },
 });

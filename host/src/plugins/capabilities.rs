@@ -1,7 +1,7 @@
 //! Capabilities: which host imports a plugin may use.
 //!
-//! - `sipfence:plugin/types` (the request getters), `log` and `clock`:
-//!   always granted.
+//! - `sipfence:plugin/types`, `request` (the getters of the request in
+//!   progress), `log` and `clock`: always granted.
 //! - `sipfence:plugin/counter` and `sipfence:plugin/kv`: only when the
 //!   plugin's config says `grants = ["counter"]` / `["kv"]`. Importing one
 //!   without the grant is a load error naming the plugin and the grant.
@@ -17,7 +17,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceType};
 use wasmtime::Engine;
 
-use super::bindings::sipfence::plugin::{clock, counter, kv, log, mail, types};
+use super::bindings::sipfence::plugin::{clock, counter, kv, log, mail, request, types};
 use super::imports::HostState;
 use super::{Grant, PluginError};
 
@@ -26,7 +26,7 @@ const PACKAGE: &str = "sipfence:plugin";
 
 /// The version this host implements; imports must be semver-compatible
 /// (`0.1.x`).
-const COMPATIBLE: &str = "0.2.";
+const COMPATIBLE: &str = "0.3.";
 
 /// Checks the component's imports against the grants: Ok when it can be
 /// linked with [`linker`].
@@ -40,7 +40,7 @@ pub(super) fn check_imports(
         if import.starts_with("wasi:") {
             continue;
         }
-        // A world's `use types.{request}` shows up as a top-level type
+        // A world's `use types.{verdict}` shows up as a top-level type
         // import equal to the one in `sipfence:plugin/types`: nothing to
         // provide (a type the linker cannot satisfy is its error to report).
         if matches!(item.ty, ComponentItem::Type(_) | ComponentItem::Resource(_)) {
@@ -61,7 +61,7 @@ pub(super) fn check_imports(
             return Err(unknown());
         }
         let needed = match interface {
-            "types" | "log" | "clock" => None,
+            "types" | "request" | "log" | "clock" => None,
             "counter" => Some(Grant::Counter),
             "kv" => Some(Grant::Kv),
             "mail" => Some(Grant::Mail),
@@ -90,6 +90,7 @@ pub(super) fn linker(
 ) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::<HostState>::new(engine);
     types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    request::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     clock::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     for (i, grant) in grants.iter().enumerate() {

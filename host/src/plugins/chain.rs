@@ -129,9 +129,13 @@ impl Chain {
     /// name of the plugin that gave it. A plugin that fails gives its
     /// policy's verdict (`fail-closed`: [`Verdict::Drop`]).
     pub fn on_request(&self, request: &RequestView) -> (Verdict, Option<String>) {
+        if self.request_hooks.is_empty() {
+            return (Verdict::Continue, None);
+        }
+        let basics = conversions::basics(request);
         for &index in &self.request_hooks {
             let plugin = &self.plugins[index];
-            let verdict = plugin.on_request(request);
+            let verdict = plugin.on_request(request, &basics);
             if verdict != Verdict::Continue {
                 return (verdict, Some(plugin.name.to_string()));
             }

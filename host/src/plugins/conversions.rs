@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use super::bindings::sipfence::plugin::types as wit;
 use super::{
-    AuthAttempt, AuthFailure, CallInfo, CallStarted, Event, Reaction, Registration, RouteDecision,
-    Verdict,
+    AuthAttempt, AuthFailure, CallInfo, CallStarted, Event, Reaction, Registration, RequestView,
+    RouteDecision, Verdict,
 };
 use crate::cdr::{Cdr, Disposition};
+use crate::sip::Method;
 use crate::transport::Transport;
 
 /// Longest reason text kept from a plugin (a SIP reason phrase or a ban's
@@ -158,6 +159,41 @@ pub(super) fn ip_text(ip: IpAddr) -> String {
         text.push(char::from(b'0' + octet % 10));
     }
     text
+}
+
+/// What `on-request` passes with the call: built once per chain run.
+pub(super) fn basics(request: &RequestView) -> wit::RequestBasics {
+    let info = request.info();
+    wit::RequestBasics {
+        method: request
+            .message()
+            .method()
+            .map_or(wit::Method::Other, method),
+        source_ip: ip_address(info.source.ip()),
+        source_port: info.source.port(),
+        transport: transport(info.transport),
+        source_verified: info.source_verified,
+    }
+}
+
+fn method(m: &Method) -> wit::Method {
+    match m {
+        Method::Register => wit::Method::Register,
+        Method::Invite => wit::Method::Invite,
+        Method::Ack => wit::Method::Ack,
+        Method::Bye => wit::Method::Bye,
+        Method::Cancel => wit::Method::Cancel,
+        Method::Options => wit::Method::Options,
+        Method::Info => wit::Method::Info,
+        Method::Update => wit::Method::Update,
+        Method::Prack => wit::Method::Prack,
+        Method::Subscribe => wit::Method::Subscribe,
+        Method::Notify => wit::Method::Notify,
+        Method::Refer => wit::Method::Refer,
+        Method::Message => wit::Method::Message,
+        Method::Publish => wit::Method::Publish,
+        Method::Other(_) => wit::Method::Other,
+    }
 }
 
 pub(super) fn transport(t: Transport) -> wit::Transport {

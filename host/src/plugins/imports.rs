@@ -4,14 +4,11 @@
 //!
 //! Which of these a plugin's linker gets is decided in
 //! [`super::capabilities`]; here every function just does its job. Host
-//! functions return `Err` (a trap) only for host bugs, such as a request
-//! handle that is not in the table.
+//! functions return `Err` (a trap) only for host bugs.
 
 use std::sync::Arc;
 
-use wasmtime::component::{Resource, ResourceTable};
-
-use super::bindings::sipfence::plugin::{clock, counter, kv, log, mail, types};
+use super::bindings::sipfence::plugin::{clock, counter, kv, log, mail, request, types};
 use super::conversions;
 use super::state::PluginState;
 use super::RequestView;
@@ -23,9 +20,10 @@ const MAX_LOG_BYTES: usize = 2048;
 pub(super) struct HostState {
     /// The plugin's name, for its log lines.
     pub plugin: Arc<str>,
-    /// One entry: the request of the call in progress (an idle placeholder
-    /// between calls; see `runtime::Instance`).
-    pub table: ResourceTable,
+    /// The request of the `on-request` call in progress, read by the
+    /// `request` getters; None between calls, so a pooled instance keeps no
+    /// message alive.
+    pub request: Option<RequestView>,
     /// Memory and table caps.
     pub limiter: Limiter,
     /// The plugin's counters and values (reachable only when granted).
@@ -36,12 +34,9 @@ pub(super) struct HostState {
 
 impl HostState {
     pub fn new(plugin: Arc<str>, memory_limit: usize, state: Arc<PluginState>) -> HostState {
-        let mut table = ResourceTable::new();
-        // Plugins cannot create requests; one per call is all there is.
-        table.set_max_capacity(4);
         HostState {
             plugin,
-            table,
+            request: None,
             limiter: Limiter {
                 memory_limit,
                 memory_exceeded: false,
@@ -51,8 +46,9 @@ impl HostState {
         }
     }
 
-    fn request(&self, r: &Resource<RequestView>) -> wasmtime::Result<&RequestView> {
-        Ok(self.table.get(r)?)
+    /// `read` of the request in progress; the type's default without one.
+    fn read<T: Default>(&self, read: impl FnOnce(&RequestView) -> T) -> T {
+        self.request.as_ref().map(read).unwrap_or_default()
     }
 }
 
@@ -121,131 +117,86 @@ impl wasmtime::ResourceLimiter for Limiter {
 }
 
 // ---------------------------------------------------------------------------
-// types: the request resource
+// request: the request of the on-request call in progress
 
 impl types::Host for HostState {}
 
-impl types::HostRequest for HostState {
-    fn method(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
-        Ok(self.request(&r)?.method().to_owned())
+impl request::Host for HostState {
+    fn method(&mut self) -> wasmtime::Result<String> {
+        Ok(self.read(|r| r.method().to_owned()))
     }
 
-    fn request_uri(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
-        Ok(self
-            .request(&r)?
-            .message()
-            .request_uri()
-            .map(ToString::to_string)
-            .unwrap_or_default())
+    fn request_uri(&mut self) -> wasmtime::Result<String> {
+        Ok(self.read(|r| {
+            r.message()
+                .request_uri()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        }))
     }
 
-    fn from_user(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
-        Ok(self.request(&r)?.from().and_then(|f| f.uri.user.clone()))
+    fn from_user(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.read(|r| r.from().and_then(|f| f.uri.user.clone())))
     }
 
-    fn from_uri(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
-        Ok(self
-            .request(&r)?
-            .from()
-            .map(|f| f.uri.to_string())
-            .unwrap_or_default())
+    fn from_uri(&mut self) -> wasmtime::Result<String> {
+        Ok(self.read(|r| r.from().map(|f| f.uri.to_string()).unwrap_or_default()))
     }
 
-    fn to_user(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
-        Ok(self.request(&r)?.to().and_then(|t| t.uri.user.clone()))
+    fn to_user(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.read(|r| r.to().and_then(|t| t.uri.user.clone())))
     }
 
-    fn to_uri(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
-        Ok(self
-            .request(&r)?
-            .to()
-            .map(|t| t.uri.to_string())
-            .unwrap_or_default())
+    fn to_uri(&mut self) -> wasmtime::Result<String> {
+        Ok(self.read(|r| r.to().map(|t| t.uri.to_string()).unwrap_or_default()))
     }
 
-    fn contact(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
-        Ok(self.request(&r)?.contact().map(str::to_owned))
+    fn contact(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.read(|r| r.contact().map(str::to_owned)))
     }
 
-    fn call_id(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
-        Ok(self
-            .request(&r)?
-            .message()
-            .call_id()
-            .unwrap_or_default()
-            .to_owned())
+    fn call_id(&mut self) -> wasmtime::Result<String> {
+        Ok(self.read(|r| r.message().call_id().unwrap_or_default().to_owned()))
     }
 
-    fn cseq(&mut self, r: Resource<RequestView>) -> wasmtime::Result<u32> {
-        Ok(self.request(&r)?.message().cseq().map_or(0, |c| c.seq))
+    fn cseq(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.read(|r| r.message().cseq().map_or(0, |c| c.seq)))
     }
 
-    fn user_agent(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .request(&r)?
-            .message()
-            .headers
-            .get("User-Agent")
-            .map(str::to_owned))
+    fn user_agent(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.read(|r| r.message().headers.get("User-Agent").map(str::to_owned)))
     }
 
-    fn tenant(&mut self, r: Resource<RequestView>) -> wasmtime::Result<String> {
-        Ok(self.request(&r)?.info().tenant.clone())
+    fn tenant(&mut self) -> wasmtime::Result<String> {
+        Ok(self.read(|r| r.info().tenant.clone()))
     }
 
-    fn source(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::Address> {
-        Ok(conversions::address(self.request(&r)?.info().source))
+    fn source(&mut self) -> wasmtime::Result<types::Address> {
+        Ok(match &self.request {
+            Some(r) => conversions::address(r.info().source),
+            None => types::Address {
+                ip: String::new(),
+                port: 0,
+            },
+        })
     }
 
-    fn source_ip(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::IpAddress> {
-        Ok(conversions::ip_address(
-            self.request(&r)?.info().source.ip(),
-        ))
+    fn auth_user(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(self.read(|r| r.info().auth_user.clone()))
     }
 
-    fn source_port(&mut self, r: Resource<RequestView>) -> wasmtime::Result<u16> {
-        Ok(self.request(&r)?.info().source.port())
+    fn header(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.read(|r| r.message().headers.get(&name).map(str::to_owned)))
     }
 
-    fn transport(&mut self, r: Resource<RequestView>) -> wasmtime::Result<types::Transport> {
-        Ok(conversions::transport(self.request(&r)?.info().transport))
-    }
-
-    fn source_verified(&mut self, r: Resource<RequestView>) -> wasmtime::Result<bool> {
-        Ok(self.request(&r)?.info().source_verified)
-    }
-
-    fn auth_user(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Option<String>> {
-        Ok(self.request(&r)?.info().auth_user.clone())
-    }
-
-    fn header(
-        &mut self,
-        r: Resource<RequestView>,
-        name: String,
-    ) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .request(&r)?
-            .message()
-            .headers
-            .get(&name)
-            .map(str::to_owned))
-    }
-
-    fn headers(&mut self, r: Resource<RequestView>) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self
-            .request(&r)?
-            .message()
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect())
-    }
-
-    fn drop(&mut self, _r: Resource<RequestView>) -> wasmtime::Result<()> {
-        // Guests only ever borrow requests; the host removes the entry after
-        // the call.
-        Ok(())
+    fn headers(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.read(|r| {
+            r.message()
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect()
+        }))
     }
 }
 

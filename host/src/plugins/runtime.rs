@@ -22,11 +22,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Resource};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{self, sipfence::plugin::types as wit};
@@ -211,31 +211,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) struct Instance {
     store: Store<HostState>,
     bindings: bindings::Plugin,
-    /// The instance's one entry in its store's resource table: the request
-    /// of the call in progress, else [`idle_view`]. Reusing it saves a
-    /// table insertion and removal per call.
-    request: Resource<RequestView>,
-}
-
-/// What an instance's request entry holds between calls, so that a pooled
-/// instance keeps no message alive.
-fn idle_view() -> RequestView {
-    static IDLE: OnceLock<RequestView> = OnceLock::new();
-    IDLE.get_or_init(|| {
-        let message = crate::sip::Message::parse(b"OPTIONS sip:idle.invalid SIP/2.0\r\n\r\n")
-            .expect("a valid start line");
-        RequestView::new(
-            message,
-            super::RequestInfo {
-                tenant: String::new(),
-                source: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-                transport: crate::transport::Transport::Udp,
-                source_verified: false,
-                auth_user: None,
-            },
-        )
-    })
-    .clone()
 }
 
 /// A loaded plugin: everything needed to create instances, the pool of
@@ -258,7 +233,8 @@ pub(super) struct Plugin {
     state: Arc<super::PluginState>,
     /// The SMTP queue behind `mail.send` (None: the gateway has none).
     mail: Option<Arc<dyn super::MailService>>,
-    pool: Mutex<Vec<Instance>>,
+    /// Boxed: an instance moves in and out of the pool on every call.
+    pool: Mutex<Vec<Box<Instance>>>,
     pub health: Health,
     pub counters: Counters,
 }
@@ -382,15 +358,11 @@ impl Plugin {
     }
 
     /// A new instance with `init` done, or why not.
-    pub(super) fn instantiate(&self) -> Result<Instance, String> {
+    pub(super) fn instantiate(&self) -> Result<Box<Instance>, String> {
         let mut state = HostState::new(self.name.clone(), self.memory_limit, self.state.clone());
         state.mail = self.mail.clone();
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        let request = match store.data_mut().table.push(idle_view()) {
-            Ok(request) => request,
-            Err(e) => return Err(e.to_string()),
-        };
         store.set_epoch_deadline(self.init_ticks);
         let failed = |e: wasmtime::Error, store: &Store<HostState>| {
             Failure::classify(&e, store.data().limiter.memory_exceeded).to_string()
@@ -407,11 +379,7 @@ impl Plugin {
         self.counters
             .instances_created
             .fetch_add(1, Ordering::Relaxed);
-        Ok(Instance {
-            store,
-            bindings,
-            request,
-        })
+        Ok(Box::new(Instance { store, bindings }))
     }
 
     /// Runs `f` on a ready instance under the sandbox. None: the call failed
@@ -504,7 +472,7 @@ impl Plugin {
         }
     }
 
-    fn give_back(&self, instance: Instance) {
+    fn give_back(&self, instance: Box<Instance>) {
         let mut pool = lock(&self.pool);
         if pool.len() < self.engine.options().max_idle_instances {
             pool.push(instance);
@@ -537,9 +505,10 @@ impl Plugin {
     }
 
     /// `on-request`: the plugin's verdict, or its policy's when it failed.
-    pub fn on_request(&self, request: &RequestView) -> Verdict {
+    /// The chain builds the request's `basics` once for all its plugins.
+    pub(super) fn on_request(&self, request: &RequestView, basics: &wit::RequestBasics) -> Verdict {
         let answer = self.call("on-request", |instance| {
-            Plugin::run_on_request(instance, request)
+            Plugin::run_on_request(instance, request, basics)
         });
         answer.unwrap_or(match self.on_error {
             OnError::FailOpen => Verdict::Continue,
@@ -547,19 +516,19 @@ impl Plugin {
         })
     }
 
-    /// Calls `on-request` on `instance`: the request goes into the
-    /// instance's table entry for the call, the guest gets a borrowed handle
-    /// to it.
+    /// Calls `on-request` on `instance`: the request is the store's request
+    /// in progress for the call (what the `request` getters read), its
+    /// basics go with the call.
     pub(super) fn run_on_request(
         instance: &mut Instance,
         request: &RequestView,
+        basics: &wit::RequestBasics,
     ) -> wasmtime::Result<Result<Verdict, String>> {
-        *instance.store.data_mut().table.get_mut(&instance.request)? = request.clone();
-        let borrowed = Resource::new_borrow(instance.request.rep());
+        instance.store.data_mut().request = Some(request.clone());
         let result = instance
             .bindings
-            .call_on_request(&mut instance.store, borrowed);
-        *instance.store.data_mut().table.get_mut(&instance.request)? = idle_view();
+            .call_on_request(&mut instance.store, basics.clone());
+        instance.store.data_mut().request = None;
         Ok(conversions::verdict(result?))
     }
 

@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! (component
-//!   import sipfence:plugin/types@0.2.0   the request resource, getters used,
-//!                                        and the named types of the exports
+//!   import sipfence:plugin/types@0.3.0   the named types of the exports
+//!   import sipfence:plugin/request@0.3.0 the getters the tests use
 //!   import counter / kv / wasi / ...     only those the test asks for
 //!   core module $Mem                     memory + a bump `realloc`: the host
 //!                                        writes strings it passes in (init's
@@ -31,9 +31,8 @@
 //! discriminant at +0 (0 ok, 1 err), message (ptr, len) at +4/+8.
 //! [`verdict_bytes`] and friends write those layouts as data segments.
 //!
-//! Parameters flatten too: `borrow<request>` is one `i32` handle, which the
-//! guest must give back (`resource.drop`) before `on-request` returns — the
-//! generated export wrapper does that around [`TestPlugin::on_request`];
+//! Parameters flatten too: `request-basics` is seven values (an enum is an
+//! `i32`, the `ip-address` variant a discriminant and two `i64`s);
 //! `init(config: string)` gets `(ptr, len)` after the host called `realloc`.
 //! Parameters that flatten to more than 16 core values are passed in linear
 //! memory instead: `event` is one (call-ended's record alone is 27), so
@@ -75,10 +74,10 @@ pub const HEAP_AT: u32 = 16384;
 /// An interface the test component imports besides `types`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Import {
-    /// `sipfence:plugin/counter@0.2.0` with `add`, lowered as core import
+    /// `sipfence:plugin/counter@0.3.0` with `add`, lowered as core import
     /// `host.counter-add: (key_ptr, key_len, by, window: i64) -> i64`.
     Counter,
-    /// `sipfence:plugin/kv@0.2.0` (declared, not lowered).
+    /// `sipfence:plugin/kv@0.3.0` (declared, not lowered).
     Kv,
     /// `wasi:cli/environment@0.2.0` with `get-environment`, lowered as
     /// `host.get-environment: (retptr)`: calling it must trap.
@@ -96,9 +95,11 @@ pub struct TestPlugin {
     /// Body of `init (param $ptr i32) (param $len i32) (result i32)`:
     /// returns the address of its `result<_, string>`.
     pub init: String,
-    /// Body of `on-request (param $req i32) (result i32)`: the address of
-    /// its verdict. Core imports available: `$method (handle, retptr)`,
-    /// `$cseq (handle) -> i32`, and those of [`TestPlugin::imports`].
+    /// Body of `on-request` (the flattened `request-basics`: `$method`,
+    /// `$ip?`, `$ip-hi`, `$ip-lo`, `$port`, `$transport`, `$verified`;
+    /// result i32): the address of its verdict. Core imports available:
+    /// `$method (retptr)` and `$cseq () -> i32` of the `request` interface,
+    /// and those of [`TestPlugin::imports`].
     pub on_request: String,
     /// Body of `on-event (param $event i32) (result i32)`: gets the address
     /// of the event, returns the address of its reaction.
@@ -220,7 +221,7 @@ impl TestPlugin {
             match import {
                 Import::Counter => {
                     imports.push_str(
-                        r#"(import "sipfence:plugin/counter@0.2.0" (instance $counter
+                        r#"(import "sipfence:plugin/counter@0.3.0" (instance $counter
                              (export "add" (func (param "key" string) (param "by" u32)
                                                  (param "window-ms" u64) (result u64)))))
                         "#,
@@ -234,7 +235,7 @@ impl TestPlugin {
                     );
                 }
                 Import::Kv => imports.push_str(
-                    r#"(import "sipfence:plugin/kv@0.2.0" (instance $kv
+                    r#"(import "sipfence:plugin/kv@0.3.0" (instance $kv
                          (export "get" (func (param "key" string) (result (option string))))))
                     "#,
                 ),
@@ -270,8 +271,7 @@ impl TestPlugin {
         let funcs = &self.funcs;
         format!(
             r#"(component
-  (import "sipfence:plugin/types@0.2.0" (instance $types
-    (export "request" (type $request (sub resource)))
+  (import "sipfence:plugin/types@0.3.0" (instance $types
     (type $hooks-t (flags "on-request" "on-event" "route"))
     (export "hooks" (type $hooks (eq $hooks-t)))
     (type $rejection-t (record (field "code" u16) (field "reason" string)))
@@ -287,6 +287,15 @@ impl TestPlugin {
     (export "transport" (type $transport (eq $transport-t)))
     (type $address-t (record (field "ip" string) (field "port" u16)))
     (export "address" (type $address (eq $address-t)))
+    (type $ip-address-t (variant (case "ipv4" u32) (case "ipv6" (tuple u64 u64))))
+    (export "ip-address" (type $ip-address (eq $ip-address-t)))
+    (type $method-t (enum "register" "invite" "ack" "bye" "cancel" "options" "info" "update"
+                          "prack" "subscribe" "notify" "refer" "message" "publish" "other"))
+    (export "method" (type $method (eq $method-t)))
+    (type $request-basics-t (record (field "method" $method) (field "source-ip" $ip-address)
+                                    (field "source-port" u16) (field "transport" $transport)
+                                    (field "source-verified" bool)))
+    (export "request-basics" (type $request-basics (eq $request-basics-t)))
     (type $auth-failure-t (enum "wrong-password" "unknown-user" "user-mismatch" "realm-mismatch"))
     (export "auth-failure" (type $auth-failure (eq $auth-failure-t)))
     (type $auth-attempt-t (record (field "source" $address) (field "transport" $transport)
@@ -338,11 +347,13 @@ impl TestPlugin {
                                      (case "ring-group" string) (case "trunk" $trunk-route)
                                      (case "voicemail" string) (case "reject" $rejection)))
     (export "route-decision" (type $route-decision (eq $route-decision-t)))
-    (export "[method]request.method" (func (param "self" (borrow $request)) (result string)))
-    (export "[method]request.cseq" (func (param "self" (borrow $request)) (result u32)))
   ))
-  (alias export $types "request" (type $request))
+  (import "sipfence:plugin/request@0.3.0" (instance $request
+    (export "method" (func (result string)))
+    (export "cseq" (func (result u32)))
+  ))
   (alias export $types "hooks" (type $hooks))
+  (alias export $types "request-basics" (type $request-basics))
   (alias export $types "verdict" (type $verdict))
   (alias export $types "event" (type $event))
   (alias export $types "reaction" (type $reaction))
@@ -370,25 +381,22 @@ impl TestPlugin {
   (alias core export $mem "realloc" (core func $realloc))
   (alias core export $mem "bump" (core global $bump))
 
-  (core func $method (canon lower (func $types "[method]request.method") (memory $memory) (realloc $realloc)))
-  (core func $cseq (canon lower (func $types "[method]request.cseq")))
-  (core func $drop-request (canon resource.drop $request))
+  (core func $method (canon lower (func $request "method") (memory $memory) (realloc $realloc)))
+  (core func $cseq (canon lower (func $request "cseq")))
   {lowered}
   (core instance $host
     (export "memory" (memory $memory))
     (export "bump" (global $bump))
     (export "method" (func $method))
     (export "cseq" (func $cseq))
-    (export "drop-request" (func $drop-request))
     {host_exports}
   )
 
   (core module $Main
     (import "host" "memory" (memory 1))
     (import "host" "bump" (global $bump (mut i32)))
-    (import "host" "method" (func $method (param i32 i32)))
-    (import "host" "cseq" (func $cseq (param i32) (result i32)))
-    (import "host" "drop-request" (func $drop-request (param i32)))
+    (import "host" "method" (func $method (param i32)))
+    (import "host" "cseq" (func $cseq (result i32)))
     {core_imports}
     {data}
     {funcs}
@@ -396,15 +404,13 @@ impl TestPlugin {
     (func (export "init") (param i32 i32) (result i32)
       (global.set $bump (i32.const {HEAP_AT}))
       {init})
-    (func $on-request (param i32) (result i32)
-      {on_request})
-    (func (export "on-request") (param $request i32) (result i32)
-      (local $verdict i32)
+    ;; `request-basics` flattens to 7 values: method; source-ip as
+    ;; discriminant + two i64; port; transport; verified.
+    (func (export "on-request") (param $method i32) (param $ip? i32) (param $ip-hi i64)
+                                (param $ip-lo i64) (param $port i32) (param $transport i32)
+                                (param $verified i32) (result i32)
       (global.set $bump (i32.const {HEAP_AT}))
-      (local.set $verdict (call $on-request (local.get $request)))
-      ;; A borrowed handle must be dropped before the export returns.
-      (call $drop-request (local.get $request))
-      (local.get $verdict))
+      {on_request})
     ;; The event is in memory (more than 16 flat values): its address.
     (func (export "on-event") (param $event i32) (result i32)
       {on_event})
@@ -425,7 +431,7 @@ impl TestPlugin {
   (func (export "hooks") (result $hooks) (canon lift (core func $main "hooks")))
   (func (export "init") (param "config" string) (result (result (error string)))
     (canon lift (core func $main "init") (memory $memory) (realloc $realloc)))
-  (func (export "on-request") (param "request" (borrow $request)) (result $verdict)
+  (func (export "on-request") (param "basics" $request-basics) (result $verdict)
     (canon lift (core func $main "on-request") (memory $memory)))
   (func (export "on-event") (param "event" $event) (result $reaction)
     (canon lift (core func $main "on-event") (memory $memory) (realloc $realloc)))
@@ -599,7 +605,7 @@ pub fn misbehaving() -> TestPlugin {
                    (block $bomb
                      (block $loop
                        (br_table $fine $loop $bomb $trap $wasi $recurse $bad-answer $fine
-                         (call $cseq (local.get 0))))
+                         (call $cseq)))
                    ;; 1
                    (loop $forever (br $forever)))
                  ;; 2

@@ -367,11 +367,11 @@ fn call_events_reach_plugins_with_every_field() {
 }
 
 #[test]
-fn getters_reach_the_request_through_the_handle() {
+fn getters_read_the_request_in_progress() {
     // on-request: reject 403 with reason = request.method().
     let p = TestPlugin {
         on_request: format!(
-            "(call $method (local.get 0) (i32.const {SCRATCH_AT}))
+            "(call $method (i32.const {SCRATCH_AT}))
          (i32.store8 (i32.const {VERDICT_AT}) (i32.const 1))
          (i32.store16 (i32.const {}) (i32.const 403))
          (i32.store (i32.const {}) (i32.load (i32.const {SCRATCH_AT})))
@@ -397,54 +397,121 @@ fn getters_reach_the_request_through_the_handle() {
 }
 
 #[test]
+fn basics_reach_the_plugin_with_the_call() {
+    // on-request: ban for a "duration" that packs the basics it was given:
+    // method in bits 0-3, transport bit 4, verified bit 5, the ip-address
+    // discriminant bits 6-7, the port bits 8-23, the IPv4 number from bit 24.
+    let p = TestPlugin {
+        on_request: format!(
+            "(i32.store8 (i32.const {VERDICT_AT}) (i32.const 3))
+             (i64.store (i32.const {})
+               (i64.or (i64.or (i64.or (i64.extend_i32_u (local.get $method))
+                                       (i64.shl (i64.extend_i32_u (local.get $transport)) (i64.const 4)))
+                               (i64.or (i64.shl (i64.extend_i32_u (local.get $verified)) (i64.const 5))
+                                       (i64.shl (i64.extend_i32_u (local.get $ip?)) (i64.const 6))))
+                       (i64.or (i64.shl (i64.extend_i32_u (local.get $port)) (i64.const 8))
+                               (i64.shl (local.get $ip-hi) (i64.const 24)))))
+             (i32.const {VERDICT_AT})",
+            VERDICT_AT + 8
+        ),
+        ..TestPlugin::default()
+    };
+    let chain = load(&[spec("basics", &p)]);
+    // A REGISTER (method 0) over UDP (0), unverified, from 192.0.2.7:5060.
+    let Verdict::Ban { duration, .. } = chain.on_request(&request(1)).0 else {
+        panic!("a ban");
+    };
+    let packed = duration.as_millis() as u64;
+    assert_eq!(packed & 0xf, 0, "method");
+    assert_eq!(packed >> 4 & 1, 0, "transport");
+    assert_eq!(packed >> 5 & 1, 0, "verified");
+    assert_eq!(packed >> 6 & 3, 0, "ipv4");
+    assert_eq!(packed >> 8 & 0xffff, 5060, "port");
+    assert_eq!(packed >> 24, 0xc000_0207, "192.0.2.7");
+}
+
+#[test]
 fn request_view_getters() {
-    use super::bindings::sipfence::plugin::types::{HostRequest, Transport as WitTransport};
+    use super::bindings::sipfence::plugin::request::Host as _;
     use super::imports::HostState;
-    use wasmtime::component::Resource;
 
     let shared = SharedState::default();
     let mut host = HostState::new("t".into(), 1 << 20, shared.plugin("t"));
-    let handle = host.table.push(request(42)).unwrap();
-    let rep = handle.rep();
-    let r = || Resource::<RequestView>::new_borrow(rep);
-    assert_eq!(host.method(r()).unwrap(), "REGISTER");
-    assert_eq!(host.request_uri(r()).unwrap(), "sip:127.0.0.1");
-    assert_eq!(host.from_user(r()).unwrap().as_deref(), Some("100"));
-    assert_eq!(host.from_uri(r()).unwrap(), "sip:100@127.0.0.1");
-    assert_eq!(host.to_user(r()).unwrap().as_deref(), Some("100"));
-    assert_eq!(host.to_uri(r()).unwrap(), "sip:100@127.0.0.1");
+    // Between calls there is no request.
+    assert_eq!(host.method().unwrap(), "");
+    assert_eq!(host.user_agent().unwrap(), None);
+    assert_eq!(host.cseq().unwrap(), 0);
+    host.request = Some(request(42));
+    assert_eq!(host.method().unwrap(), "REGISTER");
+    assert_eq!(host.request_uri().unwrap(), "sip:127.0.0.1");
+    assert_eq!(host.from_user().unwrap().as_deref(), Some("100"));
+    assert_eq!(host.from_uri().unwrap(), "sip:100@127.0.0.1");
+    assert_eq!(host.to_user().unwrap().as_deref(), Some("100"));
+    assert_eq!(host.to_uri().unwrap(), "sip:100@127.0.0.1");
     assert_eq!(
-        host.contact(r()).unwrap().as_deref(),
+        host.contact().unwrap().as_deref(),
         Some("<sip:100@192.0.2.7:5060>;expires=60")
     );
-    assert_eq!(host.call_id(r()).unwrap(), "call-42");
-    assert_eq!(host.cseq(r()).unwrap(), 42);
+    assert_eq!(host.call_id().unwrap(), "call-42");
+    assert_eq!(host.cseq().unwrap(), 42);
     assert_eq!(
-        host.user_agent(r()).unwrap().as_deref(),
+        host.user_agent().unwrap().as_deref(),
         Some("friendly-scanner")
     );
-    assert_eq!(host.tenant(r()).unwrap(), "");
-    let source = host.source(r()).unwrap();
+    assert_eq!(host.tenant().unwrap(), "");
+    let source = host.source().unwrap();
     assert_eq!((source.ip.as_str(), source.port), ("192.0.2.7", 5060));
-    assert_eq!(host.transport(r()).unwrap(), WitTransport::Udp);
-    assert!(!host.source_verified(r()).unwrap());
-    assert_eq!(host.auth_user(r()).unwrap().as_deref(), Some("100"));
+    assert_eq!(host.auth_user().unwrap().as_deref(), Some("100"));
     // Case-insensitive, compact forms understood.
     assert_eq!(
-        host.header(r(), "call-id".into()).unwrap().as_deref(),
+        host.header("call-id".into()).unwrap().as_deref(),
         Some("call-42")
     );
-    assert_eq!(
-        host.header(r(), "i".into()).unwrap().as_deref(),
-        Some("call-42")
-    );
-    assert_eq!(host.header(r(), "X-Nope".into()).unwrap(), None);
-    let headers = host.headers(r()).unwrap();
+    assert_eq!(host.header("i".into()).unwrap().as_deref(), Some("call-42"));
+    assert_eq!(host.header("X-Nope".into()).unwrap(), None);
+    let headers = host.headers().unwrap();
     assert_eq!(headers.len(), 9);
     assert_eq!(headers[0].0, "Via");
-    // A handle that is not in the table is a host bug: a trap, not a panic.
-    host.table.delete(handle).unwrap();
-    assert!(host.method(r()).is_err());
+    // After the call, nothing again: a plugin that reads outside a call
+    // gets empty values, never a stale request.
+    host.request = None;
+    assert_eq!(host.call_id().unwrap(), "");
+    assert_eq!(host.source().unwrap().port, 0);
+}
+
+#[test]
+fn request_basics_come_with_the_call() {
+    use super::bindings::sipfence::plugin::types::{IpAddress, Method, Transport as WitTransport};
+
+    let basics = conversions::basics(&request(42));
+    assert_eq!(basics.method, Method::Register);
+    assert!(matches!(basics.source_ip, IpAddress::Ipv4(0xc000_0207)));
+    assert_eq!(basics.source_port, 5060);
+    assert_eq!(basics.transport, WitTransport::Udp);
+    assert!(!basics.source_verified);
+
+    let other = crate::sip::Message::parse(
+        b"FROB sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP [::1]:5060;branch=z9hG4bK1\r\n\r\n",
+    )
+    .unwrap();
+    let info = RequestInfo {
+        tenant: String::new(),
+        source: "[2001:db8::1]:5070".parse().unwrap(),
+        transport: Transport::Tcp,
+        source_verified: true,
+        auth_user: None,
+    };
+    let basics = conversions::basics(&RequestView::new(other, info));
+    assert_eq!(basics.method, Method::Other);
+    assert!(matches!(
+        basics.source_ip,
+        IpAddress::Ipv6((0x2001_0db8_0000_0000, 1))
+    ));
+    assert_eq!(
+        (basics.source_port, basics.transport),
+        (5070, WitTransport::Tcp)
+    );
+    assert!(basics.source_verified);
 }
 
 // ---------------------------------------------------------------------------
@@ -602,7 +669,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     p.imports.push(Import::Kv);
     assert_eq!(
         load_error(&[spec("evil", &p)]),
-        "plugin \"evil\": imports sipfence:plugin/kv@0.2.0 but is not granted \"kv\" (add it to grants)"
+        "plugin \"evil\": imports sipfence:plugin/kv@0.3.0 but is not granted \"kv\" (add it to grants)"
     );
     let mut p = TestPlugin::default();
     p.imports.push(Import::Counter);
@@ -610,7 +677,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     s.grants = vec![Grant::Kv];
     assert_eq!(
         load_error(&[s.clone()]),
-        "plugin \"counting\": imports sipfence:plugin/counter@0.2.0 but is not granted \"counter\" (add it to grants)"
+        "plugin \"counting\": imports sipfence:plugin/counter@0.3.0 but is not granted \"counter\" (add it to grants)"
     );
     s.grants = vec![Grant::Counter];
     load(&[s]);
@@ -623,7 +690,7 @@ fn unknown_imports_fail_to_load() {
     assert_eq!(
         load_error(&[spec("sneaky", &p)]),
         "plugin \"sneaky\": imports evil:net/socket@1.0.0, which sipfence does not provide \
-         (it provides sipfence:plugin@0.2.0; WASI imports are linked as traps)"
+         (it provides sipfence:plugin@0.3.0; WASI imports are linked as traps)"
     );
 }
 
@@ -752,7 +819,9 @@ fn counters_are_shared_by_instances() {
     let mut a = plugin.instantiate().unwrap();
     let mut b = plugin.instantiate().unwrap();
     let view = request(1);
-    let run = |i: &mut runtime::Instance| runtime::Plugin::run_on_request(i, &view).unwrap();
+    let basics = conversions::basics(&view);
+    let run =
+        |i: &mut runtime::Instance| runtime::Plugin::run_on_request(i, &view, &basics).unwrap();
     assert_eq!(run(&mut a), Ok(Verdict::Continue));
     assert_eq!(run(&mut b), Ok(Verdict::Continue));
     assert_eq!(run(&mut a), Ok(FINE));

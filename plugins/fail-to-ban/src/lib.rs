@@ -33,7 +33,7 @@ mod component {
     wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
     use sipfence::plugin::types::{AuthAttempt, AuthFailure, Ban, IpAddress, Rejection};
-    use sipfence::plugin::{clock, counter, kv, log};
+    use sipfence::plugin::{clock, counter, kv, log, request};
 
     /// This instance's settings, from `init`. Config, not state: every
     /// count lives behind the host's `counter` and `kv`.
@@ -59,8 +59,8 @@ mod component {
                 .map_err(|_| "init was called twice".to_owned())
         }
 
-        fn on_request(request: &Request) -> Verdict {
-            match policy().on_request(&Host, &View(request)) {
+        fn on_request(basics: RequestBasics) -> Verdict {
+            match policy().on_request(&Host, &View(&basics)) {
                 policy::Verdict::Continue => Verdict::Continue,
                 policy::Verdict::Reject { code, reason } => {
                     Verdict::Reject(Rejection { code, reason })
@@ -118,20 +118,20 @@ mod component {
         }
     }
 
-    /// The host's request resource, read lazily: one getter per call.
-    struct View<'a>(&'a Request);
+    /// The request: its basics came with the call; the rest is read from
+    /// the host's `request` interface, one getter at a time.
+    struct View<'a>(&'a RequestBasics);
 
     impl policy::RequestView for View<'_> {
         fn method(&self) -> String {
-            self.0.method()
+            request::method()
         }
         fn user_agent(&self) -> Option<String> {
-            self.0.user_agent()
+            request::user_agent()
         }
         fn source_ip(&self) -> String {
-            // `source-ip` allocates nothing across the boundary; the text
-            // is made here.
-            match self.0.source_ip() {
+            // Numbers across the boundary; the text is made here.
+            match self.0.source_ip {
                 IpAddress::Ipv4(n) => Ipv4Addr::from(n).to_string(),
                 IpAddress::Ipv6((high, low)) => {
                     Ipv6Addr::from(u128::from(high) << 64 | u128::from(low)).to_string()
@@ -139,13 +139,13 @@ mod component {
             }
         }
         fn source_verified(&self) -> bool {
-            self.0.source_verified()
+            self.0.source_verified
         }
         fn tenant(&self) -> String {
-            self.0.tenant()
+            request::tenant()
         }
         fn auth_user(&self) -> Option<String> {
-            self.0.auth_user()
+            request::auth_user()
         }
     }
 

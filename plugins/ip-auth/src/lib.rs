@@ -26,7 +26,7 @@ mod component {
 
     wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
-    use sipfence::plugin::log;
+    use sipfence::plugin::{log, request};
     use sipfence::plugin::types::{IpAddress, Transport, Trust};
 
     /// This instance's entries, from `init` (config, not state).
@@ -52,8 +52,8 @@ mod component {
                 .map_err(|_| "init was called twice".to_owned())
         }
 
-        fn on_request(request: &Request) -> Verdict {
-            match policy().on_request(&Host, &View(request)) {
+        fn on_request(basics: RequestBasics) -> Verdict {
+            match policy().on_request(&Host, &View(&basics)) {
                 policy::Verdict::Continue => Verdict::Continue,
                 policy::Verdict::Trust { tenant, extension } => {
                     Verdict::Trust(Trust { tenant, extension })
@@ -74,12 +74,13 @@ mod component {
 
     export!(IpAuth);
 
-    /// The host's request resource, read lazily: one getter per call.
-    struct View<'a>(&'a Request);
+    /// The request: its basics came with the call; the rest is read from
+    /// the host's `request` interface, one getter at a time.
+    struct View<'a>(&'a RequestBasics);
 
     impl policy::RequestView for View<'_> {
         fn source_ip(&self) -> IpAddr {
-            match self.0.source_ip() {
+            match self.0.source_ip {
                 IpAddress::Ipv4(n) => IpAddr::V4(Ipv4Addr::from(n)),
                 IpAddress::Ipv6((high, low)) => {
                     IpAddr::V6(Ipv6Addr::from(u128::from(high) << 64 | u128::from(low)))
@@ -87,25 +88,25 @@ mod component {
             }
         }
         fn source_port(&self) -> u16 {
-            self.0.source_port()
+            self.0.source_port
         }
         fn transport(&self) -> policy::Transport {
-            match self.0.transport() {
+            match self.0.transport {
                 Transport::Udp => policy::Transport::Udp,
                 Transport::Tcp => policy::Transport::Tcp,
             }
         }
         fn method(&self) -> String {
-            self.0.method()
+            request::method()
         }
         fn from_user(&self) -> Option<String> {
-            self.0.from_user()
+            request::from_user()
         }
         fn to_user(&self) -> Option<String> {
-            self.0.to_user()
+            request::to_user()
         }
         fn tenant(&self) -> String {
-            self.0.tenant()
+            request::tenant()
         }
     }
 

@@ -53,8 +53,8 @@ mod component {
                 .map_err(|_| "init was called twice".to_owned())
         }
 
-        fn on_request(request: &Request) -> Verdict {
-            match policy().on_request(&Host, &View(request)) {
+        fn on_request(basics: RequestBasics) -> Verdict {
+            match policy().on_request(&Host, &View(&basics)) {
                 policy::Verdict::Continue => Verdict::Continue,
                 policy::Verdict::Reject { code, reason } => {
                     Verdict::Reject(Rejection { code, reason })
@@ -80,12 +80,12 @@ mod component {
 
     export!(RateLimit);
 
-    /// The host's request resource, read lazily.
-    struct View<'a>(&'a Request);
+    /// The request's basics, which came with the call: all it reads.
+    struct View<'a>(&'a RequestBasics);
 
     impl policy::RequestView for View<'_> {
         fn source_ip(&self) -> IpAddr {
-            match self.0.source_ip() {
+            match self.0.source_ip {
                 IpAddress::Ipv4(n) => IpAddr::V4(Ipv4Addr::from(n)),
                 IpAddress::Ipv6((high, low)) => {
                     IpAddr::V6(Ipv6Addr::from(u128::from(high) << 64 | u128::from(low)))

@@ -46,7 +46,7 @@ mod component {
                 .map_err(|_| "init was called twice".to_owned())
         }
 
-        fn on_request(_request: &Request) -> Verdict {
+        fn on_request(_basics: RequestBasics) -> Verdict {
             // Not in `hooks`: the host never calls it.
             Verdict::Continue
         }
