@@ -133,9 +133,10 @@ impl Chain {
             return (Verdict::Continue, None);
         }
         let basics = conversions::basics(request);
+        let mut request = Some(request.clone());
         for &index in &self.request_hooks {
             let plugin = &self.plugins[index];
-            let verdict = plugin.on_request(request, &basics);
+            let verdict = plugin.on_request(&mut request, &basics);
             if verdict != Verdict::Continue {
                 return (verdict, Some(plugin.name.to_string()));
             }

@@ -41,7 +41,7 @@ const INIT_TIMEOUT_MS: u64 = 1000;
 
 /// One call in this many is timed for [`Counters::total_ns`] (weighted by
 /// it); calls that create an instance are always timed.
-const TIMED_EVERY: u64 = 8;
+const TIMED_EVERY: u64 = 64;
 
 /// Upper bounds (inclusive) of the call latency histogram's buckets, in
 /// nanoseconds; a last bucket takes everything longer.
@@ -505,8 +505,14 @@ impl Plugin {
     }
 
     /// `on-request`: the plugin's verdict, or its policy's when it failed.
-    /// The chain builds the request's `basics` once for all its plugins.
-    pub(super) fn on_request(&self, request: &RequestView, basics: &wit::RequestBasics) -> Verdict {
+    /// The chain builds the request's `basics` once for all its plugins, and
+    /// passes the request itself from plugin to plugin in `request` (moved
+    /// into the store for the call and back, never cloned).
+    pub(super) fn on_request(
+        &self,
+        request: &mut Option<RequestView>,
+        basics: &wit::RequestBasics,
+    ) -> Verdict {
         let answer = self.call("on-request", |instance| {
             Plugin::run_on_request(instance, request, basics)
         });
@@ -521,14 +527,14 @@ impl Plugin {
     /// basics go with the call.
     pub(super) fn run_on_request(
         instance: &mut Instance,
-        request: &RequestView,
+        request: &mut Option<RequestView>,
         basics: &wit::RequestBasics,
     ) -> wasmtime::Result<Result<Verdict, String>> {
-        instance.store.data_mut().request = Some(request.clone());
+        instance.store.data_mut().request = request.take();
         let result = instance
             .bindings
             .call_on_request(&mut instance.store, basics.clone());
-        instance.store.data_mut().request = None;
+        *request = instance.store.data_mut().request.take();
         Ok(conversions::verdict(result?))
     }
 

@@ -820,8 +820,12 @@ fn counters_are_shared_by_instances() {
     let mut b = plugin.instantiate().unwrap();
     let view = request(1);
     let basics = conversions::basics(&view);
-    let run =
-        |i: &mut runtime::Instance| runtime::Plugin::run_on_request(i, &view, &basics).unwrap();
+    let run = |i: &mut runtime::Instance| {
+        let mut request = Some(view.clone());
+        let verdict = runtime::Plugin::run_on_request(i, &mut request, &basics).unwrap();
+        assert!(request.is_some(), "the request comes back after the call");
+        verdict
+    };
     assert_eq!(run(&mut a), Ok(Verdict::Continue));
     assert_eq!(run(&mut b), Ok(Verdict::Continue));
     assert_eq!(run(&mut a), Ok(FINE));

@@ -1,73 +1,117 @@
 //! Case-insensitive search of a User-Agent for scanner names, without
 //! allocating: every request with a User-Agent goes through it.
 //!
-//! At `init` the patterns are lower-cased and indexed by their first byte;
-//! a search walks the User-Agent once and, at each byte that starts some
-//! pattern, compares only the patterns starting with it (ASCII
-//! case-insensitively, like `to_ascii_lowercase` + `contains`).
+//! At `init` the patterns are lower-cased and compiled into one automaton
+//! (Aho-Corasick, as a DFA over byte classes): a search reads each byte of
+//! the User-Agent once, one table look-up per byte, however many patterns
+//! there are. ASCII letters match either case, like `to_ascii_lowercase` +
+//! `contains`; other bytes match exactly.
+
+/// No transition yet (only while building).
+const NONE: u32 = u32::MAX;
 
 /// The scanner patterns, prepared for searching.
 #[derive(Debug, Clone, Default)]
 pub struct Scanners {
     /// The patterns, ASCII-lower-cased, never empty.
     patterns: Vec<Box<[u8]>>,
-    /// For each byte value: 1 + the index into `starting` of the patterns
-    /// that start with it (lower-cased); 0: none does.
-    first: Vec<u8>,
-    /// Pattern indices grouped by first byte.
-    starting: Vec<Vec<usize>>,
+    /// Byte classes: each byte that occurs in a pattern has its own (an
+    /// ASCII letter shares its lower case's); every other byte is class 0.
+    class: Vec<u16>,
+    /// Classes in use, class 0 included: the width of a row of `next`.
+    classes: usize,
+    /// The DFA: the state after `state` reads a byte of class `c` is
+    /// `next[state * classes + c]`; state 0 is the start.
+    next: Vec<u32>,
+    /// Per state: 1 + the index of a pattern that ends there; 0: none.
+    matched: Vec<u32>,
 }
 
 impl Scanners {
     /// Prepares `patterns` (empty ones are skipped: the settings refuse
     /// them, since they would match everything).
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Scanners {
-        let mut s = Scanners {
-            patterns: Vec::new(),
-            first: vec![0; 256],
-            starting: Vec::new(),
-        };
-        for pattern in patterns {
-            let lower = pattern.as_ref().to_ascii_lowercase().into_bytes();
-            let Some(&b) = lower.first() else { continue };
-            let index = s.patterns.len();
-            s.patterns.push(lower.into_boxed_slice());
-            match s.first[usize::from(b)] {
-                0 => {
-                    s.starting.push(vec![index]);
-                    // At most 256 groups: one per byte value.
-                    s.first[usize::from(b)] = s.starting.len() as u8;
-                }
-                group => s.starting[usize::from(group) - 1].push(index),
+        let patterns: Vec<Box<[u8]>> = patterns
+            .iter()
+            .map(|p| p.as_ref().to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let mut class = vec![0u16; 256];
+        let mut classes = 1;
+        for &b in patterns.iter().flat_map(|p| p.iter()) {
+            if class[usize::from(b)] == 0 {
+                class[usize::from(b)] = classes as u16;
+                classes += 1;
             }
         }
-        // More than 255 distinct first bytes cannot happen with u8 groups
-        // (the 256th would wrap): ASCII-lower-casing leaves at most 230.
-        s
+        for upper in b'A'..=b'Z' {
+            class[usize::from(upper)] = class[usize::from(upper.to_ascii_lowercase())];
+        }
+
+        // The trie of the patterns: goto[state][class], NONE for no child.
+        let mut goto: Vec<Vec<u32>> = vec![vec![NONE; classes]];
+        let mut matched = vec![0u32];
+        for (index, pattern) in patterns.iter().enumerate() {
+            let mut state = 0;
+            for &b in pattern.iter() {
+                let c = usize::from(class[usize::from(b)]);
+                if goto[state][c] == NONE {
+                    goto[state][c] = goto.len() as u32;
+                    goto.push(vec![NONE; classes]);
+                    matched.push(0);
+                }
+                state = goto[state][c] as usize;
+            }
+            if matched[state] == 0 {
+                matched[state] = index as u32 + 1;
+            }
+        }
+
+        // Breadth first, so a state's failure state (shorter) is complete
+        // before it: a missing transition becomes the failure state's, and
+        // a state matches what its failure state matches.
+        let mut fail = vec![0u32; goto.len()];
+        let mut queue = std::collections::VecDeque::from([0u32]);
+        while let Some(u) = queue.pop_front() {
+            let u = u as usize;
+            for c in 0..classes {
+                let v = goto[u][c];
+                if v == NONE {
+                    goto[u][c] = if u == 0 { 0 } else { goto[fail[u] as usize][c] };
+                    continue;
+                }
+                let f = if u == 0 { 0 } else { goto[fail[u] as usize][c] };
+                fail[v as usize] = f;
+                if matched[v as usize] == 0 {
+                    matched[v as usize] = matched[f as usize];
+                }
+                queue.push_back(v);
+            }
+        }
+        Scanners {
+            patterns,
+            class,
+            classes,
+            next: goto.into_iter().flatten().collect(),
+            matched,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
 
-    /// The first pattern (lower-cased) that `text` contains, ignoring ASCII
-    /// case.
+    /// The first pattern that `text` contains (lower-cased), if any.
     pub fn find(&self, text: &str) -> Option<&[u8]> {
         if self.patterns.is_empty() {
             return None;
         }
-        let hay = text.as_bytes();
-        for (at, &b) in hay.iter().enumerate() {
-            let group = self.first[usize::from(b.to_ascii_lowercase())];
-            if group == 0 {
-                continue;
-            }
-            let rest = &hay[at..];
-            for &i in &self.starting[usize::from(group) - 1] {
-                let p = &self.patterns[i];
-                if rest.len() >= p.len() && rest[..p.len()].eq_ignore_ascii_case(p) {
-                    return Some(p);
-                }
+        let mut state = 0;
+        for &b in text.as_bytes() {
+            let c = usize::from(self.class[usize::from(b)]);
+            state = self.next[state * self.classes + c] as usize;
+            if self.matched[state] != 0 {
+                return Some(&self.patterns[self.matched[state] as usize - 1]);
             }
         }
         None
@@ -126,5 +170,24 @@ mod tests {
         assert_eq!(s.find("the Ωmega"), Some("Ωmega".as_bytes()));
         assert!(Scanners::new::<&str>(&[]).find("anything").is_none());
         assert!(Scanners::new(&[""]).is_empty());
+    }
+
+    #[test]
+    fn overlapping_patterns_agree_with_contains() {
+        // Patterns that are prefixes, suffixes and infixes of each other,
+        // and texts over a small alphabet made by a fixed pseudo-random walk.
+        let patterns = ["abcd", "bc", "bcx", "cd", "aab", "Ab", "dda"];
+        let s = Scanners::new(&patterns);
+        let mut seed = 12345u32;
+        for _ in 0..5000 {
+            let len = (seed % 9) as usize;
+            let text: String = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    ['a', 'b', 'c', 'd', 'x', 'A', 'B'][(seed >> 16) as usize % 7]
+                })
+                .collect();
+            assert_eq!(s.find(&text).is_some(), naive(&patterns, &text), "{text:?}");
+        }
     }
 }
