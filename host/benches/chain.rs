@@ -12,8 +12,8 @@
 //! Measured, each calling `on-request` on every iteration:
 //! - `chain/empty`: no plugin (the floor of `Chain::on_request`);
 //! - `floor/call-that-reads-nothing`: one Rust plugin that returns
-//!   `continue` without reading anything or calling the host (fail-to-ban
-//!   with its request rules off): what any plugin call costs;
+//!   `continue` without reading anything or calling the host (ip-auth
+//!   without devices): what any plugin call costs;
 //! - `plugin/NAME`: each security plugin of the default chain alone, on the
 //!   path an ordinary request takes (fail-to-ban: no scanner User-Agent, no
 //!   extension lock; ip-auth: devices configured, none matching; rate-limit:
@@ -185,10 +185,10 @@ fn benches(c: &mut Criterion) {
     let go_on = Some(&Verdict::Continue);
 
     bench_chain(c, "chain/empty", &Chain::empty(), &clean, &phone, go_on);
-    // The floor of one plugin call: fail-to-ban with the rules that read the
-    // request turned off returns `continue` without a host call.
-    let mut idle = spec("fail-to-ban");
-    idle.config = json!({ "scanner_signatures": false, "extension_lock_failures": 0 });
+    // The floor of one plugin call: ip-auth without devices returns
+    // `continue` without reading the request or calling the host.
+    let mut idle = spec("ip-auth");
+    idle.config = json!({ "device": [] });
     let idle = Chain::load(&[idle], &engine, Arc::new(SharedState::default()))
         .unwrap_or_else(|e| panic!("{e}"));
     bench_chain(

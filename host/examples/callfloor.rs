@@ -80,11 +80,20 @@ fn main() -> wasmtime::Result<()> {
             &mut store, "summary",
         )?;
     let m = std::sync::Mutex::new(vec![1u64]);
-    bench("mutex lock+pop+push+unlock", || { let mut g = m.lock().unwrap(); let x = g.pop().unwrap(); g.push(std::hint::black_box(x)); });
+    bench("mutex lock+pop+push+unlock", || {
+        let mut g = m.lock().unwrap();
+        let x = g.pop().unwrap();
+        g.push(std::hint::black_box(x));
+    });
     let a = std::sync::Arc::new(5u64);
-    bench("arc clone+drop", || { let b = std::hint::black_box(a.clone()); drop(b); });
+    bench("arc clone+drop", || {
+        let b = std::hint::black_box(a.clone());
+        drop(b);
+    });
     let c = std::sync::atomic::AtomicU64::new(0);
-    bench("fetch_add", || { c.fetch_add(1, std::sync::atomic::Ordering::Relaxed); });
+    bench("fetch_add", || {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
     let owned = store.data_mut().table.push(Req)?;
     let rep = owned.rep();
     bench("num(u32)->u32", || {

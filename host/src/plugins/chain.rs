@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::bindings::sipfence::plugin::types as wit;
 use super::runtime::{Plugin, PluginEngine};
 use super::state::SharedState;
 use super::{
@@ -17,6 +18,8 @@ pub struct Chain {
     pub(super) plugins: Vec<Plugin>,
     /// Indices into `plugins` of those with an `on-request` hook, in order.
     request_hooks: Vec<usize>,
+    /// Whether one of those wants the User-Agent in its basics.
+    wants_user_agent: bool,
     /// Indices of those with an `on-event` hook.
     event_hooks: Vec<usize>,
     /// Indices of those with a `route` hook, in order.
@@ -76,6 +79,7 @@ impl Chain {
         Chain {
             plugins: Vec::new(),
             request_hooks: Vec::new(),
+            wants_user_agent: false,
             event_hooks: Vec::new(),
             route_hooks: Vec::new(),
         }
@@ -103,6 +107,7 @@ impl Chain {
             let index = chain.plugins.len();
             if plugin.on_request {
                 chain.request_hooks.push(index);
+                chain.wants_user_agent |= plugin.wants_user_agent;
             }
             if plugin.on_event {
                 chain.event_hooks.push(index);
@@ -133,10 +138,18 @@ impl Chain {
             return (Verdict::Continue, None);
         }
         let basics = conversions::basics(request);
+        let with_user_agent = self.wants_user_agent.then(|| wit::RequestBasics {
+            user_agent: conversions::user_agent(request),
+            ..basics.clone()
+        });
         let mut request = Some(request.clone());
         for &index in &self.request_hooks {
             let plugin = &self.plugins[index];
-            let verdict = plugin.on_request(&mut request, &basics);
+            let basics = match &with_user_agent {
+                Some(with) if plugin.wants_user_agent => with,
+                _ => &basics,
+            };
+            let verdict = plugin.on_request(&mut request, basics);
             if verdict != Verdict::Continue {
                 return (verdict, Some(plugin.name.to_string()));
             }

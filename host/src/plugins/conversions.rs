@@ -19,11 +19,12 @@ use crate::transport::Transport;
 pub(super) const MAX_REASON_BYTES: usize = 200;
 
 /// Which hooks a plugin implements: (on-request, on-event, route).
-pub(super) fn hooks(h: wit::Hooks) -> (bool, bool, bool) {
+pub(super) fn hooks(h: wit::Hooks) -> (bool, bool, bool, bool) {
     (
         h.contains(wit::Hooks::ON_REQUEST),
         h.contains(wit::Hooks::ON_EVENT),
         h.contains(wit::Hooks::ROUTE),
+        h.contains(wit::Hooks::USER_AGENT),
     )
 }
 
@@ -161,7 +162,8 @@ pub(super) fn ip_text(ip: IpAddr) -> String {
     text
 }
 
-/// What `on-request` passes with the call: built once per chain run.
+/// What `on-request` passes with the call, without the User-Agent: built
+/// once per chain run (see [`user_agent`]).
 pub(super) fn basics(request: &RequestView) -> wit::RequestBasics {
     let info = request.info();
     wit::RequestBasics {
@@ -173,7 +175,17 @@ pub(super) fn basics(request: &RequestView) -> wit::RequestBasics {
         source_port: info.source.port(),
         transport: transport(info.transport),
         source_verified: info.source_verified,
+        user_agent: None,
     }
+}
+
+/// `request-basics.user-agent`, for the plugins whose hooks ask for it.
+pub(super) fn user_agent(request: &RequestView) -> Option<String> {
+    request
+        .message()
+        .headers
+        .get("User-Agent")
+        .map(str::to_owned)
 }
 
 fn method(m: &Method) -> wit::Method {

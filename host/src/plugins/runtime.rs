@@ -230,6 +230,8 @@ pub(super) struct Plugin {
     pub on_request: bool,
     pub on_event: bool,
     pub route: bool,
+    /// `on-request` gets the User-Agent in its basics.
+    pub wants_user_agent: bool,
     state: Arc<super::PluginState>,
     /// The SMTP queue behind `mail.send` (None: the gateway has none).
     mail: Option<Arc<dyn super::MailService>>,
@@ -332,6 +334,7 @@ impl Plugin {
             on_request: false,
             on_event: false,
             route: false,
+            wants_user_agent: false,
             state: shared.plugin(name),
             mail: shared.mail(),
             pool: Mutex::new(Vec::new()),
@@ -352,7 +355,12 @@ impl Plugin {
                     message: Failure::classify(&e, first.store.data().limiter.memory_exceeded)
                         .to_string(),
                 })?;
-        (plugin.on_request, plugin.on_event, plugin.route) = conversions::hooks(hooks);
+        (
+            plugin.on_request,
+            plugin.on_event,
+            plugin.route,
+            plugin.wants_user_agent,
+        ) = conversions::hooks(hooks);
         lock(&plugin.pool).push(first);
         Ok(plugin)
     }
@@ -533,7 +541,7 @@ impl Plugin {
         instance.store.data_mut().request = request.take();
         let result = instance
             .bindings
-            .call_on_request(&mut instance.store, basics.clone());
+            .call_on_request(&mut instance.store, basics);
         *request = instance.store.data_mut().request.take();
         Ok(conversions::verdict(result?))
     }

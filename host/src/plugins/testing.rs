@@ -31,8 +31,9 @@
 //! discriminant at +0 (0 ok, 1 err), message (ptr, len) at +4/+8.
 //! [`verdict_bytes`] and friends write those layouts as data segments.
 //!
-//! Parameters flatten too: `request-basics` is seven values (an enum is an
-//! `i32`, the `ip-address` variant a discriminant and two `i64`s);
+//! Parameters flatten too: `request-basics` is ten values (an enum is an
+//! `i32`, the `ip-address` variant a discriminant and two `i64`s, the
+//! optional User-Agent a discriminant, pointer and length);
 //! `init(config: string)` gets `(ptr, len)` after the host called `realloc`.
 //! Parameters that flatten to more than 16 core values are passed in linear
 //! memory instead: `event` is one (call-ended's record alone is 27), so
@@ -89,15 +90,15 @@ pub enum Import {
 /// A test plugin, rendered to component text by [`TestPlugin::wat`].
 #[derive(Clone, Debug)]
 pub struct TestPlugin {
-    /// `hooks()` bits: 1 on-request, 2 on-event, 4 route.
+    /// `hooks()` bits: 1 on-request, 2 on-event, 4 route, 8 user-agent.
     pub hooks: u8,
     pub imports: Vec<Import>,
     /// Body of `init (param $ptr i32) (param $len i32) (result i32)`:
     /// returns the address of its `result<_, string>`.
     pub init: String,
     /// Body of `on-request` (the flattened `request-basics`: `$method`,
-    /// `$ip?`, `$ip-hi`, `$ip-lo`, `$port`, `$transport`, `$verified`;
-    /// result i32): the address of its verdict. Core imports available:
+    /// `$ip?`, `$ip-hi`, `$ip-lo`, `$port`, `$transport`, `$verified`,
+    /// `$ua?`, `$ua`, `$ua-len`; result i32): the address of its verdict. Core imports available:
     /// `$method (retptr)` and `$cseq () -> i32` of the `request` interface,
     /// and those of [`TestPlugin::imports`].
     pub on_request: String,
@@ -272,7 +273,7 @@ impl TestPlugin {
         format!(
             r#"(component
   (import "sipfence:plugin/types@0.3.0" (instance $types
-    (type $hooks-t (flags "on-request" "on-event" "route"))
+    (type $hooks-t (flags "on-request" "on-event" "route" "user-agent"))
     (export "hooks" (type $hooks (eq $hooks-t)))
     (type $rejection-t (record (field "code" u16) (field "reason" string)))
     (export "rejection" (type $rejection (eq $rejection-t)))
@@ -294,7 +295,8 @@ impl TestPlugin {
     (export "method" (type $method (eq $method-t)))
     (type $request-basics-t (record (field "method" $method) (field "source-ip" $ip-address)
                                     (field "source-port" u16) (field "transport" $transport)
-                                    (field "source-verified" bool)))
+                                    (field "source-verified" bool)
+                                    (field "user-agent" (option string))))
     (export "request-basics" (type $request-basics (eq $request-basics-t)))
     (type $auth-failure-t (enum "wrong-password" "unknown-user" "user-mismatch" "realm-mismatch"))
     (export "auth-failure" (type $auth-failure (eq $auth-failure-t)))
@@ -404,11 +406,13 @@ impl TestPlugin {
     (func (export "init") (param i32 i32) (result i32)
       (global.set $bump (i32.const {HEAP_AT}))
       {init})
-    ;; `request-basics` flattens to 7 values: method; source-ip as
-    ;; discriminant + two i64; port; transport; verified.
+    ;; `request-basics` flattens to 10 values: method; source-ip as
+    ;; discriminant + two i64; port; transport; verified; user-agent as
+    ;; discriminant + ptr + len.
     (func (export "on-request") (param $method i32) (param $ip? i32) (param $ip-hi i64)
                                 (param $ip-lo i64) (param $port i32) (param $transport i32)
-                                (param $verified i32) (result i32)
+                                (param $verified i32) (param $ua? i32) (param $ua i32)
+                                (param $ua-len i32) (result i32)
       (global.set $bump (i32.const {HEAP_AT}))
       {on_request})
     ;; The event is in memory (more than 16 flat values): its address.
@@ -432,7 +436,7 @@ impl TestPlugin {
   (func (export "init") (param "config" string) (result (result (error string)))
     (canon lift (core func $main "init") (memory $memory) (realloc $realloc)))
   (func (export "on-request") (param "basics" $request-basics) (result $verdict)
-    (canon lift (core func $main "on-request") (memory $memory)))
+    (canon lift (core func $main "on-request") (memory $memory) (realloc $realloc)))
   (func (export "on-event") (param "event" $event) (result $reaction)
     (canon lift (core func $main "on-event") (memory $memory) (realloc $realloc)))
   (func (export "route") (param "call" $call-info) (result $route-decision)

@@ -431,6 +431,52 @@ fn basics_reach_the_plugin_with_the_call() {
 }
 
 #[test]
+fn the_user_agent_comes_with_the_call_only_when_asked_for() {
+    // Reject 403 with the User-Agent of the basics as the reason; continue
+    // when the basics have none.
+    let body = format!(
+        "(if (result i32) (local.get $ua?)
+           (then
+             (i32.store8 (i32.const {VERDICT_AT}) (i32.const 1))
+             (i32.store16 (i32.const {}) (i32.const 403))
+             (i32.store (i32.const {}) (local.get $ua))
+             (i32.store (i32.const {}) (local.get $ua-len))
+             (i32.const {VERDICT_AT}))
+           (else (i32.const {CONTINUE_AT})))",
+        VERDICT_AT + 8,
+        VERDICT_AT + 12,
+        VERDICT_AT + 16,
+    );
+    let plugin = |hooks| TestPlugin {
+        hooks,
+        on_request: body.clone(),
+        ..TestPlugin::default()
+    };
+    let asks = load(&[spec("asks", &plugin(1 | 8))]);
+    assert_eq!(
+        asks.on_request(&request(1)).0,
+        Verdict::Reject {
+            code: 403,
+            reason: "friendly-scanner".into()
+        }
+    );
+    // Without the flag: none, even behind a plugin that asked.
+    let both = load(&[spec("quiet", &plugin(1)), spec("asks", &plugin(1 | 8))]);
+    assert_eq!(
+        both.on_request(&request(2)),
+        (
+            Verdict::Reject {
+                code: 403,
+                reason: "friendly-scanner".into()
+            },
+            Some("asks".into())
+        )
+    );
+    let quiet = load(&[spec("quiet", &plugin(1))]);
+    assert_eq!(quiet.on_request(&request(3)).0, Verdict::Continue);
+}
+
+#[test]
 fn request_view_getters() {
     use super::bindings::sipfence::plugin::request::Host as _;
     use super::imports::HostState;

@@ -49,7 +49,8 @@ mod component {
 
     impl Guest for FailToBan {
         fn hooks() -> Hooks {
-            Hooks::ON_REQUEST | Hooks::ON_EVENT
+            // The User-Agent comes with every call: scanner signatures read it.
+            Hooks::ON_REQUEST | Hooks::ON_EVENT | Hooks::USER_AGENT
         }
 
         fn init(config: String) -> Result<(), String> {
@@ -126,8 +127,8 @@ mod component {
         fn method(&self) -> String {
             request::method()
         }
-        fn user_agent(&self) -> Option<String> {
-            request::user_agent()
+        fn user_agent(&self) -> Option<&str> {
+            self.0.user_agent.as_deref()
         }
         fn source_ip(&self) -> String {
             // Numbers across the boundary; the text is made here.

@@ -74,7 +74,7 @@ pub trait Shared {
 pub trait RequestView {
     /// E.g. "REGISTER".
     fn method(&self) -> String;
-    fn user_agent(&self) -> Option<String>;
+    fn user_agent(&self) -> Option<&str>;
     /// The source IP, without brackets or port.
     fn source_ip(&self) -> String;
     /// True over TCP, or when the request answers a nonce issued to this
@@ -326,8 +326,8 @@ impl Policy {
     pub fn on_request(&self, sh: &impl Shared, req: &impl RequestView) -> Verdict {
         if !self.scanners.is_empty() {
             if let Some(ua) = req.user_agent() {
-                if self.scanners.find(&ua).is_some() {
-                    return self.scanner(sh, req, &ua);
+                if self.scanners.find(ua).is_some() {
+                    return self.scanner(sh, req, ua);
                 }
             }
         }

@@ -33,7 +33,12 @@ impl Scanners {
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Scanners {
         let patterns: Vec<Box<[u8]>> = patterns
             .iter()
-            .map(|p| p.as_ref().to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .map(|p| {
+                p.as_ref()
+                    .to_ascii_lowercase()
+                    .into_bytes()
+                    .into_boxed_slice()
+            })
             .filter(|p| !p.is_empty())
             .collect();
         let mut class = vec![0u16; 256];

@@ -90,9 +90,9 @@ impl RequestView for Req {
         self.read.borrow_mut().push("method");
         self.method.into()
     }
-    fn user_agent(&self) -> Option<String> {
+    fn user_agent(&self) -> Option<&str> {
         self.read.borrow_mut().push("user-agent");
-        self.user_agent.map(Into::into)
+        self.user_agent
     }
     fn source_ip(&self) -> String {
         self.read.borrow_mut().push("source");

@@ -26,8 +26,8 @@ mod component {
 
     wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
-    use sipfence::plugin::{log, request};
     use sipfence::plugin::types::{IpAddress, Transport, Trust};
+    use sipfence::plugin::{log, request};
 
     /// This instance's entries, from `init` (config, not state).
     static POLICY: OnceLock<Policy> = OnceLock::new();
