@@ -235,7 +235,9 @@ pub(super) struct Plugin {
     state: Arc<super::PluginState>,
     /// The SMTP queue behind `mail.send` (None: the gateway has none).
     mail: Option<Arc<dyn super::MailService>>,
-    /// Boxed: an instance moves in and out of the pool on every call.
+    /// Boxed: an instance moves in and out of the pool on every call, a
+    /// pointer rather than the whole struct.
+    #[allow(clippy::vec_box)]
     pool: Mutex<Vec<Box<Instance>>>,
     pub health: Health,
     pub counters: Counters,

@@ -79,18 +79,23 @@ impl Scanners {
         let mut queue = std::collections::VecDeque::from([0u32]);
         while let Some(u) = queue.pop_front() {
             let u = u as usize;
-            for c in 0..classes {
-                let v = goto[u][c];
-                if v == NONE {
-                    goto[u][c] = if u == 0 { 0 } else { goto[fail[u] as usize][c] };
+            // Where the failure state goes on each class (the start state's
+            // own failure transitions all lead back to it).
+            let fallback = match u {
+                0 => vec![0; classes],
+                _ => goto[fail[u] as usize].clone(),
+            };
+            for (next, f) in goto[u].iter_mut().zip(fallback) {
+                if *next == NONE {
+                    *next = f;
                     continue;
                 }
-                let f = if u == 0 { 0 } else { goto[fail[u] as usize][c] };
-                fail[v as usize] = f;
-                if matched[v as usize] == 0 {
-                    matched[v as usize] = matched[f as usize];
+                let v = *next as usize;
+                fail[v] = f;
+                if matched[v] == 0 {
+                    matched[v] = matched[f as usize];
                 }
-                queue.push_back(v);
+                queue.push_back(*next);
             }
         }
         Scanners {
