@@ -21,7 +21,7 @@
 //!    enough for the next, one success ends it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,12 +97,18 @@ impl Default for EngineOptions {
 
 /// The wasmtime engine of the process (Cranelift, component model, epoch
 /// interruption). Cheap to clone. A background thread increments the epoch
-/// every millisecond for as long as the engine lives.
+/// every millisecond while plugins are being called, and backs off to
+/// [`IDLE_TICK`] when none has been for a while (see [`tick`]).
 #[derive(Clone)]
 pub struct PluginEngine(Arc<EngineInner>);
 
+/// The epoch ticker's longest sleep while no plugin is called.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
 struct EngineInner {
     engine: Engine,
+    /// Set by every call into a plugin, cleared by the epoch ticker.
+    calling: Arc<AtomicBool>,
     /// The zero of [`PluginEngine::now_ms`] (backoff times).
     started: Instant,
     options: EngineOptions,
@@ -129,13 +135,19 @@ impl PluginEngine {
             message: format!("{e:#}"),
         })?;
         let weak = engine.weak();
+        let calling = Arc::new(AtomicBool::new(false));
+        let seen = calling.clone();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(1));
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+            .spawn(move || {
+                let mut sleep = Duration::from_millis(1);
+                loop {
+                    std::thread::sleep(sleep);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                    sleep = tick(sleep, seen.swap(false, Ordering::Relaxed));
                 }
             })
             .map_err(|e| PluginError::Engine {
@@ -143,6 +155,7 @@ impl PluginEngine {
             })?;
         Ok(PluginEngine(Arc::new(EngineInner {
             engine,
+            calling,
             started: Instant::now(),
             options,
             compiled: Mutex::new(HashMap::new()),
@@ -160,6 +173,14 @@ impl PluginEngine {
 
     fn engine(&self) -> &Engine {
         &self.0.engine
+    }
+
+    /// Tells the epoch ticker that plugins are being called (a load, and a
+    /// store only on the first call after the ticker cleared the flag).
+    fn calling(&self) {
+        if !self.0.calling.load(Ordering::Relaxed) {
+            self.0.calling.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Compiles `bytes`, or returns the component compiled from the same
@@ -185,6 +206,21 @@ impl PluginEngine {
 
 /// A component starts with `\0asm` and the component-model layer; a core
 /// module has version 1, layer 0.
+/// The epoch ticker's next sleep: 1 ms (one epoch tick) after a tick during
+/// which plugins were called, else twice the last, up to [`IDLE_TICK`].
+///
+/// Deadlines count ticks, so an idle ticker makes a deadline that starts
+/// during one of its long sleeps late by at most [`IDLE_TICK`], never
+/// early; in exchange an idle gateway (or one dropping a flood before any
+/// plugin sees it) is not woken a thousand times a second.
+fn tick(last: Duration, called: bool) -> Duration {
+    if called {
+        Duration::from_millis(1)
+    } else {
+        (last * 2).min(IDLE_TICK)
+    }
+}
+
 fn check_magic(plugin: &str, bytes: &[u8]) -> Result<(), PluginError> {
     let what = match bytes.get(..8) {
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => return Ok(()),
@@ -347,6 +383,7 @@ impl Plugin {
             plugin: name.to_owned(),
             message,
         })?;
+        engine.calling();
         first.store.set_epoch_deadline(plugin.init_ticks);
         let hooks =
             first
@@ -373,6 +410,7 @@ impl Plugin {
         state.mail = self.mail.clone();
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        self.engine.calling();
         store.set_epoch_deadline(self.init_ticks);
         let failed = |e: wasmtime::Error, store: &Store<HostState>| {
             Failure::classify(&e, store.data().limiter.memory_exceeded).to_string()
@@ -441,6 +479,7 @@ impl Plugin {
             None if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
             None => (None, 0),
         };
+        self.engine.calling();
         instance.store.set_epoch_deadline(self.deadline_ticks);
         instance.store.data_mut().limiter.memory_exceeded = false;
         let result = f(&mut instance);
@@ -683,6 +722,15 @@ mod tests {
         assert_eq!(last, Duration::from_secs(30));
         h.succeeded();
         assert_eq!(h.failed(now, &policy), None);
+    }
+
+    #[test]
+    fn the_epoch_ticker_backs_off_when_idle_and_returns_at_once() {
+        let ms = Duration::from_millis;
+        assert_eq!(tick(ms(1), false), ms(2));
+        assert_eq!(tick(ms(32), false), IDLE_TICK);
+        assert_eq!(tick(IDLE_TICK, false), IDLE_TICK);
+        assert_eq!(tick(IDLE_TICK, true), ms(1));
     }
 
     #[test]
