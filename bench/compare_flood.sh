@@ -8,6 +8,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 KIT="${KIT:-$root/../shared/bench}"
 port="${SIPFENCE_PORT:-5060}"
+bin="${SIPFENCE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/sipfence}"
+[ -x "$bin" ] || { echo "no release build at $bin: cargo build --release -p sipfence (or set SIPFENCE_BIN)" >&2; exit 1; }
 export FLOOD_RATES="${FLOOD_RATES:-20000 50000 100000}"
 out="${OUT_DIR_BASE:-$root/bench-results}/$(date +%Y%m%d-%H%M%S)-flood"
 mkdir -p "$out"
@@ -19,7 +21,7 @@ name = "fail-to-ban"
 path = "builtin:fail-to-ban"
 grants = ["counter", "kv"]'
 "$here/sipfence_bench_config.sh" "$work" "$port" "$extra" > "$work/sipfence.toml"
-"$root/target/release/sipfence" run --config "$work/sipfence.toml" 2> "$out/sipfence.log" &
+"$bin" run --config "$work/sipfence.toml" 2> "$out/sipfence.log" &
 sf_pid=$!
 sleep 1
 
