@@ -21,7 +21,7 @@
 //!    enough for the next, one success ends it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,18 +97,27 @@ impl Default for EngineOptions {
 
 /// The wasmtime engine of the process (Cranelift, component model, epoch
 /// interruption). Cheap to clone. A background thread increments the epoch
-/// every millisecond while plugins are being called, and backs off to
-/// [`IDLE_TICK`] when none has been for a while (see [`tick`]).
+/// every millisecond while some call's deadline is still ahead, and backs
+/// off to [`IDLE_TICK`] when none is (see [`tick`]).
 #[derive(Clone)]
 pub struct PluginEngine(Arc<EngineInner>);
 
-/// The epoch ticker's longest sleep while no plugin is called.
+/// The epoch ticker's longest sleep while no call's deadline is ahead.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// The epoch as the ticker counts it, and the latest deadline (in the same
+/// ticks) of the calls made so far: the ticker ticks every millisecond until
+/// the epoch passes it.
+#[derive(Default)]
+struct Ticks {
+    epoch: AtomicU64,
+    busy_until: AtomicU64,
+}
 
 struct EngineInner {
     engine: Engine,
-    /// Set by every call into a plugin, cleared by the epoch ticker.
-    calling: Arc<AtomicBool>,
+    /// Shared with the epoch ticker.
+    ticks: Arc<Ticks>,
     /// The zero of [`PluginEngine::now_ms`] (backoff times).
     started: Instant,
     options: EngineOptions,
@@ -135,8 +144,8 @@ impl PluginEngine {
             message: format!("{e:#}"),
         })?;
         let weak = engine.weak();
-        let calling = Arc::new(AtomicBool::new(false));
-        let seen = calling.clone();
+        let ticks = Arc::new(Ticks::default());
+        let ticker = ticks.clone();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
@@ -147,7 +156,9 @@ impl PluginEngine {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
-                    sleep = tick(sleep, seen.swap(false, Ordering::Relaxed));
+                    let epoch = ticker.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                    let busy = epoch <= ticker.busy_until.load(Ordering::Relaxed);
+                    sleep = tick(sleep, busy);
                 }
             })
             .map_err(|e| PluginError::Engine {
@@ -155,7 +166,7 @@ impl PluginEngine {
             })?;
         Ok(PluginEngine(Arc::new(EngineInner {
             engine,
-            calling,
+            ticks,
             started: Instant::now(),
             options,
             compiled: Mutex::new(HashMap::new()),
@@ -175,11 +186,16 @@ impl PluginEngine {
         &self.0.engine
     }
 
-    /// Tells the epoch ticker that plugins are being called (a load, and a
-    /// store only on the first call after the ticker cleared the flag).
-    fn calling(&self) {
-        if !self.0.calling.load(Ordering::Relaxed) {
-            self.0.calling.store(true, Ordering::Relaxed);
+    /// Tells the epoch ticker that a call with a deadline `ticks` from now
+    /// starts: it ticks every millisecond until that deadline has passed.
+    /// Two loads, and a store at most once per tick (calls in the same tick
+    /// have the same deadline). Racing calls may lose each other's store;
+    /// they differ by a tick at most.
+    fn calling(&self, ticks: u64) {
+        let t = &self.0.ticks;
+        let until = t.epoch.load(Ordering::Relaxed).saturating_add(ticks);
+        if until > t.busy_until.load(Ordering::Relaxed) {
+            t.busy_until.store(until, Ordering::Relaxed);
         }
     }
 
@@ -206,15 +222,17 @@ impl PluginEngine {
 
 /// A component starts with `\0asm` and the component-model layer; a core
 /// module has version 1, layer 0.
-/// The epoch ticker's next sleep: 1 ms (one epoch tick) after a tick during
-/// which plugins were called, else twice the last, up to [`IDLE_TICK`].
+/// The epoch ticker's next sleep: 1 ms (one epoch tick) while some call's
+/// deadline is still ahead (`busy`), else twice the last, up to
+/// [`IDLE_TICK`].
 ///
-/// Deadlines count ticks, so an idle ticker makes a deadline that starts
-/// during one of its long sleeps late by at most [`IDLE_TICK`], never
-/// early; in exchange an idle gateway (or one dropping a flood before any
-/// plugin sees it) is not woken a thousand times a second.
-fn tick(last: Duration, called: bool) -> Duration {
-    if called {
+/// Deadlines count ticks, so a call that starts during one of the idle
+/// ticker's long sleeps has its deadline late by at most [`IDLE_TICK`],
+/// never early; from the next tick on, ticks are 1 ms apart until the
+/// deadline passes. In exchange an idle gateway (or one dropping a flood
+/// before any plugin sees it) is not woken a thousand times a second.
+fn tick(last: Duration, busy: bool) -> Duration {
+    if busy {
         Duration::from_millis(1)
     } else {
         (last * 2).min(IDLE_TICK)
@@ -383,7 +401,7 @@ impl Plugin {
             plugin: name.to_owned(),
             message,
         })?;
-        engine.calling();
+        engine.calling(plugin.init_ticks);
         first.store.set_epoch_deadline(plugin.init_ticks);
         let hooks =
             first
@@ -410,7 +428,7 @@ impl Plugin {
         state.mail = self.mail.clone();
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        self.engine.calling();
+        self.engine.calling(self.init_ticks);
         store.set_epoch_deadline(self.init_ticks);
         let failed = |e: wasmtime::Error, store: &Store<HostState>| {
             Failure::classify(&e, store.data().limiter.memory_exceeded).to_string()
@@ -479,7 +497,7 @@ impl Plugin {
             None if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
             None => (None, 0),
         };
-        self.engine.calling();
+        self.engine.calling(self.deadline_ticks);
         instance.store.set_epoch_deadline(self.deadline_ticks);
         instance.store.data_mut().limiter.memory_exceeded = false;
         let result = f(&mut instance);

@@ -594,6 +594,24 @@ fn infinite_loop_is_stopped_by_the_deadline() {
 }
 
 #[test]
+fn a_long_call_keeps_the_epoch_ticking_until_its_deadline() {
+    // The epoch ticker slows down when no deadline is ahead; a call that
+    // runs on must keep it at one tick a millisecond, or a 200-tick
+    // deadline would take seconds to pass.
+    let mut s = spec("looper", &misbehaving());
+    s.timeout_ms = 200;
+    let chain = load(&[s]);
+    // Let the ticker back off completely first.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    assert_eq!(chain.on_request(&request(1)).0, Verdict::Drop);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    assert_eq!(stats(&chain).timeouts, 1);
+}
+
+#[test]
 fn memory_bomb_is_stopped_by_the_cap() {
     let mut s = spec("bomb", &misbehaving());
     s.memory_limit_bytes = 4 * 1024 * 1024;
