@@ -88,6 +88,8 @@ const COMPONENT: &str = r#"(component
 enum Ip {
     #[component(name = "ipv4")]
     V4(u32),
+    // Never sent here, but the type must match the WIT variant case by case.
+    #[allow(dead_code)]
     #[component(name = "ipv6")]
     V6((u64, u64)),
 }
@@ -164,8 +166,6 @@ fn benches(c: &mut Criterion) {
     c.bench_function("import/->text", |b| {
         b.iter(|| text.call(&mut store, (1,)).unwrap())
     });
-    // Keep the unused variant constructed, so the type is complete.
-    let _ = Ip::V6((0, 1));
 }
 
 criterion_group! {

@@ -164,7 +164,7 @@ impl request::Host for HostState {
     }
 
     fn user_agent(&mut self) -> wasmtime::Result<Option<String>> {
-        Ok(self.read(|r| r.message().headers.get("User-Agent").map(str::to_owned)))
+        Ok(self.read(conversions::user_agent))
     }
 
     fn tenant(&mut self) -> wasmtime::Result<String> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::{Deposit, Voicemail};
-use crate::cdr::Disposition;
+use crate::cdr::{Cdr, Disposition};
 use crate::media::session::{record, EndReason, MediaParams, RecordLimits, Recording};
 use crate::media::{sdp, LocalMedia};
 use crate::now_ms;
@@ -432,15 +432,7 @@ impl Call {
         cdr.duration_ms = now.saturating_sub(answered_ms);
         cdr.disposition = Disposition::Answered;
         cdr.status = 200;
-        self.core
-            .store
-            .write_detached(vec![Write::InsertCdr(cdr.clone())]);
-        self.emit(Event::CallEnded {
-            cdr,
-            source: self.session.caller.addr,
-            transport: self.session.caller.transport,
-        })
-        .await;
+        self.end_call(cdr).await;
     }
 
     /// The call could not be answered after all: a final error, and its record.
@@ -452,6 +444,11 @@ impl Call {
         cdr.end_ms = now_ms();
         cdr.status = code;
         cdr.disposition = Disposition::Failed;
+        self.end_call(cdr).await;
+    }
+
+    /// Stores the call's record and tells the plugins the call ended.
+    async fn end_call(&self, cdr: Cdr) {
         self.core
             .store
             .write_detached(vec![Write::InsertCdr(cdr.clone())]);
