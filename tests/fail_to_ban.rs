@@ -174,3 +174,52 @@ fn offline_unban_edits_the_database() {
     let ok = guesser.request(&options(guesser.local(), "UDP", "phone", 1));
     assert_eq!(ok.code(), Some(200));
 }
+
+#[test]
+fn a_banned_source_that_keeps_sending_is_dropped_by_the_kernel_until_unbanned() {
+    let gw = Gateway::start(
+        "127.0.0.1",
+        &format!("{FAIL_TO_BAN}{USERS}\n[bans]\nkernel_drop_after = 20\n"),
+    );
+    let flooder = Phone::new("127.0.0.9", gw.addr());
+    let good = Phone::new("127.0.0.1", gw.addr());
+    ban_by_guessing(&flooder);
+    let ban = || -> serde_json::Value {
+        let bans: Vec<serde_json::Value> =
+            serde_json::from_str(&gw.cli(&["bans", "list", "--json"])).unwrap();
+        bans.into_iter()
+            .find(|b| b["address"] == "127.0.0.9")
+            .expect("the flooder is banned")
+    };
+    let flood = |n: u32| {
+        for cseq in 0..n {
+            flooder.send_raw(options(flooder.local(), "UDP", "phone", cseq).as_bytes());
+        }
+    };
+    // The gateway reads and drops the first packets, then hands the source
+    // to the kernel.
+    flood(30);
+    wait_until(
+        Duration::from_secs(5),
+        "the ban moves to the kernel",
+        || ban()["in_kernel"] == true,
+    );
+    let read_and_dropped = ban()["dropped"].as_u64().unwrap();
+    assert!(read_and_dropped >= 20, "{}", ban());
+    let kernel_before = gw.stat("udp_kernel_drops");
+    flood(300);
+    wait_until(
+        Duration::from_secs(5),
+        "the kernel counts the drops",
+        || gw.stat("udp_kernel_drops") >= kernel_before + 300,
+    );
+    // None of those reached the gateway, and good users are unaffected.
+    assert_eq!(ban()["dropped"].as_u64().unwrap(), read_and_dropped);
+    assert!(flooder.recv_within(Duration::from_millis(100)).is_none());
+    good_registration(&good);
+    // An unban lets the source in at once, kernel filter included.
+    let out = gw.cli(&["bans", "unban", "127.0.0.9"]);
+    assert!(out.contains("unbanned"), "{out}");
+    let ok = flooder.request(&options(flooder.local(), "UDP", "phone", 1));
+    assert_eq!(ok.code(), Some(200));
+}

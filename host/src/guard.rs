@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,8 @@ struct Entry {
     reason: String,
     /// Packets dropped because of it since it was made (or since the restart).
     dropped: AtomicU64,
+    /// The kernel filter drops its packets now, before they are read.
+    in_kernel: AtomicBool,
 }
 
 /// A ban as listed, with its evidence.
@@ -49,8 +52,14 @@ pub struct BanRow {
     pub created_ms: u64,
     /// When it ends (Unix ms).
     pub until_ms: u64,
-    /// Packets dropped since the ban was made (or the gateway restarted).
+    /// Packets the gateway read and dropped since the ban was made (or the
+    /// gateway restarted).
     pub dropped: u64,
+    /// The source kept sending, so the kernel now drops its UDP packets
+    /// before the gateway reads them (counted in `udp_kernel_drops`, not in
+    /// `dropped`).
+    #[serde(default)]
+    pub in_kernel: bool,
 }
 
 /// The outcome of a request to ban.
@@ -71,7 +80,42 @@ pub struct Guard {
     count: AtomicUsize,
     /// Sources a plugin trusted, with when that protection ends.
     trusted: Mutex<FastMap<IpAddr, u64>>,
+    /// A ban moves to the kernel filter once it has dropped this many
+    /// packets (0: never).
+    kernel_drop_after: u64,
+    kernel: KernelSync,
 }
+
+/// What the kernel filter's thread ([`crate::transport::ban_filter`]) and the
+/// ban list tell each other.
+#[derive(Default)]
+struct KernelSync {
+    state: Mutex<KernelState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct KernelState {
+    /// Bumped whenever the set of sources for the kernel may have changed.
+    generation: u64,
+    /// The last generation the filter installed.
+    applied: u64,
+    /// A filter thread runs.
+    running: bool,
+}
+
+/// The sources the kernel should drop, as of `generation`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KernelSet {
+    /// Most dropped packets first (those already in the kernel before new ones).
+    pub sources: Vec<IpAddr>,
+    /// When the first of their bans ends: the set changes then.
+    pub next_end_ms: Option<u64>,
+    pub generation: u64,
+}
+
+/// How long an unban waits for the kernel filter to let the source in again.
+const UNBAN_SETTLE: Duration = Duration::from_secs(1);
 
 impl Guard {
     pub fn new(ipv6_prefix_len: u8, never_ban: Vec<IpNet>) -> Guard {
@@ -81,7 +125,16 @@ impl Guard {
             bans: RwLock::new(FastMap::default()),
             count: AtomicUsize::new(0),
             trusted: Mutex::new(FastMap::default()),
+            kernel_drop_after: 0,
+            kernel: KernelSync::default(),
         }
+    }
+
+    /// Bans whose source keeps sending move to the kernel filter after
+    /// `packets` dropped packets (0: never).
+    pub fn with_kernel_drop_after(mut self, packets: u64) -> Guard {
+        self.kernel_drop_after = packets;
+        self
     }
 
     /// The key an address is banned under: the address itself for IPv4, its
@@ -115,7 +168,10 @@ impl Guard {
         let bans = self.bans.read().unwrap();
         match bans.get(&key) {
             Some(entry) if entry.until_ms > now_ms => {
-                entry.dropped.fetch_add(1, Ordering::Relaxed);
+                let dropped = entry.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped == self.kernel_drop_after {
+                    self.kernel_changed();
+                }
                 true
             }
             _ => false,
@@ -143,6 +199,7 @@ impl Guard {
             by: String::new(),
             reason: String::new(),
             dropped: AtomicU64::new(0),
+            in_kernel: AtomicBool::new(false),
         });
         if entry.until_ms <= now_ms {
             entry.created_ms = now_ms;
@@ -162,15 +219,107 @@ impl Guard {
         BanOutcome::Banned(Box::new(write))
     }
 
-    /// Lifts the ban covering `ip`; the store write to persist it, if there was one.
+    /// Lifts the ban covering `ip`; the store write to persist it, if there
+    /// was one. Takes effect at once: when the kernel filter held the source,
+    /// this returns after the filter has let it in again.
     pub fn unban(&self, ip: IpAddr) -> Option<Write> {
         let key = self.key(ip);
         let mut bans = self.bans.write().unwrap();
         let removed = bans.remove(&key);
         self.count.store(bans.len(), Ordering::Relaxed);
-        removed.map(|_| Write::DeleteBan {
+        drop(bans);
+        let removed = removed?;
+        if removed.in_kernel.load(Ordering::Relaxed) {
+            let generation = self.kernel_changed();
+            self.await_kernel(generation, UNBAN_SETTLE);
+        }
+        Some(Write::DeleteBan {
             address: self.describe(key),
         })
+    }
+
+    /// The sources whose bans the kernel should enforce at `now_ms`: bans
+    /// that dropped `kernel_drop_after` packets, at most `max` of them (those
+    /// already in the kernel first, then by packets dropped). Marks them.
+    pub fn kernel_set(&self, now_ms: u64, max: usize) -> KernelSet {
+        let generation = self.kernel.state.lock().unwrap().generation;
+        let bans = self.bans.read().unwrap();
+        let mut candidates: Vec<(bool, u64, IpAddr, u64)> = if self.kernel_drop_after == 0 {
+            Vec::new()
+        } else {
+            bans.iter()
+                .filter(|(_, e)| e.until_ms > now_ms)
+                .map(|(key, e)| {
+                    let dropped = e.dropped.load(Ordering::Relaxed);
+                    (
+                        e.in_kernel.load(Ordering::Relaxed),
+                        dropped,
+                        *key,
+                        e.until_ms,
+                    )
+                })
+                .filter(|(in_kernel, dropped, ..)| *in_kernel || *dropped >= self.kernel_drop_after)
+                .collect()
+        };
+        candidates.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)).then(a.2.cmp(&b.2)));
+        candidates.truncate(max);
+        for entry in bans.values() {
+            entry.in_kernel.store(false, Ordering::Relaxed);
+        }
+        for (_, _, key, _) in &candidates {
+            if let Some(entry) = bans.get(key) {
+                entry.in_kernel.store(true, Ordering::Relaxed);
+            }
+        }
+        KernelSet {
+            next_end_ms: candidates.iter().map(|c| c.3).min(),
+            sources: candidates.into_iter().map(|c| c.2).collect(),
+            generation,
+        }
+    }
+
+    /// Something the kernel set depends on changed; returns the new generation.
+    fn kernel_changed(&self) -> u64 {
+        let mut state = self.kernel.state.lock().unwrap();
+        state.generation += 1;
+        self.kernel.changed.notify_all();
+        state.generation
+    }
+
+    /// The kernel filter's thread runs: unbans wait for it.
+    pub fn kernel_filter_started(&self) {
+        self.kernel.state.lock().unwrap().running = true;
+    }
+
+    /// The filter installed the set of `generation`.
+    pub fn kernel_applied(&self, generation: u64) {
+        let mut state = self.kernel.state.lock().unwrap();
+        state.applied = state.applied.max(generation);
+        self.kernel.changed.notify_all();
+    }
+
+    /// The filter's wait: until the generation moves past `seen`, or `timeout`.
+    pub fn kernel_wait(&self, seen: u64, timeout: Duration) {
+        let state = self.kernel.state.lock().unwrap();
+        let _ = self
+            .kernel
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.generation == seen);
+    }
+
+    fn await_kernel(&self, generation: u64, timeout: Duration) {
+        let state = self.kernel.state.lock().unwrap();
+        if !state.running {
+            return;
+        }
+        let (_state, waited) = self
+            .kernel
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.applied < generation)
+            .unwrap();
+        if waited.timed_out() {
+            tracing::warn!("the kernel ban filter did not confirm an unban in time");
+        }
     }
 
     /// How many bans are held (expired ones until the next purge).
@@ -205,6 +354,7 @@ impl Guard {
                 created_ms: e.created_ms,
                 until_ms: e.until_ms,
                 dropped: e.dropped.load(Ordering::Relaxed),
+                in_kernel: e.in_kernel.load(Ordering::Relaxed),
             })
             .collect();
         rows.sort_by_key(|r| r.until_ms);
@@ -241,6 +391,7 @@ impl Guard {
                     by: s.by,
                     reason: s.reason,
                     dropped: AtomicU64::new(0),
+                    in_kernel: AtomicBool::new(false),
                 },
             );
         }
@@ -344,6 +495,71 @@ mod tests {
         assert!(g.unban(ip("127.0.0.2")).is_some());
         assert!(!g.is_banned_at(ip("127.0.0.2"), 20));
         assert!(g.unban(ip("127.0.0.2")).is_none());
+    }
+
+    #[test]
+    fn a_ban_moves_to_the_kernel_after_enough_drops_and_leaves_when_it_ends() {
+        let g = Guard::new(64, Vec::new()).with_kernel_drop_after(3);
+        g.ban(ip("127.0.0.2"), 1000, "p", "flood", 0);
+        g.ban(ip("127.0.0.3"), 5000, "p", "quiet", 0);
+        g.ban(ip("127.0.0.4"), 2000, "p", "flood", 0);
+        let start = g.kernel_set(1, 8).generation;
+        for _ in 0..2 {
+            assert!(g.is_banned_at(ip("127.0.0.2"), 1));
+        }
+        assert!(g.kernel_set(1, 8).sources.is_empty());
+        // The third drop crosses the threshold and wakes the filter.
+        assert!(g.is_banned_at(ip("127.0.0.2"), 1));
+        for _ in 0..5 {
+            assert!(g.is_banned_at(ip("127.0.0.4"), 1));
+        }
+        let set = g.kernel_set(1, 8);
+        assert_eq!(set.generation, start + 2);
+        // Most drops first; the quiet ban stays with the gateway.
+        assert_eq!(set.sources, vec![ip("127.0.0.4"), ip("127.0.0.2")]);
+        assert_eq!(set.next_end_ms, Some(1000));
+        assert!(
+            g.list(1)
+                .iter()
+                .find(|r| r.address == "127.0.0.2")
+                .unwrap()
+                .in_kernel
+        );
+        assert!(
+            !g.list(1)
+                .iter()
+                .find(|r| r.address == "127.0.0.3")
+                .unwrap()
+                .in_kernel
+        );
+        // Full: those already in the kernel keep their places.
+        for _ in 0..50 {
+            g.is_banned_at(ip("127.0.0.3"), 1);
+        }
+        assert_eq!(
+            g.kernel_set(1, 2).sources,
+            vec![ip("127.0.0.4"), ip("127.0.0.2")]
+        );
+        // When a ban ends its source leaves the kernel set, and a waiting
+        // one comes in (after those already there).
+        let later = g.kernel_set(1500, 8);
+        assert_eq!(later.sources, vec![ip("127.0.0.4"), ip("127.0.0.3")]);
+        assert_eq!(later.next_end_ms, Some(2000));
+        // An unban wakes the filter (no filter thread runs here: no wait).
+        let before = g.kernel_set(1500, 8).generation;
+        g.unban(ip("127.0.0.4"));
+        assert_eq!(g.kernel_set(1500, 8).generation, before + 1);
+        assert_eq!(g.kernel_set(1500, 8).sources, vec![ip("127.0.0.3")]);
+    }
+
+    #[test]
+    fn without_a_threshold_nothing_goes_to_the_kernel() {
+        let g = Guard::new(64, Vec::new());
+        g.ban(ip("127.0.0.2"), 1000, "p", "flood", 0);
+        for _ in 0..1000 {
+            g.is_banned_at(ip("127.0.0.2"), 1);
+        }
+        assert!(g.kernel_set(1, 8).sources.is_empty());
     }
 
     #[test]

@@ -310,6 +310,7 @@ fn bans(verb: BansVerb) -> anyhow::Result<()> {
                                 created_ms: b.created_ms,
                                 until_ms: b.until_ms,
                                 dropped: 0,
+                                in_kernel: false,
                             })
                             .collect()
                     }

@@ -201,6 +201,7 @@ pub async fn add_ban(core: &Core, ban: NewBan, actor: &Actor) -> Result<BanRow, 
                     created_ms: b.created_ms,
                     until_ms: b.until_ms,
                     dropped: 0,
+                    in_kernel: false,
                 },
                 other => return Err(ManageError::Internal(format!("unexpected {other:?}"))),
             };

@@ -30,7 +30,7 @@ use crate::stats::Stats;
 use crate::store::{self, Store, Write};
 use crate::stun;
 use crate::transaction::{Timers, Transactions};
-use crate::transport::{tcp, udp, Outbound};
+use crate::transport::{ban_filter, tcp, udp, Outbound};
 use crate::voicemail::Voicemail;
 
 /// Errors that stop the gateway from starting.
@@ -55,6 +55,8 @@ pub enum StartError {
     ApiTls(String),
     #[error("{0}")]
     Voicemail(String),
+    #[error("cannot start the kernel ban filter's thread: {0}")]
+    BanFilter(std::io::Error),
     #[error("mail queue: {0}")]
     Mail(#[from] crate::mail::MailError),
     #[error("cannot listen on {addr} (HTTP API, [api] listen): {source}")]
@@ -133,10 +135,10 @@ pub async fn run(
     let directory = load_directory(&config, &store, &reader).await?;
 
     // Bans survive restarts too.
-    let guard = Arc::new(Guard::new(
-        config.bans.ipv6_prefix_len,
-        config.bans.never_ban.clone(),
-    ));
+    let guard = Arc::new(
+        Guard::new(config.bans.ipv6_prefix_len, config.bans.never_ban.clone())
+            .with_kernel_drop_after(config.bans.kernel_drop_after),
+    );
     let bans = guard.restore(store::load_bans(&reader, now)?, now);
     tracing::info!(bans, "bans restored");
     let api_token = match config.api.enabled {
@@ -289,6 +291,22 @@ pub async fn run(
             stats.clone(),
             stop_rx.clone(),
         )));
+    }
+    if config.bans.kernel_drop_after > 0 {
+        let sockets = udp_sockets
+            .iter()
+            .chain(stun_bound.iter().map(|(_, socket, _)| socket))
+            .cloned()
+            .collect();
+        let filter = ban_filter::spawn(
+            guard.clone(),
+            sockets,
+            config.bans.ipv6_prefix_len,
+            stats.clone(),
+            udp_stop.clone(),
+        )
+        .map_err(StartError::BanFilter)?;
+        udp_threads.push(filter);
     }
     let gate = stun::Gate {
         responder: stun,

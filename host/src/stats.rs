@@ -36,6 +36,10 @@ macro_rules! counters {
 counters! {
     /// Packets (and TCP connections) from banned sources: dropped unread.
     dropped_banned,
+    /// Datagrams the kernel dropped on the gateway's UDP sockets before the
+    /// gateway read them: banned sources in the kernel filter
+    /// (`bans.kernel_drop_after`), and receive-buffer overflows.
+    udp_kernel_drops,
     /// Datagrams received on SIP UDP sockets.
     udp_packets_in,
     /// SIP messages framed from TCP connections.

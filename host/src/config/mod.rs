@@ -337,6 +337,10 @@ pub struct Bans {
     pub never_ban: Vec<IpNet>,
     /// Duration of a ban that does not say (at least 1).
     pub default_duration_ms: u64,
+    /// A banned source still sending after this many dropped packets is
+    /// dropped by the kernel from then on (a socket filter), before the
+    /// gateway reads its packets; 0 keeps every drop in the gateway.
+    pub kernel_drop_after: u64,
 }
 
 impl Default for Bans {
@@ -345,6 +349,7 @@ impl Default for Bans {
             ipv6_prefix_len: 64,
             never_ban: Vec::new(),
             default_duration_ms: 3_600_000,
+            kernel_drop_after: 100,
         }
     }
 }

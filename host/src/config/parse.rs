@@ -394,6 +394,7 @@ struct RawBans {
     ipv6_prefix_len: u64,
     never_ban: Vec<String>,
     default_duration_ms: u64,
+    kernel_drop_after: u64,
 }
 
 impl Default for RawBans {
@@ -403,6 +404,7 @@ impl Default for RawBans {
             ipv6_prefix_len: u64::from(d.ipv6_prefix_len),
             never_ban: Vec::new(),
             default_duration_ms: d.default_duration_ms,
+            kernel_drop_after: d.kernel_drop_after,
         }
     }
 }
@@ -1058,6 +1060,7 @@ impl Ctx<'_> {
             ipv6_prefix_len: raw.ipv6_prefix_len as u8,
             never_ban,
             default_duration_ms: raw.default_duration_ms,
+            kernel_drop_after: raw.kernel_drop_after,
         })
     }
 

@@ -8,6 +8,7 @@
 //! - [`Outbound`]: where responses leave: the UDP socket the request came in
 //!   on, or the TCP connection it came over.
 
+pub mod ban_filter;
 pub mod tcp;
 pub mod udp;
 
