@@ -38,7 +38,8 @@ counters! {
     dropped_banned,
     /// Datagrams the kernel dropped on the gateway's UDP sockets before the
     /// gateway read them: banned sources in the kernel filter
-    /// (`bans.kernel_drop_after`), and receive-buffer overflows.
+    /// (`bans.kernel_drop_after`), and receive-buffer overflows. Read from
+    /// the kernel every 200 ms while the filter holds sources.
     udp_kernel_drops,
     /// Datagrams received on SIP UDP sockets.
     udp_packets_in,

@@ -358,11 +358,12 @@ fn keep_in_step(guard: &Guard, guarded: &[Guarded], stats: &Stats, stop: &Atomic
     while !stop.load(Ordering::Relaxed) {
         let now = crate::now_ms();
         let set = guard.kernel_set(now, MAX_SOURCES);
-        if set.sources != installed {
+        let changed = set.sources != installed;
+        if changed {
             let mut held = 0;
             for g in guarded {
                 match install(g, &set.sources) {
-                    Ok(n) => held += n,
+                    Ok(n) => held = held.max(n),
                     // Not fatal: the ban list still drops these sources.
                     Err(error) if !failed => {
                         failed = true;
@@ -376,12 +377,16 @@ fn keep_in_step(guard: &Guard, guarded: &[Guarded], stats: &Stats, stop: &Atomic
                 held,
                 "kernel ban filter updated"
             );
-            installed = set.sources;
         }
         guard.kernel_applied(set.generation);
-        stats
-            .udp_kernel_drops
-            .store(kernel_drops(guarded), Ordering::Relaxed);
+        // The counter moves only while the filter holds sources (or the
+        // buffer overflows, a flood itself): an idle gateway skips the read.
+        if changed || !set.sources.is_empty() {
+            stats
+                .udp_kernel_drops
+                .store(kernel_drops(guarded), Ordering::Relaxed);
+        }
+        installed = set.sources;
         let wait = set.next_end_ms.map_or(POLL, |end| {
             Duration::from_millis(end.saturating_sub(now)).min(POLL)
         });
