@@ -32,6 +32,7 @@ const COMPONENT: &str = r#"(component
   (import "handle" (type $handle (sub resource)))
   (import "no-args" (func $no-args (result u32)))
   (import "get" (func $get (param "key" string) (result (option string))))
+  (import "get-borrowed" (func $get-borrowed (param "key" string) (result (option string))))
   (import "text" (func $text (result (option string))))
   (core module $Mem
     (memory (export "memory") 1)
@@ -41,11 +42,13 @@ const COMPONENT: &str = r#"(component
   (core func $drop (canon resource.drop $handle))
   (core func $no-args (canon lower (func $no-args)))
   (core func $get (canon lower (func $get) (memory $mem "memory") (realloc (func $mem "realloc"))))
+  (core func $get-borrowed (canon lower (func $get-borrowed) (memory $mem "memory") (realloc (func $mem "realloc"))))
   (core func $text (canon lower (func $text) (memory $mem "memory") (realloc (func $mem "realloc"))))
   (core module $Main
     (import "host" "drop" (func $drop (param i32)))
     (import "host" "no-args" (func $no-args (result i32)))
     (import "host" "get" (func $get (param i32 i32 i32)))
+    (import "host" "get-borrowed" (func $get-borrowed (param i32 i32 i32)))
     (import "host" "text" (func $text (param i32)))
     (func (export "u32") (param i32) (result i32) (local.get 0))
     (func (export "post") (param i32))
@@ -56,6 +59,9 @@ const COMPONENT: &str = r#"(component
     (func (export "call-get") (param i32) (result i32)
       (call $get (i32.const 0) (i32.const 16) (i32.const 1024))
       (i32.const 0))
+    (func (export "call-get-borrowed") (param i32) (result i32)
+      (call $get-borrowed (i32.const 0) (i32.const 16) (i32.const 1024))
+      (i32.const 0))
     (func (export "call-text") (param i32) (result i32)
       (call $text (i32.const 1024))
       (i32.const 0)))
@@ -64,6 +70,7 @@ const COMPONENT: &str = r#"(component
       (export "drop" (func $drop))
       (export "no-args" (func $no-args))
       (export "get" (func $get))
+      (export "get-borrowed" (func $get-borrowed))
       (export "text" (func $text))))))
   (type $ip-t (variant (case "ipv4" u32) (case "ipv6" (tuple u64 u64))))
   ;; Exported functions may only name exported types.
@@ -80,6 +87,7 @@ const COMPONENT: &str = r#"(component
     (canon lift (core func $main "borrow")))
   (func (export "call-no-args") (param "a" u32) (result u32) (canon lift (core func $main "call-no-args")))
   (func (export "call-get") (param "a" u32) (result u32) (canon lift (core func $main "call-get")))
+  (func (export "call-get-borrowed") (param "a" u32) (result u32) (canon lift (core func $main "call-get-borrowed")))
   (func (export "call-text") (param "a" u32) (result u32) (canon lift (core func $main "call-text")))
 )"#;
 
@@ -106,6 +114,16 @@ fn benches(c: &mut Criterion) {
         .expect("no-args");
     root.func_wrap("get", |_, (_key,): (String,)| Ok((None::<String>,)))
         .expect("get");
+    // The key as a view of the guest's memory: no String allocated.
+    root.func_wrap(
+        "get-borrowed",
+        |store, (key,): (wasmtime::component::WasmStr,)| {
+            let key = key.to_str(&store)?;
+            std::hint::black_box(&*key);
+            Ok((None::<String>,))
+        },
+    )
+    .expect("get-borrowed");
     root.func_wrap("text", |_, (): ()| {
         Ok((Some(String::from("Yealink SIP-T46U 108.86.0.20")),))
     })
@@ -132,6 +150,7 @@ fn benches(c: &mut Criterion) {
     let borrow = typed!("borrow", (Resource<Handle>,));
     let no_args = typed!("call-no-args", (u32,));
     let get = typed!("call-get", (u32,));
+    let get_borrowed = typed!("call-get-borrowed", (u32,));
     let text = typed!("call-text", (u32,));
 
     c.bench_function("export/u32", |b| {
@@ -162,6 +181,9 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("import/string->none", |b| {
         b.iter(|| get.call(&mut store, (1,)).unwrap())
+    });
+    c.bench_function("import/borrowed-string->none", |b| {
+        b.iter(|| get_borrowed.call(&mut store, (1,)).unwrap())
     });
     c.bench_function("import/->text", |b| {
         b.iter(|| text.call(&mut store, (1,)).unwrap())

@@ -41,6 +41,7 @@ mod capabilities;
 mod chain;
 mod conversions;
 mod imports;
+mod pool;
 mod runtime;
 pub mod state;
 

@@ -5,13 +5,15 @@
 //! ## One call
 //! 1. If the plugin is in backoff, its failure policy answers at once (the
 //!    guest is not entered).
-//! 2. An instance (store + bindings) is popped from the plugin's pool, or
-//!    created when the pool is empty: instantiate from the `InstancePre`,
-//!    then `init(config)`. The pool's lock is held only to pop and push.
+//! 2. An instance (store + bindings) is taken from the plugin's pool (the
+//!    calling thread's own slot, else the shared list: [`super::pool`]), or
+//!    created when there is none: instantiate from the `InstancePre`, then
+//!    `init(config)`.
 //! 3. The store gets its deadline (`timeout_ms`, in 1 ms epoch ticks) and the
 //!    call runs. The memory cap is the store's limiter.
-//! 4. Success: the instance goes back to the pool (up to
-//!    [`EngineOptions::max_idle_instances`]; extras are dropped).
+//! 4. Success: the instance goes back to the pool (the thread's slot, or
+//!    the shared list up to [`EngineOptions::max_idle_instances`]; extras
+//!    are dropped).
 //!    Failure (trap, deadline, memory cap): logged at warn with the plugin's
 //!    name, counted; the instance is dropped — a trapped instance cannot be
 //!    entered again — and the policy answers. After
@@ -33,6 +35,7 @@ use super::bindings::{self, sipfence::plugin::types as wit};
 use super::capabilities;
 use super::conversions;
 use super::imports::HostState;
+use super::pool::Pool;
 use super::state::SharedState;
 use super::{OnError, PluginError, PluginSpec, Reaction, RequestView, RouteDecision, Verdict};
 
@@ -289,10 +292,8 @@ pub(super) struct Plugin {
     state: Arc<super::PluginState>,
     /// The SMTP queue behind `mail.send` (None: the gateway has none).
     mail: Option<Arc<dyn super::MailService>>,
-    /// Boxed: an instance moves in and out of the pool on every call, a
-    /// pointer rather than the whole struct.
-    #[allow(clippy::vec_box)]
-    pool: Mutex<Vec<Box<Instance>>>,
+    /// Ready instances: each calling thread's own, then a shared list.
+    pool: Arc<Pool>,
     pub health: Health,
     pub counters: Counters,
 }
@@ -393,7 +394,7 @@ impl Plugin {
             wants_user_agent: false,
             state: shared.plugin(name),
             mail: shared.mail(),
-            pool: Mutex::new(Vec::new()),
+            pool: Pool::new(engine.options().max_idle_instances),
             health: Health::default(),
             counters: Counters::default(),
         };
@@ -418,7 +419,7 @@ impl Plugin {
             plugin.route,
             plugin.wants_user_agent,
         ) = conversions::hooks(hooks);
-        lock(&plugin.pool).push(first);
+        plugin.pool.seed(first);
         Ok(plugin)
     }
 
@@ -473,7 +474,7 @@ impl Plugin {
         }
         let span = tracing::debug_span!("plugin", plugin = &*self.name, hook);
         let _entered = span.enter();
-        let popped = lock(&self.pool).pop();
+        let popped = self.pool.take();
         // Reading the clock twice would be a tenth of a cheap call: time
         // every call that creates an instance (weight 1), and one other
         // call in TIMED_EVERY (weighted).
@@ -540,13 +541,7 @@ impl Plugin {
     }
 
     fn give_back(&self, instance: Box<Instance>) {
-        let mut pool = lock(&self.pool);
-        if pool.len() < self.engine.options().max_idle_instances {
-            pool.push(instance);
-            return;
-        }
-        drop(pool);
-        drop(instance);
+        self.pool.put(instance);
     }
 
     fn failed(&self, hook: &'static str, failure: Failure) {
@@ -560,8 +555,7 @@ impl Plugin {
         );
         if let Some(backoff) = self.health.failed(now, &self.engine.options().restart) {
             // Restart from scratch after the backoff.
-            let drained = std::mem::take(&mut *lock(&self.pool));
-            drop(drained);
+            self.pool.clear();
             tracing::warn!(
                 plugin = &*self.name,
                 backoff_ms = backoff.as_millis() as u64,
@@ -629,7 +623,7 @@ impl Plugin {
 
     /// Instances ready in the pool.
     pub fn idle_instances(&self) -> usize {
-        lock(&self.pool).len()
+        self.pool.idle()
     }
 
     /// When the current backoff ends, on the engine clock (None: healthy).
