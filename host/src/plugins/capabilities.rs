@@ -26,7 +26,7 @@ const PACKAGE: &str = "sipfence:plugin";
 
 /// The version this host implements; imports must be semver-compatible
 /// (`0.1.x`).
-const COMPATIBLE: &str = "0.3.";
+const COMPATIBLE: &str = "0.4.";
 
 /// Checks the component's imports against the grants: Ok when it can be
 /// linked with [`linker`].

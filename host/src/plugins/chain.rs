@@ -137,18 +137,19 @@ impl Chain {
         if self.request_hooks.is_empty() {
             return (Verdict::Continue, None);
         }
-        let basics = conversions::basics(request);
-        let with_user_agent = self.wants_user_agent.then(|| wit::RequestBasics {
+        let mut basics = conversions::basics(request);
+        let mut with_user_agent = self.wants_user_agent.then(|| wit::RequestBasics {
             user_agent: conversions::user_agent(request),
             ..basics.clone()
         });
         let mut request = Some(request.clone());
         for &index in &self.request_hooks {
             let plugin = &self.plugins[index];
-            let basics = match &with_user_agent {
+            let basics = match &mut with_user_agent {
                 Some(with) if plugin.wants_user_agent => with,
-                _ => &basics,
+                _ => &mut basics,
             };
+            basics.kv_generation = plugin.kv_generation();
             let verdict = plugin.on_request(&mut request, basics);
             if verdict != Verdict::Continue {
                 return (verdict, Some(plugin.name.to_string()));

@@ -176,6 +176,8 @@ pub(super) fn basics(request: &RequestView) -> wit::RequestBasics {
         transport: transport(info.transport),
         source_verified: info.source_verified,
         user_agent: None,
+        // Each plugin's own, set by the chain before its call.
+        kv_generation: 0,
     }
 }
 

@@ -621,6 +621,11 @@ impl Plugin {
         .unwrap_or(RouteDecision::NoOpinion)
     }
 
+    /// `request-basics.kv-generation` for this plugin, now.
+    pub fn kv_generation(&self) -> u64 {
+        self.state.kv_generation()
+    }
+
     /// Instances ready in the pool.
     pub fn idle_instances(&self) -> usize {
         self.pool.idle()

@@ -20,9 +20,9 @@
 //! [`SharedState`] ([`SharedState::now`]): wall-clock jumps do not stretch or
 //! shrink windows. The logic takes `now` explicitly so tests can drive time.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -128,6 +128,8 @@ pub struct PluginState {
     counters: Sharded<Window>,
     distinct: Sharded<Distinct>,
     kv: Sharded<Value>,
+    /// Bumped after every `kv` write: `request-basics.kv-generation`.
+    kv_generation: AtomicU64,
 }
 
 impl PluginState {
@@ -138,7 +140,21 @@ impl PluginState {
             counters: Sharded::new(limits.max_keys),
             distinct: Sharded::new(limits.max_keys),
             kv: Sharded::new(limits.max_keys),
+            kv_generation: AtomicU64::new(0),
         }
+    }
+
+    /// Changes after every `kv.set` and `kv.delete`: a plugin may keep what
+    /// it read from `kv` while this stays the same.
+    pub fn kv_generation(&self) -> u64 {
+        // Acquire: a plugin that sees a generation sees the writes before it.
+        self.kv_generation.load(Ordering::Acquire)
+    }
+
+    fn kv_written(&self) {
+        // Release, after the write: a reader that saw the old generation
+        // may have missed the write, and will see the new one next time.
+        self.kv_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Milliseconds on the clock of the [`SharedState`] this belongs to.
@@ -233,6 +249,8 @@ impl PluginState {
         entry.value = value;
         entry.expires = expires;
         entry.touched = now;
+        drop(shard);
+        self.kv_written();
         true
     }
 
@@ -240,6 +258,7 @@ impl PluginState {
     pub fn kv_delete(&self, key: &str) {
         let key = bounded(key);
         self.kv.shard(&key).map.remove(key.as_ref());
+        self.kv_written();
     }
 
     /// Keys held: (windowed counters, distinct counters, kv), expired ones
@@ -277,27 +296,33 @@ trait Entry {
     fn touched(&self) -> u64;
 }
 
+/// foldhash, randomly seeded per map: a counter's key is hashed twice per
+/// host call (shard, then map), and SipHash cost ~15 ns each time on a short
+/// key. The maps are bounded (`StateLimits`), and a seed an attacker cannot
+/// see keeps chosen keys from piling into one bucket.
+type KeyHasher = foldhash::fast::RandomState;
+
 struct Sharded<V> {
-    hasher: RandomState,
+    hasher: KeyHasher,
     shards: Vec<Mutex<Shard<V>>>,
 }
 
 struct Shard<V> {
     /// Keys allowed in this shard (the plugin's limit divided by the shards).
     cap: usize,
-    map: HashMap<String, V>,
+    map: HashMap<String, V, KeyHasher>,
 }
 
 impl<V: Entry> Sharded<V> {
     fn new(max_keys: usize) -> Sharded<V> {
         let shard_cap = max_keys.div_ceil(SHARDS).max(1);
         Sharded {
-            hasher: RandomState::new(),
+            hasher: KeyHasher::default(),
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
                         cap: shard_cap,
-                        map: HashMap::new(),
+                        map: HashMap::default(),
                     })
                 })
                 .collect(),

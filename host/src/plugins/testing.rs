@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! (component
-//!   import sipfence:plugin/types@0.3.0   the named types of the exports
-//!   import sipfence:plugin/request@0.3.0 the getters the tests use
+//!   import sipfence:plugin/types@0.4.0   the named types of the exports
+//!   import sipfence:plugin/request@0.4.0 the getters the tests use
 //!   import counter / kv / wasi / ...     only those the test asks for
 //!   core module $Mem                     memory + a bump `realloc`: the host
 //!                                        writes strings it passes in (init's
@@ -31,9 +31,10 @@
 //! discriminant at +0 (0 ok, 1 err), message (ptr, len) at +4/+8.
 //! [`verdict_bytes`] and friends write those layouts as data segments.
 //!
-//! Parameters flatten too: `request-basics` is ten values (an enum is an
+//! Parameters flatten too: `request-basics` is eleven values (an enum is an
 //! `i32`, the `ip-address` variant a discriminant and two `i64`s, the
-//! optional User-Agent a discriminant, pointer and length);
+//! optional User-Agent a discriminant, pointer and length, `kv-generation`
+//! an `i64`);
 //! `init(config: string)` gets `(ptr, len)` after the host called `realloc`.
 //! Parameters that flatten to more than 16 core values are passed in linear
 //! memory instead: `event` is one (call-ended's record alone is 27), so
@@ -75,10 +76,10 @@ pub const HEAP_AT: u32 = 16384;
 /// An interface the test component imports besides `types`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Import {
-    /// `sipfence:plugin/counter@0.3.0` with `add`, lowered as core import
+    /// `sipfence:plugin/counter@0.4.0` with `add`, lowered as core import
     /// `host.counter-add: (key_ptr, key_len, by, window: i64) -> i64`.
     Counter,
-    /// `sipfence:plugin/kv@0.3.0` (declared, not lowered).
+    /// `sipfence:plugin/kv@0.4.0` (declared, not lowered).
     Kv,
     /// `wasi:cli/environment@0.2.0` with `get-environment`, lowered as
     /// `host.get-environment: (retptr)`: calling it must trap.
@@ -98,7 +99,8 @@ pub struct TestPlugin {
     pub init: String,
     /// Body of `on-request` (the flattened `request-basics`: `$method`,
     /// `$ip?`, `$ip-hi`, `$ip-lo`, `$port`, `$transport`, `$verified`,
-    /// `$ua?`, `$ua`, `$ua-len`; result i32): the address of its verdict. Core imports available:
+    /// `$ua?`, `$ua`, `$ua-len`, `$kv-generation`; result i32): the address
+    /// of its verdict. Core imports available:
     /// `$method (retptr)` and `$cseq () -> i32` of the `request` interface,
     /// and those of [`TestPlugin::imports`].
     pub on_request: String,
@@ -222,7 +224,7 @@ impl TestPlugin {
             match import {
                 Import::Counter => {
                     imports.push_str(
-                        r#"(import "sipfence:plugin/counter@0.3.0" (instance $counter
+                        r#"(import "sipfence:plugin/counter@0.4.0" (instance $counter
                              (export "add" (func (param "key" string) (param "by" u32)
                                                  (param "window-ms" u64) (result u64)))))
                         "#,
@@ -236,7 +238,7 @@ impl TestPlugin {
                     );
                 }
                 Import::Kv => imports.push_str(
-                    r#"(import "sipfence:plugin/kv@0.3.0" (instance $kv
+                    r#"(import "sipfence:plugin/kv@0.4.0" (instance $kv
                          (export "get" (func (param "key" string) (result (option string))))))
                     "#,
                 ),
@@ -272,7 +274,7 @@ impl TestPlugin {
         let funcs = &self.funcs;
         format!(
             r#"(component
-  (import "sipfence:plugin/types@0.3.0" (instance $types
+  (import "sipfence:plugin/types@0.4.0" (instance $types
     (type $hooks-t (flags "on-request" "on-event" "route" "user-agent"))
     (export "hooks" (type $hooks (eq $hooks-t)))
     (type $rejection-t (record (field "code" u16) (field "reason" string)))
@@ -296,7 +298,8 @@ impl TestPlugin {
     (type $request-basics-t (record (field "method" $method) (field "source-ip" $ip-address)
                                     (field "source-port" u16) (field "transport" $transport)
                                     (field "source-verified" bool)
-                                    (field "user-agent" (option string))))
+                                    (field "user-agent" (option string))
+                                    (field "kv-generation" u64)))
     (export "request-basics" (type $request-basics (eq $request-basics-t)))
     (type $auth-failure-t (enum "wrong-password" "unknown-user" "user-mismatch" "realm-mismatch"))
     (export "auth-failure" (type $auth-failure (eq $auth-failure-t)))
@@ -350,7 +353,7 @@ impl TestPlugin {
                                      (case "voicemail" string) (case "reject" $rejection)))
     (export "route-decision" (type $route-decision (eq $route-decision-t)))
   ))
-  (import "sipfence:plugin/request@0.3.0" (instance $request
+  (import "sipfence:plugin/request@0.4.0" (instance $request
     (export "method" (func (result string)))
     (export "cseq" (func (result u32)))
   ))
@@ -406,13 +409,13 @@ impl TestPlugin {
     (func (export "init") (param i32 i32) (result i32)
       (global.set $bump (i32.const {HEAP_AT}))
       {init})
-    ;; `request-basics` flattens to 10 values: method; source-ip as
+    ;; `request-basics` flattens to 11 values: method; source-ip as
     ;; discriminant + two i64; port; transport; verified; user-agent as
-    ;; discriminant + ptr + len.
+    ;; discriminant + ptr + len; kv-generation.
     (func (export "on-request") (param $method i32) (param $ip? i32) (param $ip-hi i64)
                                 (param $ip-lo i64) (param $port i32) (param $transport i32)
                                 (param $verified i32) (param $ua? i32) (param $ua i32)
-                                (param $ua-len i32) (result i32)
+                                (param $ua-len i32) (param $kv-generation i64) (result i32)
       (global.set $bump (i32.const {HEAP_AT}))
       {on_request})
     ;; The event is in memory (more than 16 flat values): its address.

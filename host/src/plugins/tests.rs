@@ -733,7 +733,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     p.imports.push(Import::Kv);
     assert_eq!(
         load_error(&[spec("evil", &p)]),
-        "plugin \"evil\": imports sipfence:plugin/kv@0.3.0 but is not granted \"kv\" (add it to grants)"
+        "plugin \"evil\": imports sipfence:plugin/kv@0.4.0 but is not granted \"kv\" (add it to grants)"
     );
     let mut p = TestPlugin::default();
     p.imports.push(Import::Counter);
@@ -741,7 +741,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     s.grants = vec![Grant::Kv];
     assert_eq!(
         load_error(&[s.clone()]),
-        "plugin \"counting\": imports sipfence:plugin/counter@0.3.0 but is not granted \"counter\" (add it to grants)"
+        "plugin \"counting\": imports sipfence:plugin/counter@0.4.0 but is not granted \"counter\" (add it to grants)"
     );
     s.grants = vec![Grant::Counter];
     load(&[s]);
@@ -754,7 +754,7 @@ fn unknown_imports_fail_to_load() {
     assert_eq!(
         load_error(&[spec("sneaky", &p)]),
         "plugin \"sneaky\": imports evil:net/socket@1.0.0, which sipfence does not provide \
-         (it provides sipfence:plugin@0.3.0; WASI imports are linked as traps)"
+         (it provides sipfence:plugin@0.4.0; WASI imports are linked as traps)"
     );
 }
 

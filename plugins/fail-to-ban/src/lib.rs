@@ -148,6 +148,9 @@ mod component {
         fn auth_user(&self) -> Option<String> {
             request::auth_user()
         }
+        fn kv_generation(&self) -> Option<u64> {
+            Some(self.0.kv_generation)
+        }
     }
 
     /// The host's imports as the policy's shared state.

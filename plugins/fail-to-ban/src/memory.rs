@@ -23,6 +23,10 @@ pub struct MemoryShared {
     kv: RefCell<HashMap<String, (String, Option<u64>)>>,
     /// Every log line, in order.
     logs: RefCell<Vec<(Level, String)>>,
+    /// Bumped by every kv write, like the host's `kv-generation`.
+    kv_generation: Cell<u64>,
+    /// `kv_get` calls so far.
+    kv_reads: Cell<u64>,
 }
 
 impl MemoryShared {
@@ -32,6 +36,16 @@ impl MemoryShared {
             now: Cell::new(now_ms),
             ..Default::default()
         }
+    }
+
+    /// The `kv-generation` the host would send now.
+    pub fn kv_generation(&self) -> u64 {
+        self.kv_generation.get()
+    }
+
+    /// How many times the policy read the kv store.
+    pub fn kv_reads(&self) -> u64 {
+        self.kv_reads.get()
     }
 
     /// Moves the clock forward.
@@ -95,6 +109,7 @@ impl Shared for MemoryShared {
     }
 
     fn kv_get(&self, key: &str) -> Option<String> {
+        self.kv_reads.set(self.kv_reads.get() + 1);
         let kv = self.kv.borrow();
         let (value, expiry) = kv.get(key)?;
         match expiry {
@@ -108,10 +123,12 @@ impl Shared for MemoryShared {
         self.kv
             .borrow_mut()
             .insert(key.to_owned(), (value.to_owned(), expiry));
+        self.kv_generation.set(self.kv_generation.get() + 1);
     }
 
     fn kv_delete(&self, key: &str) {
         self.kv.borrow_mut().remove(key);
+        self.kv_generation.set(self.kv_generation.get() + 1);
     }
 
     fn now_ms(&self) -> u64 {

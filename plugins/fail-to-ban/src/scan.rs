@@ -10,21 +10,35 @@
 /// No transition yet (only while building).
 const NONE: u32 = u32::MAX;
 
+/// Set in a transition that enters a matching state: the search tests the
+/// value it already loaded instead of loading a per-state flag.
+const MATCH: u32 = 1 << 31;
+
 /// The scanner patterns, prepared for searching.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Scanners {
     /// The patterns, ASCII-lower-cased, never empty.
     patterns: Vec<Box<[u8]>>,
     /// Byte classes: each byte that occurs in a pattern has its own (an
     /// ASCII letter shares its lower case's); every other byte is class 0.
-    class: Vec<u16>,
+    /// An array: indexing it with a byte needs no bounds check.
+    class: [u16; 256],
     /// Classes in use, class 0 included: the width of a row of `next`.
     classes: usize,
-    /// The DFA: the state after `state` reads a byte of class `c` is
-    /// `next[state * classes + c]`; state 0 is the start.
+    /// The DFA, by rows: after reading a byte of class `c` in the state
+    /// whose row starts at `r`, the next state's row starts at
+    /// `next[r + c] & !MATCH`, and [`MATCH`] is set if that state matches.
+    /// State 0 (row 0) is the start.
     next: Vec<u32>,
     /// Per state: 1 + the index of a pattern that ends there; 0: none.
     matched: Vec<u32>,
+}
+
+impl Default for Scanners {
+    /// No patterns: nothing matches.
+    fn default() -> Scanners {
+        Scanners::new::<&str>(&[])
+    }
 }
 
 impl Scanners {
@@ -41,7 +55,7 @@ impl Scanners {
             })
             .filter(|p| !p.is_empty())
             .collect();
-        let mut class = vec![0u16; 256];
+        let mut class = [0u16; 256];
         let mut classes = 1;
         for &b in patterns.iter().flat_map(|p| p.iter()) {
             if class[usize::from(b)] == 0 {
@@ -98,11 +112,23 @@ impl Scanners {
                 queue.push_back(*next);
             }
         }
+        let next = goto
+            .into_iter()
+            .flatten()
+            .map(|state| {
+                let row = state * classes as u32;
+                if matched[state as usize] != 0 {
+                    row | MATCH
+                } else {
+                    row
+                }
+            })
+            .collect();
         Scanners {
             patterns,
             class,
             classes,
-            next: goto.into_iter().flatten().collect(),
+            next,
             matched,
         }
     }
@@ -116,13 +142,14 @@ impl Scanners {
         if self.patterns.is_empty() {
             return None;
         }
-        let mut state = 0;
+        let mut row = 0;
         for &b in text.as_bytes() {
-            let c = usize::from(self.class[usize::from(b)]);
-            state = self.next[state * self.classes + c] as usize;
-            if self.matched[state] != 0 {
+            let to = self.next[row + usize::from(self.class[usize::from(b)])];
+            if to & MATCH != 0 {
+                let state = (to & !MATCH) as usize / self.classes;
                 return Some(&self.patterns[self.matched[state] as usize - 1]);
             }
+            row = to as usize;
         }
         None
     }

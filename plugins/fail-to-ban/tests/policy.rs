@@ -54,6 +54,7 @@ struct Req {
     verified: bool,
     tenant: &'static str,
     auth_user: Option<&'static str>,
+    kv_generation: Option<u64>,
     read: RefCell<Vec<&'static str>>,
 }
 
@@ -66,6 +67,7 @@ impl Req {
             verified: false,
             tenant: "a.example",
             auth_user: Some(user),
+            kv_generation: None,
             read: RefCell::default(),
         }
     }
@@ -109,6 +111,9 @@ impl RequestView for Req {
     fn auth_user(&self) -> Option<String> {
         self.read.borrow_mut().push("auth-user");
         self.auth_user.map(Into::into)
+    }
+    fn kv_generation(&self) -> Option<u64> {
+        self.kv_generation
     }
 }
 
@@ -422,6 +427,38 @@ fn the_lock_check_costs_no_getter_while_nothing_is_locked() {
     let req = Req::register("198.51.100.1", "1004");
     assert_eq!(p.on_request(&sh, &req), Verdict::Continue);
     assert_eq!(req.reads(), ["user-agent"]);
+}
+
+#[test]
+fn no_lock_is_read_once_per_kv_generation_and_a_new_lock_is_seen_at_once() {
+    let (p, sh) = (policy(), MemoryShared::new(T0));
+    let request = |sh: &MemoryShared| Req {
+        kv_generation: Some(sh.kv_generation()),
+        ..Req::register("198.51.100.1", "1004")
+    };
+    for _ in 0..3 {
+        assert_eq!(p.on_request(&sh, &request(&sh)), Verdict::Continue);
+    }
+    assert_eq!(sh.kv_reads(), 1, "nothing was written: the absence holds");
+    // 20 guesses from 20 addresses lock 1004: the store changed, so the
+    // very next request reads it again and is refused.
+    for i in 1..=20 {
+        wrong(&p, &sh, &format!("192.0.2.{i}"), "1004");
+    }
+    let reads = sh.kv_reads();
+    let locked = Verdict::Reject {
+        code: 403,
+        reason: "Extension temporarily locked".into(),
+    };
+    assert_eq!(p.on_request(&sh, &request(&sh)), locked);
+    assert!(sh.kv_reads() > reads);
+    // A lock present is never taken for granted: it is read every time
+    // (it may expire without a write).
+    let reads = sh.kv_reads();
+    assert_eq!(p.on_request(&sh, &request(&sh)), locked);
+    assert!(sh.kv_reads() > reads);
+    sh.advance(10 * MIN);
+    assert_eq!(p.on_request(&sh, &request(&sh)), Verdict::Continue);
 }
 
 #[test]
