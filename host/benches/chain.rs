@@ -199,6 +199,25 @@ fn benches(c: &mut Criterion) {
         &phone,
         go_on,
     );
+    // The same floor with a guest written in WebAssembly text (no Rust
+    // runtime in it): what the host path alone costs.
+    let wat = sipfence::plugins::testing::TestPlugin::returns(&Verdict::Continue);
+    let dir = std::env::temp_dir().join(format!("sipfence-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("continue.wasm");
+    let wasm = wat::parse_str(wat.wat()).expect("the test plugin is valid WAT");
+    std::fs::write(&file, wasm).expect("write the WAT plugin");
+    let wat_spec = PluginSpec {
+        name: "wat-continue".into(),
+        source: PluginSource::File(file),
+        grants: vec![],
+        config: json!({}),
+        ..spec("ip-auth")
+    };
+    let wat_chain = Chain::load(&[wat_spec], &engine, Arc::new(SharedState::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    bench_chain(c, "floor/wat-continue", &wat_chain, &clean, &phone, go_on);
+    let _ = std::fs::remove_dir_all(&dir);
     for (name, _) in PLUGINS {
         let chain = chain(&engine, &[name]);
         bench_chain(c, &format!("plugin/{name}"), &chain, &clean, &phone, go_on);

@@ -30,7 +30,9 @@ pub struct Chain {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PluginStats {
     pub name: String,
-    /// Calls that entered the guest.
+    /// Calls made to the guest (the failure policy's answers during a
+    /// backoff are `skipped`, not calls; a failure to create an instance
+    /// is a call).
     pub calls: u64,
     /// Traps other than deadline and memory (instance replaced).
     pub traps: u64,
@@ -139,7 +141,7 @@ impl Chain {
         }
         let mut basics = conversions::basics(request);
         let mut with_user_agent = self.wants_user_agent.then(|| wit::RequestBasics {
-            user_agent: conversions::user_agent(request),
+            user_agent: user_agent_in_buffer(request),
             ..basics.clone()
         });
         let mut request = Some(request.clone());
@@ -152,9 +154,11 @@ impl Chain {
             basics.kv_generation = plugin.kv_generation();
             let verdict = plugin.on_request(&mut request, basics);
             if verdict != Verdict::Continue {
+                keep_buffer(with_user_agent);
                 return (verdict, Some(plugin.name.to_string()));
             }
         }
+        keep_buffer(with_user_agent);
         (Verdict::Continue, None)
     }
 
@@ -230,7 +234,7 @@ impl Chain {
             .map(|p| {
                 let c = &p.counters;
                 let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-                let calls = get(&c.calls);
+                let calls = p.calls();
                 let total = get(&c.total_ns);
                 let now = p.engine().now_ms();
                 let health = match p.backoff_until(now) {
@@ -258,5 +262,27 @@ impl Chain {
                 }
             })
             .collect()
+    }
+}
+
+thread_local! {
+    /// The User-Agent's buffer, reused from request to request on this
+    /// thread: the chain copies the header into it instead of allocating.
+    static USER_AGENT: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// `request-basics.user-agent`, copied into this thread's buffer.
+fn user_agent_in_buffer(request: &RequestView) -> Option<String> {
+    let value = conversions::user_agent_str(request)?;
+    let mut buffer = USER_AGENT.take();
+    buffer.clear();
+    buffer.push_str(value);
+    Some(buffer)
+}
+
+/// Gives the User-Agent's buffer back for the next request.
+fn keep_buffer(basics: Option<wit::RequestBasics>) {
+    if let Some(buffer) = basics.and_then(|b| b.user_agent) {
+        USER_AGENT.set(buffer);
     }
 }

@@ -183,11 +183,12 @@ pub(super) fn basics(request: &RequestView) -> wit::RequestBasics {
 
 /// `request-basics.user-agent`, for the plugins whose hooks ask for it.
 pub(super) fn user_agent(request: &RequestView) -> Option<String> {
-    request
-        .message()
-        .headers
-        .get("User-Agent")
-        .map(str::to_owned)
+    user_agent_str(request).map(str::to_owned)
+}
+
+/// The User-Agent header's value, if any.
+pub(super) fn user_agent_str(request: &RequestView) -> Option<&str> {
+    request.message().headers.get("User-Agent")
 }
 
 fn method(m: &Method) -> wit::Method {

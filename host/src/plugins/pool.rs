@@ -8,6 +8,10 @@
 //! first one, those of threads calling the same plugin at the same time,
 //! and those of threads that ended.
 //!
+//! The pool also counts the calls: each thread its own counter, which only
+//! it writes (a load and a store, where one shared counter would cost a
+//! locked read-modify-write on every call); the total is their sum.
+//!
 //! A slot refers to its pool weakly: when the plugin is unloaded (a reload)
 //! the thread drops the instance on its next call; when the thread ends its
 //! instances go back to their pools. When the plugin restarts from scratch
@@ -25,13 +29,27 @@ pub(super) struct Pool {
     idle: Mutex<Vec<Box<Instance>>>,
     generation: AtomicU64,
     max_idle: usize,
+    /// Calls made by threads without a slot yet.
+    calls: AtomicU64,
+    /// Each slot's call counter, kept after its thread ends.
+    thread_calls: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
-/// An instance kept by a thread, with the pool it belongs to.
+/// A thread's place for one plugin's instance. It stays when the instance
+/// is taken for a call: the weak reference is made once per thread and
+/// plugin, not per call (each costs an atomic read-modify-write).
 struct Slot {
     pool: Weak<Pool>,
     generation: u64,
-    instance: Box<Instance>,
+    instance: Option<Box<Instance>>,
+    /// Calls this thread made; written by this thread only.
+    calls: Arc<AtomicU64>,
+}
+
+impl Slot {
+    fn of(&self, pool: &Arc<Pool>) -> bool {
+        std::ptr::eq(self.pool.as_ptr(), Arc::as_ptr(pool))
+    }
 }
 
 /// This thread's slots: one per plugin it has called (a handful).
@@ -42,8 +60,8 @@ impl Drop for Slots {
     /// The thread ends: its instances go back to their plugins' pools.
     fn drop(&mut self) {
         for slot in self.0.drain(..) {
-            if let Some(pool) = slot.pool.upgrade() {
-                pool.put_idle(slot.generation, slot.instance);
+            if let (Some(pool), Some(instance)) = (slot.pool.upgrade(), slot.instance) {
+                pool.put_idle(slot.generation, instance);
             }
         }
     }
@@ -60,27 +78,55 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             max_idle,
+            calls: AtomicU64::new(0),
+            thread_calls: Mutex::new(Vec::new()),
         })
     }
 
-    /// A ready instance: this thread's own, else one from the shared list.
-    pub fn take(self: &Arc<Pool>) -> Option<Box<Instance>> {
+    /// Counts a call; returns a ready instance (this thread's own, else one
+    /// from the shared list) and the call's number among this thread's (or,
+    /// for a thread without a slot yet, the slotless threads') calls.
+    pub fn take(self: &Arc<Pool>) -> (Option<Box<Instance>>, u64) {
         let generation = self.generation.load(Ordering::Relaxed);
         let mine = SLOTS
             .try_with(|slots| {
                 let mut slots = slots.borrow_mut();
+                let mut mine = None;
+                let mut unloaded = false;
+                for slot in &mut slots.0 {
+                    if slot.of(self) {
+                        let call = slot.calls.load(Ordering::Relaxed);
+                        slot.calls.store(call + 1, Ordering::Relaxed);
+                        // An older generation's instance is dropped.
+                        let instance = slot.instance.take();
+                        mine = Some((instance.filter(|_| slot.generation == generation), call));
+                    } else {
+                        unloaded |= slot.pool.strong_count() == 0;
+                    }
+                }
                 // Instances of unloaded plugins are dropped here.
-                slots.0.retain(|s| s.pool.strong_count() > 0);
-                let at = slots
-                    .0
-                    .iter()
-                    .position(|s| std::ptr::eq(s.pool.as_ptr(), Arc::as_ptr(self)))?;
-                let slot = slots.0.swap_remove(at);
-                (slot.generation == generation).then_some(slot.instance)
+                if unloaded {
+                    slots.0.retain(|s| s.pool.strong_count() > 0);
+                }
+                mine
             })
             .ok()
             .flatten();
-        mine.or_else(|| self.lock().pop())
+        let (instance, call) = match mine {
+            Some(found) => found,
+            None => (None, self.calls.fetch_add(1, Ordering::Relaxed)),
+        };
+        (instance.or_else(|| self.lock().pop()), call)
+    }
+
+    /// Calls made so far.
+    pub fn calls(&self) -> u64 {
+        let threads = self.thread_calls.lock().unwrap_or_else(|e| e.into_inner());
+        self.calls.load(Ordering::Relaxed)
+            + threads
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>()
     }
 
     /// Gives back an instance that answered: to this thread's slot, or to
@@ -89,19 +135,28 @@ impl Pool {
         let generation = self.generation.load(Ordering::Relaxed);
         let rest = SLOTS.try_with(|slots| {
             let mut slots = slots.borrow_mut();
-            let held = slots
-                .0
-                .iter()
-                .any(|s| std::ptr::eq(s.pool.as_ptr(), Arc::as_ptr(self)));
-            if held {
-                return Some(instance);
+            match slots.0.iter_mut().find(|s| s.of(self)) {
+                Some(slot) if slot.instance.is_none() => {
+                    slot.instance = Some(instance);
+                    slot.generation = generation;
+                    None
+                }
+                Some(_) => Some(instance),
+                None => {
+                    let calls = Arc::new(AtomicU64::new(0));
+                    self.thread_calls
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(calls.clone());
+                    slots.0.push(Slot {
+                        pool: Arc::downgrade(self),
+                        generation,
+                        instance: Some(instance),
+                        calls,
+                    });
+                    None
+                }
             }
-            slots.0.push(Slot {
-                pool: Arc::downgrade(self),
-                generation,
-                instance,
-            });
-            None
         });
         match rest {
             Ok(None) => {}

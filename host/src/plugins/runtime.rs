@@ -474,7 +474,7 @@ impl Plugin {
         }
         let span = tracing::debug_span!("plugin", plugin = &*self.name, hook);
         let _entered = span.enter();
-        let popped = self.pool.take();
+        let (popped, call) = self.pool.take();
         // Reading the clock twice would be a tenth of a cheap call: time
         // every call that creates an instance (weight 1), and one other
         // call in TIMED_EVERY (weighted).
@@ -492,7 +492,6 @@ impl Plugin {
                 }
             },
         };
-        let call = self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let (started, weight) = match creating {
             Some(started) => (Some(started), 1),
             None if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
@@ -626,6 +625,12 @@ impl Plugin {
         self.state.kv_generation()
     }
 
+    /// Calls that entered the guest (or tried: instance creation failures
+    /// included).
+    pub fn calls(&self) -> u64 {
+        self.pool.calls()
+    }
+
     /// Instances ready in the pool.
     pub fn idle_instances(&self) -> usize {
         self.pool.idle()
@@ -645,8 +650,6 @@ impl Plugin {
 /// Counters of one plugin (the chain reports them as `PluginStats`).
 #[derive(Default)]
 pub(super) struct Counters {
-    /// Calls that entered the guest.
-    pub calls: AtomicU64,
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub out_of_memory: AtomicU64,

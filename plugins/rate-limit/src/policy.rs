@@ -25,7 +25,7 @@
 use std::net::IpAddr;
 
 use plugin_kit::config::{self, ConfigError};
-use plugin_kit::net::source_key_of;
+use plugin_kit::net::{canonical, source_key_of};
 use plugin_kit::text::human;
 use serde::Deserialize;
 
@@ -140,32 +140,35 @@ impl Policy {
     /// Counts the request against its source; decides when over the limit.
     pub fn on_request(&self, sh: &impl Shared, req: &impl RequestView) -> Verdict {
         let s = &self.settings;
-        let src = source_key_of(req.source_ip(), s.ipv6_prefix_len);
-        let seen = sh.add(&src, 1, s.window_ms);
+        let ip = req.source_ip();
+        let key = CounterKey::of(ip, s.ipv6_prefix_len);
+        let seen = sh.add(key.as_str(), 1, s.window_ms);
         if seen <= u64::from(s.requests) {
             return Verdict::Continue;
         }
-        self.over(sh, &src, seen)
+        self.over(sh, key.as_str(), ip, seen)
     }
 
     /// An excess request: 503 for the first of its window, else silence;
     /// a ban after `ban_after_windows` such windows in a row.
-    fn over(&self, sh: &impl Shared, src: &str, seen: u64) -> Verdict {
+    fn over(&self, sh: &impl Shared, key: &str, ip: IpAddr, seen: u64) -> Verdict {
         let s = &self.settings;
         let slot = sh.now_ms() / s.window_ms;
-        if sh.add(&format!("{src}/over/{slot}"), 1, s.window_ms) > 1 {
+        if sh.add(&format!("{key}/over/{slot}"), 1, s.window_ms) > 1 {
             return Verdict::Drop;
         }
+        // For people: `src:192.0.2.7`, `src:2001:db8::/64`.
+        let src = source_key_of(ip, s.ipv6_prefix_len);
         let window = human(s.window_ms);
         if s.ban_after_windows > 0 {
             // Windows over the limit in a row, ending with this one: each
             // slot's key holds it; the previous slot's is read within two
             // windows, while the host still keeps it.
             let two = s.window_ms.saturating_mul(2);
-            let before = sh.get(&format!("{src}/streak/{}", slot.wrapping_sub(1)), two);
+            let before = sh.get(&format!("{key}/streak/{}", slot.wrapping_sub(1)), two);
             let streak = before.saturating_add(1);
             let by = u32::try_from(streak).unwrap_or(u32::MAX);
-            sh.add(&format!("{src}/streak/{slot}"), by, two);
+            sh.add(&format!("{key}/streak/{slot}"), by, two);
             if streak >= u64::from(s.ban_after_windows) {
                 let reason = format!(
                     "over {} requests in {window} in {streak} windows in a row \
@@ -194,5 +197,69 @@ impl Policy {
             code: REJECT_CODE,
             reason: REJECT_REASON.into(),
         }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A source's counter key, made on the stack without formatting: every
+/// request makes one. `4` and the IPv4 address in hex, or `6` and the
+/// source's IPv6 prefix (`ipv6_prefix_len`) in hex; an IPv4-mapped IPv6
+/// source counts as IPv4. Log lines use the readable `src:` form instead.
+struct CounterKey {
+    bytes: [u8; 33],
+    len: usize,
+}
+
+impl CounterKey {
+    fn of(ip: IpAddr, ipv6_prefix_len: u8) -> CounterKey {
+        let mut octets = [0u8; 16];
+        let (family, used) = match canonical(ip) {
+            IpAddr::V4(v4) => {
+                octets[..4].copy_from_slice(&v4.octets());
+                (b'4', 4)
+            }
+            IpAddr::V6(v6) => {
+                let len = u32::from(ipv6_prefix_len.clamp(1, 128));
+                let prefix = u128::from(v6) & (u128::MAX << (128 - len));
+                octets = prefix.to_be_bytes();
+                (b'6', 16)
+            }
+        };
+        let mut key = CounterKey {
+            bytes: [0; 33],
+            len: 1 + 2 * used,
+        };
+        key.bytes[0] = family;
+        // Byte by byte: wasm has no 128-bit shifts (each is a library call).
+        for (i, octet) in octets[..used].iter().enumerate() {
+            key.bytes[1 + 2 * i] = HEX[usize::from(octet >> 4)];
+            key.bytes[2 + 2 * i] = HEX[usize::from(octet & 0xf)];
+        }
+        key
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("hex digits are ASCII")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_keys_are_one_per_source_and_prefix() {
+        let key = |ip: &str, len| CounterKey::of(ip.parse().unwrap(), len).as_str().to_owned();
+        assert_eq!(key("192.0.2.7", 64), "4c0000207");
+        assert_eq!(key("::ffff:192.0.2.7", 64), "4c0000207");
+        assert_eq!(key("0.0.0.0", 64), "400000000");
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1", 64),
+            "620010db800010002".to_owned() + "0000000000000000"
+        );
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), key("2001:db8:1:2::9", 64));
+        assert_ne!(key("2001:db8:1:2::1", 128), key("2001:db8:1:2::9", 128));
+        assert_ne!(key("2001:db8:1:3::1", 64), key("2001:db8:1:2::1", 64));
     }
 }
