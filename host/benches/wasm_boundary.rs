@@ -21,6 +21,9 @@
 //!   key, returning an empty option (like `kv.get` of a missing key); or
 //!   returning a 28-byte text (like a getter; the host calls the guest's
 //!   `realloc` for it). Subtract `export/u32` for the import alone.
+//! - `import/borrowed-string->none`: `string->none` with the host taking the
+//!   key as a `WasmStr` (a view of guest memory) instead of a `String`: what
+//!   hand-written linker entries would save over `bindgen!`'s.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use wasmtime::component::{Component, Linker, Resource, ResourceType};

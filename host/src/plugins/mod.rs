@@ -23,10 +23,10 @@
 //!   [`OnError`] policy decides the call. A plugin that keeps failing is
 //!   restarted with exponential backoff; meanwhile its policy answers every
 //!   call, so making a fail-closed plugin trap never switches it off.
-//! - Instances are pooled per plugin: a call takes a ready instance (store
-//!   and bindings) from the pool and puts it back, creating one when the pool
-//!   is empty (45–90 µs plus the plugin's `init`) — a call itself is ~0.3 µs
-//!   (docs/PERFORMANCE.md).
+//! - Instances are pooled per plugin (in `pool`): each calling thread keeps
+//!   the one it used in its own slot, the rest wait in a shared list; a call
+//!   creates one when there is none (45–90 µs plus the plugin's `init`) — a
+//!   call itself is ~0.2 µs (docs/PERFORMANCE.md).
 //! - Capabilities (in `capabilities`): `log`, `clock` and the request getters
 //!   always; `counter` and `kv` only with `grants = ["counter"]` / `["kv"]`.
 //!   A plugin importing what it was not granted does not load.

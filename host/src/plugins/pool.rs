@@ -26,6 +26,9 @@ use super::runtime::Instance;
 
 /// The instances of one plugin no thread holds.
 pub(super) struct Pool {
+    /// Boxed: an instance moves between slot, list and call, a pointer
+    /// rather than the whole store.
+    #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<Instance>>>,
     generation: AtomicU64,
     max_idle: usize,
@@ -193,6 +196,7 @@ impl Pool {
         self.lock().len()
     }
 
+    #[allow(clippy::vec_box)]
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<Instance>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
