@@ -785,7 +785,11 @@ fn bans_errors() {
     assert_eq!(
         error("[bans]\nnever = []\n"),
         "x.toml:2: bans.never: unknown key (expected one of: ipv6_prefix_len, never_ban, \
-         default_duration_ms)"
+         default_duration_ms, kernel_drop_after)"
+    );
+    assert_eq!(
+        error("[bans]\nkernel_drop_after = -1\n"),
+        "x.toml:2: bans.kernel_drop_after: invalid value: expected a non-negative integer, found integer `-1`"
     );
 }
 
