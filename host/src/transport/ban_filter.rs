@@ -354,23 +354,26 @@ pub fn spawn(
 
 fn keep_in_step(guard: &Guard, guarded: &[Guarded], stats: &Stats, stop: &AtomicBool) {
     let mut installed: Vec<IpAddr> = Vec::new();
+    // After a failure to install, the kernel gets no sources any more (and
+    // no ban is shown as `in_kernel`): the ban list drops them all.
     let mut failed = false;
     while !stop.load(Ordering::Relaxed) {
         let now = crate::now_ms();
-        let set = guard.kernel_set(now, MAX_SOURCES);
+        let set = guard.kernel_set(now, if failed { 0 } else { MAX_SOURCES });
         let changed = set.sources != installed;
         if changed {
             let mut held = 0;
+            let mut error = None;
             for g in guarded {
                 match install(g, &set.sources) {
                     Ok(n) => held = held.max(n),
-                    // Not fatal: the ban list still drops these sources.
-                    Err(error) if !failed => {
-                        failed = true;
-                        tracing::warn!(%error, "cannot install the kernel ban filter; banned sources are dropped after reading");
-                    }
-                    Err(_) => {}
+                    Err(e) => error = Some(e),
                 }
+            }
+            if let Some(error) = error.filter(|_| !failed) {
+                failed = true;
+                tracing::warn!(%error, "cannot install the kernel ban filter; banned sources are dropped after reading");
+                continue;
             }
             tracing::info!(
                 sources = set.sources.len(),
