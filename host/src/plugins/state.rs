@@ -725,6 +725,27 @@ mod tests {
     }
 
     #[test]
+    fn the_kv_generation_moves_on_every_write_and_only_then() {
+        let s = default_state();
+        let start = s.kv_generation();
+        assert_eq!(s.kv_get("k", 0), None);
+        assert_eq!(s.counter_add("c", 1, 1000, 0), 1);
+        assert_eq!(s.kv_generation(), start, "reads and counters write no kv");
+        assert!(s.kv_set("k", "v".into(), 100, 0));
+        let set = s.kv_generation();
+        assert_ne!(set, start);
+        // Expiry is no write: a plugin keeps only absences.
+        assert_eq!(s.kv_get("k", 200), None);
+        assert_eq!(s.kv_generation(), set);
+        s.kv_delete("k");
+        assert_ne!(s.kv_generation(), set);
+        // A value refused as too large changes nothing.
+        let before = s.kv_generation();
+        assert!(!s.kv_set("big", "x".repeat(64 * 1024 + 1), 0, 0));
+        assert_eq!(s.kv_generation(), before);
+    }
+
+    #[test]
     fn shared_state_hands_out_one_state_per_name() {
         let shared = SharedState::default();
         let a1 = shared.plugin("a");

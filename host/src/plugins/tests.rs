@@ -431,6 +431,33 @@ fn basics_reach_the_plugin_with_the_call() {
 }
 
 #[test]
+fn each_plugin_gets_its_own_kv_generation_with_the_call() {
+    // on-request: ban for 1 + the kv-generation it was given (a ban of 0 ms
+    // would be refused).
+    let p = TestPlugin {
+        on_request: format!(
+            "(i32.store8 (i32.const {VERDICT_AT}) (i32.const 3))
+             (i64.store (i32.const {}) (i64.add (local.get $kv-generation) (i64.const 1)))
+             (i32.const {VERDICT_AT})",
+            VERDICT_AT + 8
+        ),
+        ..TestPlugin::default()
+    };
+    let shared = Arc::new(SharedState::default());
+    let chain = Chain::load(&[spec("gen", &p)], engine(), shared.clone()).unwrap();
+    let generation = || match chain.on_request(&request(1)).0 {
+        Verdict::Ban { duration, .. } => duration.as_millis() as u64 - 1,
+        other => panic!("a ban, not {other:?}"),
+    };
+    let first = generation();
+    assert_eq!(generation(), first, "no write, no change");
+    shared.plugin("other").kv_set("k", "v".into(), 0, 0);
+    assert_eq!(generation(), first, "another plugin's store");
+    shared.plugin("gen").kv_set("k", "v".into(), 0, 0);
+    assert_ne!(generation(), first, "its own store was written");
+}
+
+#[test]
 fn the_user_agent_comes_with_the_call_only_when_asked_for() {
     // Reject 403 with the User-Agent of the basics as the reason; continue
     // when the basics have none.
@@ -921,6 +948,29 @@ fn counters_survive_a_reload() {
     assert_eq!(
         shared.plugin("counting").counter_get("hits", 60_000, now),
         3
+    );
+}
+
+#[test]
+fn a_thread_keeps_its_instance_and_gives_it_back_when_it_ends() {
+    let chain = Arc::new(load(&[counting_spec()]));
+    let caller = {
+        let chain = chain.clone();
+        std::thread::spawn(move || {
+            for i in 0..100 {
+                chain.on_request(&request(i));
+            }
+            // Still held by this thread: not in the shared list.
+            let s = stats(&chain);
+            (s.instances_created, s.idle_instances, s.calls)
+        })
+    };
+    assert_eq!(caller.join().unwrap(), (1, 0, 100));
+    // The thread ended: its instance is back in the shared list.
+    let s = stats(&chain);
+    assert_eq!(
+        (s.instances_created, s.idle_instances, s.calls),
+        (1, 1, 100)
     );
 }
 
