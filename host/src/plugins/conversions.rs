@@ -127,6 +127,16 @@ pub(super) fn address(a: SocketAddr) -> wit::Address {
 }
 
 /// An address as the numbers of `ip-address`; IPv4-mapped IPv6 as IPv4.
+/// The address an `ip-address` is.
+pub(super) fn ip_from_wit(ip: &wit::IpAddress) -> IpAddr {
+    match *ip {
+        wit::IpAddress::Ipv4(n) => IpAddr::V4(n.into()),
+        wit::IpAddress::Ipv6((high, low)) => {
+            IpAddr::V6((u128::from(high) << 64 | u128::from(low)).into())
+        }
+    }
+}
+
 pub(super) fn ip_address(ip: IpAddr) -> wit::IpAddress {
     match ip {
         IpAddr::V4(v4) => wit::IpAddress::Ipv4(u32::from(v4)),

@@ -254,6 +254,19 @@ impl counter::Host for HostState {
         Ok(self.state.counter_get(&key, window_ms, now))
     }
 
+    fn add_source(
+        &mut self,
+        ip: types::IpAddress,
+        ipv6_prefix_len: u8,
+        tag: u8,
+        by: u32,
+        window_ms: u64,
+    ) -> wasmtime::Result<u64> {
+        let key = super::state::source_key(conversions::ip_from_wit(&ip), ipv6_prefix_len, tag);
+        let now = self.state.now();
+        Ok(self.state.counter_add_source(key, by, window_ms, now))
+    }
+
     fn add_distinct(
         &mut self,
         key: String,

@@ -125,9 +125,11 @@ pub struct PluginState {
     /// [`coarse_ms`] when the state was created: its clock's zero.
     started: u64,
     limits: StateLimits,
-    counters: Sharded<Window>,
-    distinct: Sharded<Distinct>,
-    kv: Sharded<Value>,
+    counters: Sharded<String, Window>,
+    /// `counter.add-source`'s counters, keyed by numbers.
+    source_counters: Sharded<SourceKey, Window>,
+    distinct: Sharded<String, Distinct>,
+    kv: Sharded<String, Value>,
     /// Bumped after every `kv` write: `request-basics.kv-generation`.
     kv_generation: AtomicU64,
 }
@@ -138,6 +140,7 @@ impl PluginState {
             started,
             limits,
             counters: Sharded::new(limits.max_keys),
+            source_counters: Sharded::new(limits.max_keys),
             distinct: Sharded::new(limits.max_keys),
             kv: Sharded::new(limits.max_keys),
             kv_generation: AtomicU64::new(0),
@@ -169,13 +172,31 @@ impl PluginState {
     /// (a longer window sees at most 17 buckets of history).
     pub fn counter_add(&self, key: &str, by: u32, window_ms: u64, now: u64) -> u64 {
         let key = bounded(key);
-        let mut shard = self.counters.shard(&key);
+        let mut shard = self.counters.shard(key.as_ref());
         // A key seen before (the usual case) costs one look-up.
         if let Some(window) = shard.map.get_mut(key.as_ref()) {
             window.add(by, now);
             return window.total(window_ms, now);
         }
-        let window = shard.get_or_insert(key, now, || Window::new(window_ms));
+        let window = shard.get_or_insert(
+            key.as_ref(),
+            || key.to_string(),
+            now,
+            || Window::new(window_ms),
+        );
+        window.add(by, now);
+        window.total(window_ms, now)
+    }
+
+    /// `counter.add-source`: [`PluginState::counter_add`] under a key of
+    /// numbers ([`source_key`]).
+    pub fn counter_add_source(&self, key: SourceKey, by: u32, window_ms: u64, now: u64) -> u64 {
+        let mut shard = self.source_counters.shard(&key);
+        if let Some(window) = shard.map.get_mut(&key) {
+            window.add(by, now);
+            return window.total(window_ms, now);
+        }
+        let window = shard.get_or_insert(&key, || key, now, || Window::new(window_ms));
         window.add(by, now);
         window.total(window_ms, now)
     }
@@ -183,7 +204,7 @@ impl PluginState {
     /// `counter.get`: the total over the last `window_ms`; 0 for an unknown key.
     pub fn counter_get(&self, key: &str, window_ms: u64, now: u64) -> u64 {
         let key = bounded(key);
-        let shard = self.counters.shard(&key);
+        let shard = self.counters.shard(key.as_ref());
         shard
             .map
             .get(key.as_ref())
@@ -197,16 +218,17 @@ impl PluginState {
         let key = bounded(key);
         let member = bounded(member);
         let max_members = self.limits.max_members;
-        let mut shard = self.distinct.shard(&key);
-        let distinct = shard.get_or_insert(key, now, Distinct::default);
+        let mut shard = self.distinct.shard(key.as_ref());
+        let distinct =
+            shard.get_or_insert(key.as_ref(), || key.to_string(), now, Distinct::default);
         distinct.add(&member, window_ms, now, max_members)
     }
 
     /// `counter.reset`: forgets `key` (windowed and distinct).
     pub fn counter_reset(&self, key: &str) {
         let key = bounded(key);
-        self.counters.shard(&key).map.remove(key.as_ref());
-        self.distinct.shard(&key).map.remove(key.as_ref());
+        self.counters.shard(key.as_ref()).map.remove(key.as_ref());
+        self.distinct.shard(key.as_ref()).map.remove(key.as_ref());
     }
 
     /// `kv.get`: the value unless it expired.
@@ -222,7 +244,7 @@ impl PluginState {
 
     fn kv_get_with(&self, key: &str, now: impl FnOnce() -> u64) -> Option<String> {
         let key = bounded(key);
-        let mut shard = self.kv.shard(&key);
+        let mut shard = self.kv.shard(key.as_ref());
         let expired = shard.map.get(key.as_ref())?.expired(now());
         if expired {
             shard.map.remove(key.as_ref());
@@ -240,12 +262,17 @@ impl PluginState {
         }
         let key = bounded(key);
         let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
-        let mut shard = self.kv.shard(&key);
-        let entry = shard.get_or_insert(key, now, || Value {
-            value: String::new(),
-            expires: None,
-            touched: now,
-        });
+        let mut shard = self.kv.shard(key.as_ref());
+        let entry = shard.get_or_insert(
+            key.as_ref(),
+            || key.to_string(),
+            now,
+            || Value {
+                value: String::new(),
+                expires: None,
+                touched: now,
+            },
+        );
         entry.value = value;
         entry.expires = expires;
         entry.touched = now;
@@ -257,14 +284,18 @@ impl PluginState {
     /// `kv.delete`.
     pub fn kv_delete(&self, key: &str) {
         let key = bounded(key);
-        self.kv.shard(&key).map.remove(key.as_ref());
+        self.kv.shard(key.as_ref()).map.remove(key.as_ref());
         self.kv_written();
     }
 
     /// Keys held: (windowed counters, distinct counters, kv), expired ones
     /// not yet swept included.
     pub fn key_counts(&self) -> (usize, usize, usize) {
-        (self.counters.len(), self.distinct.len(), self.kv.len())
+        (
+            self.counters.len() + self.source_counters.len(),
+            self.distinct.len(),
+            self.kv.len(),
+        )
     }
 }
 
@@ -302,19 +333,48 @@ trait Entry {
 /// see keeps chosen keys from piling into one bucket.
 type KeyHasher = foldhash::fast::RandomState;
 
-struct Sharded<V> {
+struct Sharded<K, V> {
     hasher: KeyHasher,
-    shards: Vec<Mutex<Shard<V>>>,
+    shards: Vec<Mutex<Shard<K, V>>>,
 }
 
-struct Shard<V> {
+struct Shard<K, V> {
     /// Keys allowed in this shard (the plugin's limit divided by the shards).
     cap: usize,
-    map: HashMap<String, V, KeyHasher>,
+    map: HashMap<K, V, KeyHasher>,
 }
 
-impl<V: Entry> Sharded<V> {
-    fn new(max_keys: usize) -> Sharded<V> {
+/// A key made of numbers: what `counter.add-source` counts under. The
+/// family (4 or 6), the tag, then the address's 4 or 16 bytes.
+pub type SourceKey = [u8; 18];
+
+/// The [`SourceKey`] of `ip` (an IPv4-mapped IPv6 address as IPv4; IPv6 cut
+/// to its first `ipv6_prefix_len` bits) and `tag`.
+pub fn source_key(ip: std::net::IpAddr, ipv6_prefix_len: u8, tag: u8) -> SourceKey {
+    use std::net::IpAddr;
+    let mut key = [0u8; 18];
+    key[1] = tag;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            key[0] = 4;
+            key[2..6].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            key[0] = 6;
+            let len = u32::from(ipv6_prefix_len.clamp(1, 128));
+            let prefix = u128::from(v6) & (u128::MAX << (128 - len));
+            key[2..].copy_from_slice(&prefix.to_be_bytes());
+        }
+    }
+    key
+}
+
+impl<K: std::hash::Hash + Eq, V: Entry> Sharded<K, V> {
+    fn new(max_keys: usize) -> Sharded<K, V> {
         let shard_cap = max_keys.div_ceil(SHARDS).max(1);
         Sharded {
             hasher: KeyHasher::default(),
@@ -329,7 +389,10 @@ impl<V: Entry> Sharded<V> {
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+    fn shard<Q: std::hash::Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V>>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         lock(&self.shards[index])
     }
@@ -339,23 +402,27 @@ impl<V: Entry> Sharded<V> {
     }
 }
 
-impl<V: Entry> Shard<V> {
-    /// The entry for `key`, made by `make` if absent (making room first).
-    fn get_or_insert(
+impl<K: std::hash::Hash + Eq, V: Entry> Shard<K, V> {
+    /// The entry for `key` (`owned` makes the map's own copy of it), made
+    /// by `make` if absent (making room first).
+    fn get_or_insert<Q>(
         &mut self,
-        key: std::borrow::Cow<'_, str>,
+        key: &Q,
+        owned: impl FnOnce() -> K,
         now: u64,
         make: impl FnOnce() -> V,
-    ) -> &mut V {
-        if !self.map.contains_key(key.as_ref()) {
+    ) -> &mut V
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if !self.map.contains_key(key) {
             if self.map.len() >= self.cap {
                 self.make_room(now);
             }
-            self.map.insert(key.clone().into_owned(), make());
+            self.map.insert(owned(), make());
         }
-        self.map
-            .get_mut(key.as_ref())
-            .expect("present: inserted above")
+        self.map.get_mut(key).expect("present: inserted above")
     }
 
     /// Sweeps expired entries; if that frees nothing, evicts the stalest
@@ -722,6 +789,28 @@ mod tests {
         assert_eq!(s.kv_get("k", 2001), None);
         assert!(!s.kv_set("big", "x".repeat(64 * 1024 + 1), 0, 0));
         assert_eq!(s.kv_get("big", 0), None);
+    }
+
+    #[test]
+    fn source_counters_key_by_address_prefix_and_tag() {
+        let s = default_state();
+        let ip = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+        let add = |t: &str, tag| s.counter_add_source(source_key(ip(t), 64, tag), 1, 1000, 0);
+        assert_eq!(add("192.0.2.7", 0), 1);
+        assert_eq!(add("::ffff:192.0.2.7", 0), 2, "IPv4-mapped is IPv4");
+        assert_eq!(add("192.0.2.8", 0), 1);
+        assert_eq!(add("192.0.2.7", 1), 1, "another tag, another count");
+        assert_eq!(add("2001:db8:0:1::1", 0), 1);
+        assert_eq!(add("2001:db8:0:1::2", 0), 2, "one /64");
+        assert_eq!(add("2001:db8:0:2::1", 0), 1);
+        // Apart from the text keys, and counted within the plugin's limit.
+        assert_eq!(s.counter_get("192.0.2.7", 1000, 0), 0);
+        assert_eq!(s.key_counts().0, 5);
+        // The window slides as for text keys.
+        assert_eq!(
+            s.counter_add_source(source_key(ip("192.0.2.7"), 64, 0), 1, 1000, 1500),
+            1
+        );
     }
 
     #[test]

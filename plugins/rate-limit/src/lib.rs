@@ -101,6 +101,23 @@ mod component {
         fn add(&self, key: &str, by: u32, window_ms: u64) -> u64 {
             counter::add(key, by, window_ms)
         }
+        fn add_source(
+            &self,
+            ip: IpAddr,
+            ipv6_prefix_len: u8,
+            tag: u8,
+            by: u32,
+            window_ms: u64,
+        ) -> u64 {
+            let ip = match ip {
+                IpAddr::V4(v4) => IpAddress::Ipv4(u32::from(v4)),
+                IpAddr::V6(v6) => {
+                    let bits = u128::from(v6);
+                    IpAddress::Ipv6(((bits >> 64) as u64, bits as u64))
+                }
+            };
+            counter::add_source(ip, ipv6_prefix_len, tag, by, window_ms)
+        }
         fn get(&self, key: &str, window_ms: u64) -> u64 {
             counter::get(key, window_ms)
         }

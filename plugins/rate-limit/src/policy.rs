@@ -37,6 +37,10 @@ pub use plugin_kit::Level;
 pub trait Shared {
     /// Adds `by` to `key`; returns its total over the last `window_ms`.
     fn add(&self, key: &str, by: u32, window_ms: u64) -> u64;
+    /// [`Shared::add`] under a key of numbers: the source `ip` (IPv6 by its
+    /// first `ipv6_prefix_len` bits) and `tag` (the `counter.add-source`
+    /// import: no text crosses the boundary).
+    fn add_source(&self, ip: IpAddr, ipv6_prefix_len: u8, tag: u8, by: u32, window_ms: u64) -> u64;
     /// The total of `key` over the last `window_ms`.
     fn get(&self, key: &str, window_ms: u64) -> u64;
     /// Milliseconds since the UNIX epoch.
@@ -141,11 +145,11 @@ impl Policy {
     pub fn on_request(&self, sh: &impl Shared, req: &impl RequestView) -> Verdict {
         let s = &self.settings;
         let ip = req.source_ip();
-        let key = CounterKey::of(ip, s.ipv6_prefix_len);
-        let seen = sh.add(key.as_str(), 1, s.window_ms);
+        let seen = sh.add_source(ip, s.ipv6_prefix_len, REQUESTS_TAG, 1, s.window_ms);
         if seen <= u64::from(s.requests) {
             return Verdict::Continue;
         }
+        let key = CounterKey::of(ip, s.ipv6_prefix_len);
         self.over(sh, key.as_str(), ip, seen)
     }
 
@@ -202,8 +206,11 @@ impl Policy {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A source's counter key, made on the stack without formatting: every
-/// request makes one. `4` and the IPv4 address in hex, or `6` and the
+/// The `counter.add-source` tag of a source's request count.
+const REQUESTS_TAG: u8 = 0;
+
+/// A source's key for the counters of an excess (the 503 and the streak),
+/// made on the stack without formatting. `4` and the IPv4 address in hex, or `6` and the
 /// source's IPv6 prefix (`ipv6_prefix_len`) in hex; an IPv4-mapped IPv6
 /// source counts as IPv4. Log lines use the readable `src:` form instead.
 struct CounterKey {

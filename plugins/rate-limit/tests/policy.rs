@@ -53,6 +53,20 @@ impl Shared for Memory {
             .sum()
     }
 
+    fn add_source(&self, ip: IpAddr, prefix: u8, tag: u8, by: u32, window_ms: u64) -> u64 {
+        // The host's key of numbers, as text here: one entry per source
+        // (an IPv6 source by its prefix) and tag.
+        let ip = match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let bits = u128::from(v6) & (u128::MAX << (128 - u32::from(prefix)));
+                IpAddr::V6(bits.into())
+            }
+            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().unwrap()),
+            v4 => v4,
+        };
+        self.add(&format!("source {ip} tag {tag}"), by, window_ms)
+    }
+
     fn get(&self, key: &str, window_ms: u64) -> u64 {
         self.calls.set(self.calls.get() + 1);
         let now = self.now.get();
