@@ -53,6 +53,7 @@ pub fn source_key_of(ip: IpAddr, ipv6_prefix_len: u8) -> String {
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is; others unchanged.
+#[inline]
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -175,6 +176,7 @@ impl Net {
     }
 
     /// Whether `ip` is in this network (an IPv4-mapped IPv6 `ip` as IPv4).
+    #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

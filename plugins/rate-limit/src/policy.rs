@@ -18,9 +18,10 @@
 //! clock (`now_ms / window_ms`); the limit itself is counted over the last
 //! `window_ms`, sliding (the host's windowed counter).
 //!
-//! Costs: an ordinary request reads one getter (`source-ip`) and makes one
-//! `counter.add`; the first excess request of a window two to four host
-//! calls more, the others one more.
+//! Costs: an ordinary request reads `source-ip` (it came with the call) and
+//! makes one `counter.add-source` (a key of numbers: nothing formatted, no
+//! text across the boundary); the first excess request of a window two to
+//! four host calls more, the others one more.
 
 use std::net::IpAddr;
 
