@@ -137,20 +137,10 @@ impl Guard {
         self
     }
 
-    /// The key an address is banned under: the address itself for IPv4, its
-    /// prefix for IPv6 (an IPv4-mapped IPv6 address counts as IPv4).
+    /// The key an address is banned under: [`source_key`] with the
+    /// configured IPv6 prefix.
     pub fn key(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let bits = u128::from(v6);
-                    let mask = u128::MAX << (128 - u32::from(self.ipv6_prefix_len));
-                    IpAddr::V6(Ipv6Addr::from(bits & mask))
-                }
-            },
-        }
+        source_key(ip, self.ipv6_prefix_len)
     }
 
     /// The hot path: is this packet's source banned? Counts the drop.
@@ -276,6 +266,12 @@ impl Guard {
             sources: candidates.into_iter().map(|c| c.2).collect(),
             generation,
         }
+    }
+
+    /// The generation of the kernel set now: it moves when the set may have
+    /// changed (a ban reached `kernel_drop_after`, an unban).
+    pub fn kernel_generation(&self) -> u64 {
+        self.kernel.state.lock().unwrap().generation
     }
 
     /// Something the kernel set depends on changed; returns the new generation.
@@ -406,6 +402,24 @@ impl Guard {
             IpAddr::V6(v6) if self.ipv6_prefix_len == 128 => v6.to_string(),
             IpAddr::V6(v6) => format!("{v6}/{}", self.ipv6_prefix_len),
         }
+    }
+}
+
+/// What a source is known by, for bans and for plugins' per-source
+/// counters: an IPv4 address itself, an IPv6 address's first
+/// `ipv6_prefix_len` bits (1-128) (an IPv4-mapped IPv6 address counts as
+/// IPv4).
+pub fn source_key(ip: IpAddr, ipv6_prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX << (128 - u32::from(ipv6_prefix_len.clamp(1, 128)));
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            }
+        },
     }
 }
 

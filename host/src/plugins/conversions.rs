@@ -126,7 +126,6 @@ pub(super) fn address(a: SocketAddr) -> wit::Address {
     }
 }
 
-/// An address as the numbers of `ip-address`; IPv4-mapped IPv6 as IPv4.
 /// The address an `ip-address` is.
 pub(super) fn ip_from_wit(ip: &wit::IpAddress) -> IpAddr {
     match *ip {
@@ -137,6 +136,7 @@ pub(super) fn ip_from_wit(ip: &wit::IpAddress) -> IpAddr {
     }
 }
 
+/// An address as the numbers of `ip-address`; IPv4-mapped IPv6 as IPv4.
 pub(super) fn ip_address(ip: IpAddr) -> wit::IpAddress {
     match ip {
         IpAddr::V4(v4) => wit::IpAddress::Ipv4(u32::from(v4)),

@@ -172,33 +172,21 @@ impl PluginState {
     /// (a longer window sees at most 17 buckets of history).
     pub fn counter_add(&self, key: &str, by: u32, window_ms: u64, now: u64) -> u64 {
         let key = bounded(key);
-        let mut shard = self.counters.shard(key.as_ref());
-        // A key seen before (the usual case) costs one look-up.
-        if let Some(window) = shard.map.get_mut(key.as_ref()) {
-            window.add(by, now);
-            return window.total(window_ms, now);
-        }
-        let window = shard.get_or_insert(
+        self.counters.shard(key.as_ref()).add(
             key.as_ref(),
-            || key.to_string(),
+            || String::from(key.as_ref()),
+            by,
+            window_ms,
             now,
-            || Window::new(window_ms),
-        );
-        window.add(by, now);
-        window.total(window_ms, now)
+        )
     }
 
     /// `counter.add-source`: [`PluginState::counter_add`] under a key of
     /// numbers ([`source_key`]).
     pub fn counter_add_source(&self, key: SourceKey, by: u32, window_ms: u64, now: u64) -> u64 {
-        let mut shard = self.source_counters.shard(&key);
-        if let Some(window) = shard.map.get_mut(&key) {
-            window.add(by, now);
-            return window.total(window_ms, now);
-        }
-        let window = shard.get_or_insert(&key, || key, now, || Window::new(window_ms));
-        window.add(by, now);
-        window.total(window_ms, now)
+        self.source_counters
+            .shard(&key)
+            .add(&key, || key, by, window_ms, now)
     }
 
     /// `counter.get`: the total over the last `window_ms`; 0 for an unknown key.
@@ -219,8 +207,12 @@ impl PluginState {
         let member = bounded(member);
         let max_members = self.limits.max_members;
         let mut shard = self.distinct.shard(key.as_ref());
-        let distinct =
-            shard.get_or_insert(key.as_ref(), || key.to_string(), now, Distinct::default);
+        let distinct = shard.get_or_insert(
+            key.as_ref(),
+            || String::from(key.as_ref()),
+            now,
+            Distinct::default,
+        );
         distinct.add(&member, window_ms, now, max_members)
     }
 
@@ -265,7 +257,7 @@ impl PluginState {
         let mut shard = self.kv.shard(key.as_ref());
         let entry = shard.get_or_insert(
             key.as_ref(),
-            || key.to_string(),
+            || String::from(key.as_ref()),
             now,
             || Value {
                 value: String::new(),
@@ -348,26 +340,20 @@ struct Shard<K, V> {
 /// family (4 or 6), the tag, then the address's 4 or 16 bytes.
 pub type SourceKey = [u8; 18];
 
-/// The [`SourceKey`] of `ip` (an IPv4-mapped IPv6 address as IPv4; IPv6 cut
-/// to its first `ipv6_prefix_len` bits) and `tag`.
+/// The [`SourceKey`] of `ip` (known by [`crate::guard::source_key`], as the
+/// gateway bans) and `tag`.
 pub fn source_key(ip: std::net::IpAddr, ipv6_prefix_len: u8, tag: u8) -> SourceKey {
     use std::net::IpAddr;
     let mut key = [0u8; 18];
     key[1] = tag;
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
+    match crate::guard::source_key(ip, ipv6_prefix_len) {
         IpAddr::V4(v4) => {
             key[0] = 4;
             key[2..6].copy_from_slice(&v4.octets());
         }
         IpAddr::V6(v6) => {
             key[0] = 6;
-            let len = u32::from(ipv6_prefix_len.clamp(1, 128));
-            let prefix = u128::from(v6) & (u128::MAX << (128 - len));
-            key[2..].copy_from_slice(&prefix.to_be_bytes());
+            key[2..].copy_from_slice(&v6.octets());
         }
     }
     key
@@ -472,6 +458,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 // ---------------------------------------------------------------------------
 // Windowed counter
+
+impl<K: std::hash::Hash + Eq> Shard<K, Window> {
+    /// Adds `by` to `key`'s window (made if absent); returns its total over
+    /// the last `window_ms`.
+    fn add<Q>(
+        &mut self,
+        key: &Q,
+        owned: impl FnOnce() -> K,
+        by: u32,
+        window_ms: u64,
+        now: u64,
+    ) -> u64
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        // A key seen before (the usual case) costs one look-up.
+        if let Some(window) = self.map.get_mut(key) {
+            window.add(by, now);
+            return window.total(window_ms, now);
+        }
+        let window = self.get_or_insert(key, owned, now, || Window::new(window_ms));
+        window.add(by, now);
+        window.total(window_ms, now)
+    }
+}
 
 /// Counts in time buckets: `counts[b % SLOTS]` holds bucket `b` (the bucket
 /// covering `[b * bucket_ms, (b + 1) * bucket_ms)`) for `head - 16 <= b <= head`.

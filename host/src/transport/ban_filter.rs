@@ -354,46 +354,60 @@ pub fn spawn(
 
 fn keep_in_step(guard: &Guard, guarded: &[Guarded], stats: &Stats, stop: &AtomicBool) {
     let mut installed: Vec<IpAddr> = Vec::new();
+    // The generation and first ban end the installed set was made for: the
+    // set is recomputed (a walk over every ban) only when one has moved on.
+    let mut made_for: Option<(u64, Option<u64>)> = None;
     // After a failure to install, the kernel gets no sources any more (and
     // no ban is shown as `in_kernel`): the ban list drops them all.
     let mut failed = false;
     while !stop.load(Ordering::Relaxed) {
         let now = crate::now_ms();
-        let set = guard.kernel_set(now, if failed { 0 } else { MAX_SOURCES });
-        let changed = set.sources != installed;
-        if changed {
-            let mut held = 0;
-            let mut error = None;
-            for g in guarded {
-                match install(g, &set.sources) {
-                    Ok(n) => held = held.max(n),
-                    Err(e) => error = Some(e),
+        let due = made_for.is_none_or(|(generation, end)| {
+            guard.kernel_generation() != generation || end.is_some_and(|end| now >= end)
+        });
+        if due {
+            let set = guard.kernel_set(now, if failed { 0 } else { MAX_SOURCES });
+            if set.sources != installed {
+                let mut held = 0;
+                let mut error = None;
+                for g in guarded {
+                    match install(g, &set.sources) {
+                        Ok(n) => held = held.max(n),
+                        Err(e) => error = Some(e),
+                    }
                 }
+                if let Some(error) = error.filter(|_| !failed) {
+                    failed = true;
+                    made_for = None;
+                    tracing::warn!(%error, "cannot install the kernel ban filter; banned sources are dropped after reading");
+                    continue;
+                }
+                tracing::info!(
+                    sources = set.sources.len(),
+                    held,
+                    "kernel ban filter updated"
+                );
+                // One last read of the counter after the filter emptied.
+                stats
+                    .udp_kernel_drops
+                    .store(kernel_drops(guarded), Ordering::Relaxed);
             }
-            if let Some(error) = error.filter(|_| !failed) {
-                failed = true;
-                tracing::warn!(%error, "cannot install the kernel ban filter; banned sources are dropped after reading");
-                continue;
-            }
-            tracing::info!(
-                sources = set.sources.len(),
-                held,
-                "kernel ban filter updated"
-            );
+            guard.kernel_applied(set.generation);
+            made_for = Some((set.generation, set.next_end_ms));
+            installed = set.sources;
         }
-        guard.kernel_applied(set.generation);
         // The counter moves only while the filter holds sources (or the
         // buffer overflows, a flood itself): an idle gateway skips the read.
-        if changed || !set.sources.is_empty() {
+        if !installed.is_empty() {
             stats
                 .udp_kernel_drops
                 .store(kernel_drops(guarded), Ordering::Relaxed);
         }
-        installed = set.sources;
-        let wait = set.next_end_ms.map_or(POLL, |end| {
+        let (generation, end) = made_for.unwrap_or_default();
+        let wait = end.map_or(POLL, |end| {
             Duration::from_millis(end.saturating_sub(now)).min(POLL)
         });
-        guard.kernel_wait(set.generation, wait);
+        guard.kernel_wait(generation, wait);
     }
 }
 
