@@ -409,6 +409,7 @@ impl Guard {
 /// counters: an IPv4 address itself, an IPv6 address's first
 /// `ipv6_prefix_len` bits (1-128) (an IPv4-mapped IPv6 address counts as
 /// IPv4).
+#[inline]
 pub fn source_key(ip: IpAddr, ipv6_prefix_len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,

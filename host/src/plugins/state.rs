@@ -462,6 +462,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<K: std::hash::Hash + Eq> Shard<K, Window> {
     /// Adds `by` to `key`'s window (made if absent); returns its total over
     /// the last `window_ms`.
+    #[inline]
     fn add<Q>(
         &mut self,
         key: &Q,
