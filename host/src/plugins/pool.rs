@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::runtime::Instance;
+use super::runtime::{lock, Instance};
 
 /// The instances of one plugin no thread holds.
 pub(super) struct Pool {
@@ -119,12 +119,12 @@ impl Pool {
             Some(found) => found,
             None => (None, self.calls.fetch_add(1, Ordering::Relaxed)),
         };
-        (instance.or_else(|| self.lock().pop()), call)
+        (instance.or_else(|| lock(&self.idle).pop()), call)
     }
 
     /// Calls made so far.
     pub fn calls(&self) -> u64 {
-        let threads = self.thread_calls.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = lock(&self.thread_calls);
         self.calls.load(Ordering::Relaxed)
             + threads
                 .iter()
@@ -147,10 +147,7 @@ impl Pool {
                 Some(_) => Some(instance),
                 None => {
                     let calls = Arc::new(AtomicU64::new(0));
-                    self.thread_calls
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(calls.clone());
+                    lock(&self.thread_calls).push(calls.clone());
                     slots.0.push(Slot {
                         pool: Arc::downgrade(self),
                         generation,
@@ -171,14 +168,14 @@ impl Pool {
 
     /// The instance created with the plugin, for the first caller.
     pub fn seed(&self, instance: Box<Instance>) {
-        self.lock().push(instance);
+        lock(&self.idle).push(instance);
     }
 
     fn put_idle(&self, generation: u64, instance: Box<Instance>) {
         if generation != self.generation.load(Ordering::Relaxed) {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = lock(&self.idle);
         if idle.len() < self.max_idle {
             idle.push(instance);
         }
@@ -187,17 +184,12 @@ impl Pool {
     /// Restart from scratch: every instance, held or idle, is dropped.
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
-        let drained = std::mem::take(&mut *self.lock());
+        let drained = std::mem::take(&mut *lock(&self.idle));
         drop(drained);
     }
 
     /// Instances in the shared list (threads' slots not included).
     pub fn idle(&self) -> usize {
-        self.lock().len()
-    }
-
-    #[allow(clippy::vec_box)]
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<Instance>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.idle).len()
     }
 }

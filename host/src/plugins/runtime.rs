@@ -257,7 +257,9 @@ fn check_magic(plugin: &str, bytes: &[u8]) -> Result<(), PluginError> {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, going on past a poisoned lock: what it guards are plain
+/// counts and ready instances, still usable after a panic elsewhere.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -511,13 +513,13 @@ impl Plugin {
         }
         match result {
             Ok(Ok(answer)) => {
-                self.give_back(instance);
+                self.pool.put(instance);
                 self.health.succeeded();
                 Some(answer)
             }
             Ok(Err(unusable)) => {
                 // The guest is fine; its answer is not.
-                self.give_back(instance);
+                self.pool.put(instance);
                 self.counters.bad_answers.fetch_add(1, Ordering::Relaxed);
                 self.failed(hook, Failure::BadAnswer(unusable));
                 None
@@ -537,10 +539,6 @@ impl Plugin {
                 None
             }
         }
-    }
-
-    fn give_back(&self, instance: Box<Instance>) {
-        self.pool.put(instance);
     }
 
     fn failed(&self, hook: &'static str, failure: Failure) {
