@@ -41,7 +41,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -146,8 +146,6 @@ pub(crate) enum NcStatus {
 }
 
 const SHARDS: usize = 16;
-/// Sweep a shard for expired entries after this many new entries in it.
-const SWEEP_EVERY: u32 = 256;
 /// Default cap on tracked nonces, about 20 MB at worst. Each entry stands for
 /// a successful authentication within one nonce lifetime.
 pub(crate) const DEFAULT_MAX_TRACKED: usize = 1 << 18;
@@ -155,10 +153,14 @@ pub(crate) const DEFAULT_MAX_TRACKED: usize = 1 << 18;
 #[derive(Default)]
 struct Shard {
     /// Nonce -> highest nc accepted. The issue time is in the key.
-    seen: HashMap<[u8; NONCE_LEN], u32>,
+    /// foldhash: the keys carry a MAC, so nobody can choose colliding ones.
+    seen: HashMap<[u8; NONCE_LEN], u32, foldhash::fast::RandomState>,
+    /// The keys of `seen` in the order they came in, oldest first. Nonces
+    /// are used moments after they are issued, so this is close to issue
+    /// order: expiry and eviction take from the front, never scan the shard.
+    order: VecDeque<[u8; NONCE_LEN]>,
     /// Nonces issued at or before this time may have been evicted.
     floor_ms: Option<u64>,
-    inserts_since_sweep: u32,
 }
 
 impl Shard {
@@ -171,25 +173,48 @@ impl Shard {
         }
     }
 
+    /// Drops expired entries from the front. One that came in late with an
+    /// old nonce waits behind younger ones: it costs memory for a while,
+    /// never correctness, as its nonce is stale by then anyway.
     fn sweep(&mut self, now_ms: u64, lifetime_ms: u64) {
-        self.inserts_since_sweep = 0;
         // Only nonces past their lifetime go: a future-dated one may become
         // valid again if the clock moves forward, so its entry must stay.
-        self.seen
-            .retain(|bytes, _| now_ms.saturating_sub(issued_ms(bytes)) <= lifetime_ms);
+        while let Some(front) = self.order.front() {
+            if now_ms.saturating_sub(issued_ms(front)) <= lifetime_ms {
+                break;
+            }
+            self.seen.remove(front);
+            self.order.pop_front();
+        }
     }
 
     /// Drops the oldest eighth of the shard (at least one entry) and raises
-    /// the floor to cover them. Amortized, this is O(1) scans per insert.
+    /// the floor to cover them.
     fn evict_oldest(&mut self) {
-        let mut times: Vec<u64> = self.seen.keys().map(issued_ms).collect();
-        if times.is_empty() {
-            return;
+        let k = (self.order.len() / 8).max(1);
+        let mut newest_evicted = None;
+        for bytes in self.order.drain(..k.min(self.order.len())) {
+            self.seen.remove(&bytes);
+            newest_evicted = newest_evicted.max(Some(issued_ms(&bytes)));
         }
-        let k = times.len() / 8;
-        let (_, &mut cutoff, _) = times.select_nth_unstable(k);
-        self.seen.retain(|bytes, _| issued_ms(bytes) > cutoff);
-        self.floor_ms = Some(self.floor_ms.map_or(cutoff, |f| f.max(cutoff)));
+        if let Some(cutoff) = newest_evicted {
+            self.floor_ms = Some(self.floor_ms.map_or(cutoff, |f| f.max(cutoff)));
+        }
+    }
+
+    fn insert(&mut self, bytes: [u8; NONCE_LEN], nc: u32) {
+        if self.seen.insert(bytes, nc).is_none() {
+            self.order.push_back(bytes);
+        }
+    }
+
+    /// Gives memory back after a burst, but not so eagerly that a steady
+    /// load keeps shrinking and regrowing the table.
+    fn shrink(&mut self) {
+        if self.seen.capacity() > 4 * self.seen.len().max(1024) {
+            self.seen.shrink_to_fit();
+            self.order.shrink_to_fit();
+        }
     }
 }
 
@@ -229,7 +254,7 @@ impl NcTable {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             shard.sweep(now_ms, lifetime_ms);
-            shard.seen.shrink_to_fit();
+            shard.shrink();
         }
     }
 
@@ -255,10 +280,7 @@ impl NcTable {
             return status;
         }
         if !shard.seen.contains_key(&nonce.bytes) {
-            shard.inserts_since_sweep += 1;
-            if shard.inserts_since_sweep >= SWEEP_EVERY || shard.seen.len() >= self.per_shard_cap {
-                shard.sweep(now_ms, lifetime_ms);
-            }
+            shard.sweep(now_ms, lifetime_ms);
             if shard.seen.len() >= self.per_shard_cap {
                 shard.evict_oldest();
                 // This nonce may be among the oldest: then it is refused
@@ -268,7 +290,7 @@ impl NcTable {
                 }
             }
         }
-        shard.seen.insert(nonce.bytes, nc);
+        shard.insert(nonce.bytes, nc);
         NcStatus::Fresh
     }
 
@@ -405,11 +427,39 @@ mod tests {
     fn expired_entries_swept() {
         let k = key();
         let t = NcTable::new(1 << 20);
-        for i in 0..(SWEEP_EVERY as u64 * SHARDS as u64 * 2) {
+        for i in 0..10_000 {
             t.record(&issued(&k, i), 1, i, 10);
         }
-        // Each shard swept at least once, keeping only the last ~10 ms.
-        assert!(t.len() < SWEEP_EVERY as usize * SHARDS, "{}", t.len());
+        // Each shard sweeps as it takes a new entry: what is left is the
+        // last 10 ms of each shard's own inserts...
+        assert!(t.len() <= 11 * SHARDS, "{}", t.len());
+        // ...and the periodic purge brings every shard up to date.
+        t.purge(9_999, 10);
+        assert_eq!(t.len(), 11);
+    }
+
+    #[test]
+    fn nonces_used_out_of_issue_order_never_reopen_replay_when_evicted() {
+        // Eviction takes entries in the order they came in; here that is far
+        // from issue order (pairs of old and new nonces interleaved).
+        let k = key();
+        let cap = SHARDS * 8;
+        let t = NcTable::new(cap);
+        let lifetime = u64::MAX / 4;
+        let n = cap as u64 * 4;
+        let order = (0..n / 2).flat_map(|i| [i, n - 1 - i]);
+        let nonces: Vec<Issued> = order.map(|i| issued(&k, i)).collect();
+        let mut accepted = Vec::new();
+        for nonce in &nonces {
+            if t.record(nonce, 1, 0, lifetime) == NcStatus::Fresh {
+                accepted.push(*nonce);
+            }
+            assert!(t.len() <= cap);
+        }
+        assert!(accepted.len() > cap);
+        for nonce in &accepted {
+            assert_ne!(t.record(nonce, 1, 0, lifetime), NcStatus::Fresh);
+        }
     }
 
     #[test]
