@@ -21,7 +21,7 @@ mod voicemails;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::oneshot;
@@ -267,17 +267,17 @@ fn writer_loop(
     while let Ok(first) = jobs.recv() {
         batch.push(first);
         // Gather what arrives within the commit delay into the same commit.
-        let deadline = Instant::now() + commit_delay;
+        // Sleeping through it, rather than waiting on the queue, means the
+        // jobs queued meanwhile wake nobody: one wake-up per commit group,
+        // not one per job (each costs the sender a system call and this
+        // thread a context switch).
+        if !commit_delay.is_zero() {
+            thread::sleep(commit_delay);
+        }
         while batch.len() < batch_max {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let next = if wait.is_zero() {
-                jobs.try_recv().ok()
-            } else {
-                jobs.recv_timeout(wait).ok()
-            };
-            match next {
-                Some(job) => batch.push(job),
-                None => break,
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
         let result = apply(&mut conn, &batch).map_err(|e| e.to_string());
