@@ -256,8 +256,8 @@ impl Core {
             }
             return;
         }
-        mark_received(&mut request, &source);
-        let Some(key) = Key::of(&request) else {
+        let top_via = mark_received(&mut request, &source);
+        let Some(key) = top_via.and_then(|via| Key::with_top_via(&request, &via)) else {
             self.answer_stateless(&request, 400, "Malformed Via", &source);
             return;
         };
@@ -833,16 +833,12 @@ fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
 /// Adds `received` and fills `rport` in the top Via (RFC 3261 18.2.1, RFC 3581),
 /// so the response records where the request really came from. Responses
 /// always go back to that address, never to one written in a header.
-fn mark_received(request: &mut Message, source: &Source) {
-    let Some(first_line) = request.headers.get("Via") else {
-        return;
-    };
-    let Ok(mut vias) = crate::sip::Via::parse_list(first_line) else {
-        return;
-    };
-    let Some(top) = vias.first_mut() else {
-        return;
-    };
+/// Returns the top Via as marked (None if the Via does not parse), so the
+/// transaction key is taken from it without parsing the header again.
+fn mark_received(request: &mut Message, source: &Source) -> Option<crate::sip::Via> {
+    let first_line = request.headers.get("Via")?;
+    let mut vias = crate::sip::Via::parse_list(first_line).ok()?;
+    let top = vias.first_mut()?;
     let ip = source.addr.ip();
     let sent_by_is_source = match &top.host {
         crate::sip::Host::Ip(addr) => *addr == ip,
@@ -850,7 +846,7 @@ fn mark_received(request: &mut Message, source: &Source) {
     };
     let wants_rport = top.param("rport").is_some();
     if sent_by_is_source && !wants_rport {
-        return;
+        return vias.into_iter().next();
     }
     // RFC 3261 received= carries a bare IPv6 address (no brackets).
     top.set_param("received", Some(ip.to_string()));
@@ -863,6 +859,7 @@ fn mark_received(request: &mut Message, source: &Source) {
         .collect::<Vec<_>>()
         .join(", ");
     request.headers.replace_first("Via", rewritten);
+    vias.into_iter().next()
 }
 
 /// A fresh To tag (RFC 3261 19.3: at least 32 bits of randomness).

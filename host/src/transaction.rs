@@ -35,7 +35,11 @@ pub struct Key {
 impl Key {
     /// The key of a request, or None if it lacks the headers needed.
     pub fn of(request: &Message) -> Option<Key> {
-        let via = request.top_via().ok()?;
+        Key::with_top_via(request, &request.top_via().ok()?)
+    }
+
+    /// The key of a request whose top Via is already parsed.
+    pub fn with_top_via(request: &Message, via: &crate::sip::Via) -> Option<Key> {
         let method = match request.method()? {
             Method::Ack => Method::Invite,
             m => m.clone(),
