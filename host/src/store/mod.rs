@@ -748,7 +748,15 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
+        let expiry_index: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'bindings_expiry'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(expiry_index, 0, "version 6 drops the expiry index");
         assert_eq!(
             load_bindings(&reader, 0).unwrap(),
             vec![binding("a", 10_000)]

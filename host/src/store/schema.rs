@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
@@ -97,13 +97,21 @@ CREATE TABLE IF NOT EXISTS voicemails (
 CREATE INDEX IF NOT EXISTS voicemails_mailbox ON voicemails (tenant, mailbox, received_ms);
 ";
 
+/// Version 6: no index on a binding's expiry. Every REGISTER rewrites its
+/// binding, so the index cost a second b-tree update (and WAL pages) per
+/// registration; the only query it served is the periodic purge, which
+/// scans the table instead (100,000 bindings: milliseconds, every
+/// `storage.purge_interval_ms`).
+const V6: &str = "DROP INDEX IF EXISTS bindings_expiry;";
+
 /// Every migration: the version it brings the database to, and its SQL.
-const MIGRATIONS: [(i64, &[&str]); 5] = [
+const MIGRATIONS: [(i64, &[&str]); 6] = [
     (1, &[V1]),
     (2, &[V2]),
     (3, &[V3]),
     (4, &[V4]),
     (5, &[V5, crate::mail::MAIL_QUEUE_DDL]),
+    (6, &[V6]),
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one version at a time.
