@@ -12,7 +12,8 @@
 //! timer per transaction: every transaction of one kind lives equally long, so
 //! each kind's queue is already in deadline order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -116,10 +117,94 @@ pub struct Transactions {
 struct Table {
     /// foldhash: fast, and seeded per process, so chosen branches cannot
     /// force collisions.
-    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
-    /// (deadline, key) of finished transactions, one queue per linger time
-    /// (non-INVITE, INVITE), so each queue is in deadline order.
-    expiry: [VecDeque<(Instant, Key)>; 2],
+    hasher: foldhash::fast::RandomState,
+    /// Each slot keeps its key's hash, so growing the table and expiring a
+    /// slot never hash a key again.
+    slots: hashbrown::HashTable<Slot>,
+    /// Finished transactions, one queue per linger time (non-INVITE,
+    /// INVITE), so each queue is in deadline order. A queue names its slot by
+    /// hash and serial: no copy of the key, and it can only ever remove the
+    /// very transaction it was queued for.
+    expiry: [VecDeque<Expiry>; 2],
+    /// Serial of the next slot.
+    next_serial: u64,
+}
+
+struct Slot {
+    hash: u64,
+    serial: u64,
+    key: Key,
+    entry: Entry,
+}
+
+struct Expiry {
+    deadline: Instant,
+    hash: u64,
+    serial: u64,
+}
+
+impl Table {
+    fn find_mut(&mut self, key: &Key) -> Option<&mut Slot> {
+        let hash = self.hasher.hash_one(key);
+        self.slots
+            .find_mut(hash, |s| s.hash == hash && s.key == *key)
+    }
+
+    fn find(&self, key: &Key) -> Option<&Slot> {
+        let hash = self.hasher.hash_one(key);
+        self.slots.find(hash, |s| s.hash == hash && s.key == *key)
+    }
+
+    fn insert(&mut self, key: &Key, entry: Entry) {
+        let hash = self.hasher.hash_one(key);
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let slot = Slot {
+            hash,
+            serial,
+            key: key.clone(),
+            entry,
+        };
+        self.slots.insert_unique(hash, slot, |s| s.hash);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let hash = self.hasher.hash_one(key);
+        if let Ok(found) = self
+            .slots
+            .find_entry(hash, |s| s.hash == hash && s.key == *key)
+        {
+            found.remove();
+        }
+    }
+
+    /// Queues the transaction `key` (if it is in the table) to end at `deadline`.
+    fn expire_at(&mut self, key: &Key, deadline: Instant) {
+        let Some(slot) = self.find_mut(key) else {
+            return;
+        };
+        let (hash, serial) = (slot.hash, slot.serial);
+        self.expiry[queue(&key.method)].push_back(Expiry {
+            deadline,
+            hash,
+            serial,
+        });
+    }
+
+    /// Removes the transactions whose deadline has come; returns how many.
+    fn remove_expired(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        for queue in &mut self.expiry {
+            while queue.front().is_some_and(|e| e.deadline <= now) {
+                let Expiry { hash, serial, .. } = queue.pop_front().expect("front exists");
+                if let Ok(found) = self.slots.find_entry(hash, |s| s.serial == serial) {
+                    found.remove();
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
 }
 
 /// Index into `Table::expiry`.
@@ -140,7 +225,7 @@ impl Transactions {
     /// Matches a request against the table, creating a transaction if new.
     pub fn incoming(&self, key: &Key, is_ack: bool) -> Incoming {
         let mut table = self.table.lock().unwrap();
-        match table.entries.get_mut(key) {
+        match table.find_mut(key).map(|slot| &mut slot.entry) {
             // The ACK of a 2xx is a request of its own, end to end (RFC 3261
             // 17.2.3): a UA that reuses the INVITE's branch must not have it
             // swallowed here.
@@ -153,8 +238,8 @@ impl Transactions {
             Some(entry) => Incoming::Retransmission(entry.last_response.clone()),
             None if is_ack => Incoming::StrayAck,
             None => {
-                table.entries.insert(
-                    key.clone(),
+                table.insert(
+                    key,
                     Entry {
                         last_response: None,
                         last_code: 0,
@@ -182,7 +267,7 @@ impl Transactions {
         let reliable = to.transport.is_reliable();
         let generation = {
             let mut table = self.table.lock().unwrap();
-            let Some(entry) = table.entries.get_mut(key) else {
+            let Some(entry) = table.find_mut(key).map(|slot| &mut slot.entry) else {
                 drop(table);
                 out.send(to, response);
                 return;
@@ -202,10 +287,9 @@ impl Transactions {
                     (_, true) => 64 * self.timers.t1,
                 };
                 if linger.is_zero() {
-                    table.entries.remove(key);
+                    table.remove(key);
                 } else {
-                    table.expiry[queue(&key.method)]
-                        .push_back((Instant::now() + linger, key.clone()));
+                    table.expire_at(key, Instant::now() + linger);
                 }
             }
             generation
@@ -234,10 +318,10 @@ impl Transactions {
     pub fn finish_silently(&self, key: &Key, reliable: bool) {
         let mut table = self.table.lock().unwrap();
         if reliable {
-            table.entries.remove(key);
+            table.remove(key);
         } else {
             let deadline = Instant::now() + self.timers.j;
-            table.expiry[queue(&key.method)].push_back((deadline, key.clone()));
+            table.expire_at(key, deadline);
         }
     }
 
@@ -261,7 +345,7 @@ impl Transactions {
                 }
                 let still_waiting = {
                     let table = this.table.lock().unwrap();
-                    matches!(table.entries.get(&key),
+                    matches!(table.find(&key).map(|slot| &slot.entry),
                         Some(e) if e.generation == generation && !e.confirmed)
                 };
                 if !still_waiting {
@@ -277,19 +361,10 @@ impl Transactions {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut table = self.table.lock().unwrap();
-        let table = &mut *table;
-        let mut removed = 0;
-        for expiry in &mut table.expiry {
-            while expiry.front().is_some_and(|(deadline, _)| *deadline <= now) {
-                let (_, key) = expiry.pop_front().expect("front exists");
-                if table.entries.remove(&key).is_some() {
-                    removed += 1;
-                }
-            }
-        }
+        let removed = table.remove_expired(now);
         // Give memory back after a burst: the table only ever grows otherwise.
-        if table.entries.capacity() > 4096 && table.entries.len() < table.entries.capacity() / 4 {
-            table.entries.shrink_to_fit();
+        if table.slots.capacity() > 4096 && table.slots.len() < table.slots.capacity() / 4 {
+            table.slots.shrink_to_fit(|s| s.hash);
             for expiry in &mut table.expiry {
                 expiry.shrink_to_fit();
             }
@@ -310,7 +385,7 @@ impl Transactions {
     }
 
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap().entries.len()
+        self.table.lock().unwrap().slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
