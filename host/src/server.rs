@@ -836,9 +836,8 @@ fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
 /// Returns the top Via as marked (None if the Via does not parse), so the
 /// transaction key is taken from it without parsing the header again.
 fn mark_received(request: &mut Message, source: &Source) -> Option<crate::sip::Via> {
-    let first_line = request.headers.get("Via")?;
-    let mut vias = crate::sip::Via::parse_list(first_line).ok()?;
-    let top = vias.first_mut()?;
+    let line = request.headers.get("Via")?;
+    let (mut top, rest) = crate::sip::Via::parse_top(line).ok()?;
     let ip = source.addr.ip();
     let sent_by_is_source = match &top.host {
         crate::sip::Host::Ip(addr) => *addr == ip,
@@ -846,20 +845,18 @@ fn mark_received(request: &mut Message, source: &Source) -> Option<crate::sip::V
     };
     let wants_rport = top.param("rport").is_some();
     if sent_by_is_source && !wants_rport {
-        return vias.into_iter().next();
+        return Some(top);
     }
     // RFC 3261 received= carries a bare IPv6 address (no brackets).
     top.set_param("received", Some(ip.to_string()));
     if wants_rport {
         top.set_param("rport", Some(source.addr.port().to_string()));
     }
-    let rewritten = vias
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    // Only the top Via is written anew; the others stay as they came.
+    let mut rewritten = top.to_string();
+    rewritten.push_str(rest);
     request.headers.replace_first("Via", rewritten);
-    vias.into_iter().next()
+    Some(top)
 }
 
 /// A fresh To tag (RFC 3261 19.3: at least 32 bits of randomness).

@@ -436,6 +436,24 @@ impl Via {
         Ok(out)
     }
 
+    /// The first Via of one Via header line, and the rest of the line after
+    /// it (from its comma on; "" when it is alone), so that the top Via can be
+    /// rewritten (`received`, `rport`) without touching the others.
+    pub fn parse_top(line: &str) -> Result<(Via, &str), ParseError> {
+        // Items come in order from the start of the line, each but the last
+        // followed by its comma; empty ones are skipped, as in `parse_list`.
+        let mut end = 0;
+        for item in SplitOutside::new(line, b',', true) {
+            if trim_ws(item).is_empty() {
+                end += item.len() + 1;
+                continue;
+            }
+            let via = parse_via(item).ok_or_else(|| ParseError::new("Malformed Via"))?;
+            return Ok((via, &line[end + item.len()..]));
+        }
+        Err(ParseError::new("Malformed Via"))
+    }
+
     /// The `branch` parameter (RFC 3261 8.1.1.7).
     pub fn branch(&self) -> Option<&str> {
         self.param("branch").flatten()
@@ -768,6 +786,32 @@ mod tests {
         ] {
             assert!(NameAddr::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_top_via_comes_apart_from_the_rest_of_its_line() {
+        let line =
+            "SIP/2.0/UDP a.example;branch=z9hG4bK1;rport ,SIP/2.0/TCP b.example;branch=\"x,y\"";
+        let (top, rest) = Via::parse_top(line).unwrap();
+        assert_eq!(top.host, Host::Domain("a.example".into()));
+        assert_eq!(top.branch(), Some("z9hG4bK1"));
+        assert_eq!(rest, ",SIP/2.0/TCP b.example;branch=\"x,y\"");
+        // What the rest holds still parses as before.
+        let mut joined = top.to_string();
+        joined.push_str(rest);
+        assert_eq!(
+            Via::parse_list(&joined).unwrap(),
+            Via::parse_list(line).unwrap()
+        );
+        let (alone, rest) = Via::parse_top("SIP/2.0/UDP [::1]:5060;branch=z9hG4bK2").unwrap();
+        assert_eq!(alone.port, Some(5060));
+        assert_eq!(rest, "");
+        // Empty items are skipped, as parse_list does.
+        let (top, rest) = Via::parse_top(" , SIP/2.0/UDP a.example,").unwrap();
+        assert_eq!(top.host, Host::Domain("a.example".into()));
+        assert_eq!(rest, ",");
+        assert!(Via::parse_top("").is_err());
+        assert!(Via::parse_top(" , ").is_err());
     }
 
     #[test]
