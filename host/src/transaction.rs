@@ -457,6 +457,41 @@ mod tests {
         }
     }
 
+    fn fresh() -> Entry {
+        Entry {
+            last_response: None,
+            last_code: 0,
+            confirmed: false,
+            generation: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expiry_removes_only_the_transaction_it_was_queued_for() {
+        let mut table = Table::default();
+        let k = key(Method::Register);
+        let other = Key {
+            branch: "z9hG4bKother".into(),
+            ..key(Method::Register)
+        };
+        let now = Instant::now();
+        table.insert(&k, fresh());
+        table.insert(&other, fresh());
+        table.expire_at(&k, now);
+        // The transaction ends early (as over TCP) and one with the same key
+        // starts again: the old expiry must not take the new one.
+        table.remove(&k);
+        table.insert(&k, fresh());
+        assert_eq!(table.remove_expired(now), 0);
+        assert!(table.find(&k).is_some());
+        // Its own expiry does take it, and nothing else.
+        table.expire_at(&k, now + Duration::from_millis(1));
+        assert_eq!(table.remove_expired(now), 0, "not due yet");
+        assert_eq!(table.remove_expired(now + Duration::from_millis(1)), 1);
+        assert!(table.find(&k).is_none());
+        assert!(table.find(&other).is_some());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn invite_final_response_is_retransmitted_with_timer_g_until_ack() {
         let tx = Transactions::new(timers());
