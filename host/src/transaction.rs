@@ -34,7 +34,9 @@ pub struct Key {
 }
 
 impl Key {
-    /// The key of a request, or None if it lacks the headers needed.
+    /// The key of a request, or None if it lacks the headers needed. (The
+    /// message path takes it from the top Via `mark_received` parsed.)
+    #[cfg(test)]
     pub fn of(request: &Message) -> Option<Key> {
         Key::with_top_via(request, &request.top_via().ok()?)
     }
@@ -130,77 +132,77 @@ struct Table {
     next_serial: u64,
 }
 
-struct Slot {
+/// Names one transaction of the table for as long as it lives: its key's
+/// hash, and a serial no later transaction with the same key shares.
+#[derive(Clone, Copy)]
+struct SlotId {
     hash: u64,
     serial: u64,
+}
+
+struct Slot {
+    id: SlotId,
     key: Key,
     entry: Entry,
 }
 
 struct Expiry {
     deadline: Instant,
-    hash: u64,
-    serial: u64,
+    id: SlotId,
 }
 
 impl Table {
     fn find_mut(&mut self, key: &Key) -> Option<&mut Slot> {
         let hash = self.hasher.hash_one(key);
         self.slots
-            .find_mut(hash, |s| s.hash == hash && s.key == *key)
+            .find_mut(hash, |s| s.id.hash == hash && s.key == *key)
     }
 
     fn find(&self, key: &Key) -> Option<&Slot> {
         let hash = self.hasher.hash_one(key);
-        self.slots.find(hash, |s| s.hash == hash && s.key == *key)
+        self.slots
+            .find(hash, |s| s.id.hash == hash && s.key == *key)
     }
 
     fn insert(&mut self, key: &Key, entry: Entry) {
         let hash = self.hasher.hash_one(key);
-        let serial = self.next_serial;
+        let id = SlotId {
+            hash,
+            serial: self.next_serial,
+        };
         self.next_serial += 1;
         let slot = Slot {
-            hash,
-            serial,
+            id,
             key: key.clone(),
             entry,
         };
-        self.slots.insert_unique(hash, slot, |s| s.hash);
+        self.slots.insert_unique(hash, slot, |s| s.id.hash);
     }
 
-    fn remove(&mut self, key: &Key) {
-        let hash = self.hasher.hash_one(key);
-        if let Ok(found) = self
-            .slots
-            .find_entry(hash, |s| s.hash == hash && s.key == *key)
-        {
-            found.remove();
+    /// Ends the transaction `id` now; false if it has already ended.
+    fn remove(&mut self, id: SlotId) -> bool {
+        match self.slots.find_entry(id.hash, |s| s.id.serial == id.serial) {
+            Ok(found) => {
+                found.remove();
+                true
+            }
+            Err(_) => false,
         }
     }
 
-    /// Queues the transaction `key` (if it is in the table) to end at `deadline`.
-    fn expire_at(&mut self, key: &Key, deadline: Instant) {
-        let Some(slot) = self.find_mut(key) else {
-            return;
-        };
-        let (hash, serial) = (slot.hash, slot.serial);
-        self.expiry[queue(&key.method)].push_back(Expiry {
-            deadline,
-            hash,
-            serial,
-        });
+    /// Queues the transaction `id` (of `method`) to end at `deadline`.
+    fn expire(&mut self, id: SlotId, method: &Method, deadline: Instant) {
+        self.expiry[queue(method)].push_back(Expiry { deadline, id });
     }
 
     /// Removes the transactions whose deadline has come; returns how many.
     fn remove_expired(&mut self, now: Instant) -> usize {
         let mut removed = 0;
-        for queue in &mut self.expiry {
-            while queue.front().is_some_and(|e| e.deadline <= now) {
-                let Expiry { hash, serial, .. } = queue.pop_front().expect("front exists");
-                if let Ok(found) = self.slots.find_entry(hash, |s| s.serial == serial) {
-                    found.remove();
-                    removed += 1;
-                }
+        for q in 0..self.expiry.len() {
+            while let Some(expiry) = self.expiry[q].front().filter(|e| e.deadline <= now) {
+                let id = expiry.id;
+                self.expiry[q].pop_front();
+                removed += usize::from(self.remove(id));
             }
         }
         removed
@@ -267,11 +269,13 @@ impl Transactions {
         let reliable = to.transport.is_reliable();
         let generation = {
             let mut table = self.table.lock().unwrap();
-            let Some(entry) = table.find_mut(key).map(|slot| &mut slot.entry) else {
+            let Some(slot) = table.find_mut(key) else {
                 drop(table);
                 out.send(to, response);
                 return;
             };
+            let id = slot.id;
+            let entry = &mut slot.entry;
             entry.last_response = Some(response.clone());
             entry.last_code = code;
             entry.generation += 1;
@@ -287,9 +291,9 @@ impl Transactions {
                     (_, true) => 64 * self.timers.t1,
                 };
                 if linger.is_zero() {
-                    table.remove(key);
+                    table.remove(id);
                 } else {
-                    table.expire_at(key, Instant::now() + linger);
+                    table.expire(id, &key.method, Instant::now() + linger);
                 }
             }
             generation
@@ -317,11 +321,14 @@ impl Transactions {
     /// absorbed silently instead of running the plugins again.
     pub fn finish_silently(&self, key: &Key, reliable: bool) {
         let mut table = self.table.lock().unwrap();
+        let Some(id) = table.find(key).map(|slot| slot.id) else {
+            return;
+        };
         if reliable {
-            table.remove(key);
+            table.remove(id);
         } else {
             let deadline = Instant::now() + self.timers.j;
-            table.expire_at(key, deadline);
+            table.expire(id, &key.method, deadline);
         }
     }
 
@@ -364,7 +371,7 @@ impl Transactions {
         let removed = table.remove_expired(now);
         // Give memory back after a burst: the table only ever grows otherwise.
         if table.slots.capacity() > 4096 && table.slots.len() < table.slots.capacity() / 4 {
-            table.slots.shrink_to_fit(|s| s.hash);
+            table.slots.shrink_to_fit(|s| s.id.hash);
             for expiry in &mut table.expiry {
                 expiry.shrink_to_fit();
             }
@@ -477,15 +484,17 @@ mod tests {
         let now = Instant::now();
         table.insert(&k, fresh());
         table.insert(&other, fresh());
-        table.expire_at(&k, now);
+        let first = table.find(&k).unwrap().id;
+        table.expire(first, &k.method, now);
         // The transaction ends early (as over TCP) and one with the same key
         // starts again: the old expiry must not take the new one.
-        table.remove(&k);
+        assert!(table.remove(first));
         table.insert(&k, fresh());
         assert_eq!(table.remove_expired(now), 0);
         assert!(table.find(&k).is_some());
         // Its own expiry does take it, and nothing else.
-        table.expire_at(&k, now + Duration::from_millis(1));
+        let second = table.find(&k).unwrap().id;
+        table.expire(second, &k.method, now + Duration::from_millis(1));
         assert_eq!(table.remove_expired(now), 0, "not due yet");
         assert_eq!(table.remove_expired(now + Duration::from_millis(1)), 1);
         assert!(table.find(&k).is_none());
