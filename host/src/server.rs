@@ -287,10 +287,9 @@ impl Core {
                 return;
             }
         }
-        let tenant = request.request_uri().and_then(|uri| {
-            let host = uri.host.to_string();
-            self.config.tenant_for_host(host.trim_matches(['[', ']']))
-        });
+        let tenant = request
+            .request_uri()
+            .and_then(|uri| self.config.tenant_for(&uri.host));
         let request = Arc::new(request);
         let trusted = match self.run_chain(&request, tenant, &source, &key) {
             ChainOutcome::Go(Some(extension)) => Some(Trusted::Extension(extension)),
@@ -548,10 +547,9 @@ impl Core {
         let Some(extension) = to.uri.user.clone() else {
             return self.reply(request, 400, "To has no extension").into();
         };
-        let to_host = to.uri.host.to_string();
         let same_tenant = self
             .config
-            .tenant_for_host(to_host.trim_matches(['[', ']']))
+            .tenant_for(&to.uri.host)
             .is_some_and(|t| std::ptr::eq(t, tenant));
         if !same_tenant {
             return self
@@ -645,10 +643,9 @@ impl Core {
         let trusted = Trusted::extension(&trusted);
         // A caller calls within its own tenant: extension 100 of one domain
         // cannot reach another domain's numbers.
-        let from_host = from.uri.host.to_string();
         let same_tenant = self
             .config
-            .tenant_for_host(from_host.trim_matches(['[', ']']))
+            .tenant_for(&from.uri.host)
             .is_some_and(|t| std::ptr::eq(t, tenant));
         if !same_tenant {
             return self
@@ -848,7 +845,7 @@ fn mark_received(request: &mut Message, source: &Source) -> Option<crate::sip::V
         return Some(top);
     }
     // RFC 3261 received= carries a bare IPv6 address (no brackets).
-    top.set_param("received", Some(ip.to_string()));
+    top.set_param("received", Some(crate::sip::ip_text(ip)));
     if wants_rport {
         top.set_param("rport", Some(source.addr.port().to_string()));
     }

@@ -113,17 +113,24 @@ struct Slots {
 
 impl Slots {
     fn set(&mut self, name: &str, value: String) -> Result<(), AuthError> {
-        let (slot, name) = match name.to_ascii_lowercase().as_str() {
-            "username" => (&mut self.username, "username"),
-            "realm" => (&mut self.realm, "realm"),
-            "nonce" => (&mut self.nonce, "nonce"),
-            "uri" => (&mut self.uri, "uri"),
-            "response" => (&mut self.response, "response"),
-            "algorithm" => (&mut self.algorithm, "algorithm"),
-            "qop" => (&mut self.qop, "qop"),
-            "nc" => (&mut self.nc, "nc"),
-            "cnonce" => (&mut self.cnonce, "cnonce"),
-            "opaque" => (&mut self.opaque, "opaque"),
+        // Lower-cased on the stack: no name we use is longer than 9 bytes.
+        let mut buf = [0u8; 9];
+        let Some(lower) = buf.get_mut(..name.len()) else {
+            return Ok(());
+        };
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
+        let (slot, name) = match &*lower {
+            b"username" => (&mut self.username, "username"),
+            b"realm" => (&mut self.realm, "realm"),
+            b"nonce" => (&mut self.nonce, "nonce"),
+            b"uri" => (&mut self.uri, "uri"),
+            b"response" => (&mut self.response, "response"),
+            b"algorithm" => (&mut self.algorithm, "algorithm"),
+            b"qop" => (&mut self.qop, "qop"),
+            b"nc" => (&mut self.nc, "nc"),
+            b"cnonce" => (&mut self.cnonce, "cnonce"),
+            b"opaque" => (&mut self.opaque, "opaque"),
             _ => return Ok(()),
         };
         if slot.is_some() {
@@ -228,26 +235,50 @@ impl<'a> Cursor<'a> {
     }
 
     /// A quoted-string, cursor on the opening quote. `\x` stands for `x`.
-    /// Control characters other than HTAB are refused so they cannot reach
-    /// logs or the user table through a username.
+    /// Control characters other than HTAB (C1 controls included) are refused
+    /// so they cannot reach logs or the user table through a username. Runs
+    /// without escapes are copied whole: this is on every authenticated
+    /// request's path.
     fn quoted(&mut self) -> Result<String, AuthError> {
+        let unterminated = || AuthError::Syntax("unterminated quoted string");
+        let control = || AuthError::Syntax("control character in quoted string");
         self.bump();
+        let rest = self.rest();
+        let bytes = rest.as_bytes();
         let mut out = String::new();
-        loop {
-            let c = match self.bump() {
-                None => return Err(AuthError::Syntax("unterminated quoted string")),
-                Some('"') => return Ok(out),
-                Some('\\') => match self.bump() {
-                    None => return Err(AuthError::Syntax("unterminated quoted string")),
-                    Some(c) => c,
-                },
-                Some(c) => c,
-            };
-            if c.is_control() && c != '\t' {
-                return Err(AuthError::Syntax("control character in quoted string"));
+        // `run` starts the text not yet copied to `out`; `i` is always on a
+        // char boundary.
+        let (mut run, mut i) = (0, 0);
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'"' => {
+                    out.push_str(&rest[run..i]);
+                    self.pos += i + 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    out.push_str(&rest[run..i]);
+                    let c = rest[i + 1..].chars().next().ok_or_else(unterminated)?;
+                    if c.is_control() && c != '\t' {
+                        return Err(control());
+                    }
+                    out.push(c);
+                    i += 1 + c.len_utf8();
+                    run = i;
+                }
+                b'\t' => i += 1,
+                _ if b.is_ascii_control() => return Err(control()),
+                _ if b.is_ascii() => i += 1,
+                _ => {
+                    let c = rest[i..].chars().next().ok_or_else(unterminated)?;
+                    if c.is_control() {
+                        return Err(control());
+                    }
+                    i += c.len_utf8();
+                }
             }
-            out.push(c);
         }
+        Err(unterminated())
     }
 }
 
@@ -388,6 +419,9 @@ mod tests {
             format!("Digest {base}, cnonce=\"ends in backslash\\"),
             format!("Digest {base}, cnonce=\"nul\0\""),
             format!("Digest {base}, cnonce=\"cr\r\nlf\""),
+            format!("Digest {base}, cnonce=\"c1 \u{85} control\""),
+            format!("Digest {base}, cnonce=\"escaped \\\u{1} control\""),
+            format!("Digest {base}, cnonce=\"escaped \\\u{85} control\""),
             format!("Digest {base}, cnonce="),
             format!("Digest {base}, =x"),
             format!("Digest {base}, cnonce"),

@@ -830,6 +830,16 @@ impl Config {
         }
         None
     }
+
+    /// [`Config::tenant_for_host`] for a parsed host, without writing an
+    /// address out: domains and aliases are never IP literals (the config
+    /// refuses them), so an address is always the default tenant's.
+    pub fn tenant_for(&self, host: &crate::sip::Host) -> Option<&Tenant> {
+        match host {
+            crate::sip::Host::Domain(domain) => self.tenant_for_host(domain),
+            crate::sip::Host::Ip(_) => self.default_tenant(),
+        }
+    }
 }
 
 /// An IPv4 or IPv6 address, the latter with or without brackets.

@@ -330,6 +330,30 @@ fn tenant_for_host_routes_by_domain_alias_and_literal() {
 }
 
 #[test]
+fn tenant_for_a_parsed_host_agrees_with_its_text() {
+    for text in [TENANTS, "", "[[tenant]]\ndomain = \"a.example\"\n"] {
+        let c = parse(text);
+        for host in [
+            "a.example",
+            "sip.a.example",
+            "c.example",
+            "localhost",
+            "pbx.lan",
+            "192.0.2.7",
+            "[::1]",
+            "[2001:db8::1]",
+        ] {
+            let parsed = crate::sip::Host::parse(host).unwrap();
+            assert_eq!(
+                c.tenant_for(&parsed).map(|t| t.domain.clone()),
+                served_by(&c, host.trim_matches(['[', ']'])),
+                "{host} with {text:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn tenant_for_host_without_default_tenant() {
     let c = parse(
         r#"

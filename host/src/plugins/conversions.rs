@@ -11,7 +11,7 @@ use super::{
     RouteDecision, Verdict,
 };
 use crate::cdr::{Cdr, Disposition};
-use crate::sip::Method;
+use crate::sip::{ip_text, Method};
 use crate::transport::Transport;
 
 /// Longest reason text kept from a plugin (a SIP reason phrase or a ban's
@@ -148,28 +148,6 @@ pub(super) fn ip_address(ip: IpAddr) -> wit::IpAddress {
             }
         },
     }
-}
-
-/// `ip.to_string()`, without the formatting machinery for IPv4 (every
-/// plugin that reads `source` pays for this).
-pub(super) fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
 }
 
 /// What `on-request` passes with the call, without the User-Agent: built
@@ -363,23 +341,6 @@ mod tests {
             n("2001:db8::7"),
             wit::IpAddress::Ipv6((0x2001_0db8_0000_0000, 7))
         ));
-    }
-
-    #[test]
-    fn ip_text_is_to_string() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "192.0.2.7",
-            "10.100.9.255",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::7",
-            "::ffff:192.0.2.1",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
     }
 
     #[test]

@@ -35,4 +35,4 @@ pub use header::{
 pub use message::{reason_phrase, Message, ParseError, StartLine};
 pub use method::Method;
 pub use text::unquote;
-pub use uri::{Host, Scheme, Uri};
+pub use uri::{ip_text, Host, Scheme, Uri};

@@ -28,9 +28,56 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Domain(d) => f.write_str(d),
-            Host::Ip(IpAddr::V4(a)) => write!(f, "{a}"),
+            Host::Ip(IpAddr::V4(a)) => f.write_str(Ipv4Text::new(*a).as_str()),
             Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]"),
         }
+    }
+}
+
+/// Dotted-quad text of an IPv4 address, written without the formatting
+/// machinery: hosts are written into every Via, key and response.
+pub struct Ipv4Text {
+    buf: [u8; 15],
+    len: usize,
+}
+
+impl Ipv4Text {
+    pub fn new(addr: Ipv4Addr) -> Ipv4Text {
+        let mut text = Ipv4Text {
+            buf: [0; 15],
+            len: 0,
+        };
+        for (i, octet) in addr.octets().into_iter().enumerate() {
+            if i > 0 {
+                text.push(b'.');
+            }
+            if octet >= 100 {
+                text.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                text.push(b'0' + octet / 10 % 10);
+            }
+            text.push(b'0' + octet % 10);
+        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and dots were written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// An address as `received=` and logs write it: IPv6 without brackets.
+pub fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => Ipv4Text::new(a).as_str().to_owned(),
+        IpAddr::V6(a) => a.to_string(),
     }
 }
 
@@ -462,5 +509,24 @@ mod tests {
             "example.com."
         );
         assert!(Host::parse("").is_err());
+    }
+
+    #[test]
+    fn ipv4_text_matches_std_for_every_octet() {
+        for octet in 0..=255u8 {
+            let a = Ipv4Addr::new(octet, 0, 255 - octet, octet / 3);
+            assert_eq!(Ipv4Text::new(a).as_str(), a.to_string());
+            assert_eq!(ip_text(IpAddr::V4(a)), a.to_string());
+        }
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 }
