@@ -5,10 +5,11 @@
 #
 # usage: bench/register_threads.sh LABEL=BINARY [LABEL=BINARY ...]
 #   env: RATE (6000 registrations/s), ROUNDS (2), PORT (5066),
-#        WARMUP (4 s), MEASURE (8 s)
+#        WARMUP (4 s), MEASURE (8 s), CHAIN (0; 1 runs the default chain,
+#        fail-to-ban, as the embedded default config does)
 #
-# Each run starts the build with the kit's 1,000 users and no plugin chain,
-# has SIPp (the kit's reg_auth.xml: REGISTER, 401, REGISTER with digest, 200)
+# Each run starts the build with the kit's 1,000 users and no plugin chain
+# (unless CHAIN=1), has SIPp (the kit's reg_auth.xml: REGISTER, 401, REGISTER with digest, 200)
 # register at RATE, and reads /proc from WARMUP s to WARMUP + MEASURE s (by
 # default past Timer J, so the transaction table is at its steady size; a
 # longer WARMUP lets the nonce-count table fill too). It prints, per
@@ -23,7 +24,12 @@ ROUNDS="${ROUNDS:-2}"
 PORT="${PORT:-5066}"
 WARMUP="${WARMUP:-4}"
 MEASURE="${MEASURE:-8}"
-[[ $# -ge 1 ]] || { sed -n 2,16p "$0"; exit 2; }
+extra=""
+[[ "${CHAIN:-0}" == 1 ]] && extra='[[plugin]]
+name = "fail-to-ban"
+path = "builtin:fail-to-ban"
+grants = ["counter", "kv"]'
+[[ $# -ge 1 ]] || { sed -n 2,18p "$0"; exit 2; }
 command -v sipp >/dev/null || { echo "sipp not installed (apt-get install sip-tester)"; exit 2; }
 hz="$(getconf CLK_TCK)"
 
@@ -41,7 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for spec in "$@"; do
     label="${spec%%=*}"; bin="${spec#*=}"
     work="$(mktemp -d)"
-    "$here/sipfence_bench_config.sh" "$work" "$PORT" "" > "$work/sipfence.toml"
+    "$here/sipfence_bench_config.sh" "$work" "$PORT" "$extra" > "$work/sipfence.toml"
     "$bin" run --config "$work/sipfence.toml" 2> "$work/sipfence.log" &
     pid=$!
     sleep 1

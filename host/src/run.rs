@@ -21,7 +21,7 @@ use crate::guard::Guard;
 use crate::keepalive;
 use crate::mail::service::PluginMailer;
 use crate::mail::{MailQueue, Mailer};
-use crate::plugins::{Chain, PluginEngine, PluginError, SharedState};
+use crate::plugins::{Chain, EngineOptions, PluginEngine, PluginError, SharedState};
 use crate::proxy::Proxy;
 use crate::registrar::location::Location;
 use crate::registrar::Registrar;
@@ -163,7 +163,7 @@ pub async fn run(
     ));
 
     let plugins = Arc::new(Plugins {
-        engine: PluginEngine::new()?,
+        engine: PluginEngine::with_options(EngineOptions::for_plugins(&config.plugins))?,
         state: Arc::new(SharedState::default()),
         config_path,
     });

@@ -86,7 +86,41 @@ pub struct EngineOptions {
     /// about one per thread is enough; more concurrent calls create
     /// instances that are dropped afterwards.
     pub max_idle_instances: usize,
+    /// The epoch's tick while some call's deadline is ahead. A call runs
+    /// at least its timeout and is stopped within one tick after it; each
+    /// tick wakes a thread, which under load costs more than the tick's
+    /// precision is worth (see [`EngineOptions::for_plugins`]).
+    pub tick: Duration,
 }
+
+impl EngineOptions {
+    /// The options for a gateway that runs `plugins`: the tick is half the
+    /// shortest timeout of an enabled plugin, between 1 and
+    /// [`MAX_BUSY_TICK`] (a plugin with a 10 ms timeout is stopped after
+    /// 10-15 ms, and the ticker wakes 200 times a second, not 1,000).
+    pub fn for_plugins(plugins: &[PluginSpec]) -> EngineOptions {
+        let shortest = plugins
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| p.timeout_ms)
+            .min();
+        let tick_ms = shortest.map_or(MAX_BUSY_TICK.as_millis() as u64, |ms| ms / 2);
+        EngineOptions {
+            tick: Duration::from_millis(tick_ms).clamp(Duration::from_millis(1), MAX_BUSY_TICK),
+            ..EngineOptions::default()
+        }
+    }
+
+    /// Ticks to wait for `ms` to pass for sure: the call may start just
+    /// before a tick, so one more.
+    fn ticks(&self, ms: u64) -> u64 {
+        let tick_ms = (self.tick.as_millis() as u64).max(1);
+        ms.div_ceil(tick_ms).saturating_add(1)
+    }
+}
+
+/// The longest busy tick [`EngineOptions::for_plugins`] picks.
+pub const MAX_BUSY_TICK: Duration = Duration::from_millis(5);
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -94,14 +128,15 @@ impl Default for EngineOptions {
         EngineOptions {
             restart: RestartPolicy::default(),
             max_idle_instances: (threads * 2).max(4),
+            tick: Duration::from_millis(1),
         }
     }
 }
 
 /// The wasmtime engine of the process (Cranelift, component model, epoch
 /// interruption). Cheap to clone. A background thread increments the epoch
-/// every millisecond while some call's deadline is still ahead, and backs
-/// off to [`IDLE_TICK`] when none is (see [`tick`]).
+/// every [`EngineOptions::tick`] while some call's deadline is still ahead,
+/// and backs off to [`IDLE_TICK`] when none is (see [`tick`]).
 #[derive(Clone)]
 pub struct PluginEngine(Arc<EngineInner>);
 
@@ -109,7 +144,7 @@ pub struct PluginEngine(Arc<EngineInner>);
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// The epoch as the ticker counts it, and the latest deadline (in the same
-/// ticks) of the calls made so far: the ticker ticks every millisecond until
+/// ticks) of the calls made so far: the ticker ticks every busy tick until
 /// the epoch passes it.
 #[derive(Default)]
 struct Ticks {
@@ -149,10 +184,11 @@ impl PluginEngine {
         let weak = engine.weak();
         let ticks = Arc::new(Ticks::default());
         let ticker = ticks.clone();
+        let busy_tick = options.tick;
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
-                let mut sleep = Duration::from_millis(1);
+                let mut sleep = busy_tick;
                 loop {
                     std::thread::sleep(sleep);
                     match weak.upgrade() {
@@ -161,7 +197,7 @@ impl PluginEngine {
                     }
                     let epoch = ticker.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                     let busy = epoch <= ticker.busy_until.load(Ordering::Relaxed);
-                    sleep = tick(sleep, busy);
+                    sleep = tick(sleep, busy, busy_tick);
                 }
             })
             .map_err(|e| PluginError::Engine {
@@ -225,18 +261,18 @@ impl PluginEngine {
 
 /// A component starts with `\0asm` and the component-model layer; a core
 /// module has version 1, layer 0.
-/// The epoch ticker's next sleep: 1 ms (one epoch tick) while some call's
-/// deadline is still ahead (`busy`), else twice the last, up to
-/// [`IDLE_TICK`].
+/// The epoch ticker's next sleep: `busy_tick` while some call's deadline
+/// is still ahead (`busy`), else twice the last, up to [`IDLE_TICK`].
 ///
 /// Deadlines count ticks, so a call that starts during one of the idle
 /// ticker's long sleeps has its deadline late by at most [`IDLE_TICK`],
-/// never early; from the next tick on, ticks are 1 ms apart until the
-/// deadline passes. In exchange an idle gateway (or one dropping a flood
-/// before any plugin sees it) is not woken a thousand times a second.
-fn tick(last: Duration, busy: bool) -> Duration {
+/// never early; from the next tick on, ticks are `busy_tick` apart until
+/// the deadline passes. In exchange an idle gateway (or one dropping a
+/// flood before any plugin sees it) is not woken hundreds of times a
+/// second.
+fn tick(last: Duration, busy: bool, busy_tick: Duration) -> Duration {
     if busy {
-        Duration::from_millis(1)
+        busy_tick
     } else {
         (last * 2).min(IDLE_TICK)
     }
@@ -282,9 +318,9 @@ pub(super) struct Plugin {
     config_json: String,
     on_error: OnError,
     memory_limit: usize,
-    /// Epoch ticks (ms) a call may run.
+    /// Epoch ticks a call may run.
     deadline_ticks: u64,
-    /// Epoch ticks (ms) instantiation plus `init` may run.
+    /// Epoch ticks instantiation plus `init` may run.
     init_ticks: u64,
     pub on_request: bool,
     pub on_event: bool,
@@ -388,8 +424,8 @@ impl Plugin {
             config_json: spec.config.to_string(),
             on_error: spec.on_error,
             memory_limit: usize::try_from(spec.memory_limit_bytes).unwrap_or(usize::MAX),
-            deadline_ticks: timeout_ms.saturating_add(1),
-            init_ticks: timeout_ms.max(INIT_TIMEOUT_MS).saturating_add(1),
+            deadline_ticks: engine.options().ticks(timeout_ms),
+            init_ticks: engine.options().ticks(timeout_ms.max(INIT_TIMEOUT_MS)),
             on_request: false,
             on_event: false,
             route: false,
@@ -745,10 +781,46 @@ mod tests {
     #[test]
     fn the_epoch_ticker_backs_off_when_idle_and_returns_at_once() {
         let ms = Duration::from_millis;
-        assert_eq!(tick(ms(1), false), ms(2));
-        assert_eq!(tick(ms(32), false), IDLE_TICK);
-        assert_eq!(tick(IDLE_TICK, false), IDLE_TICK);
-        assert_eq!(tick(IDLE_TICK, true), ms(1));
+        assert_eq!(tick(ms(1), false, ms(1)), ms(2));
+        assert_eq!(tick(ms(32), false, ms(1)), IDLE_TICK);
+        assert_eq!(tick(IDLE_TICK, false, ms(5)), IDLE_TICK);
+        assert_eq!(tick(IDLE_TICK, true, ms(1)), ms(1));
+        assert_eq!(tick(IDLE_TICK, true, ms(5)), ms(5));
+    }
+
+    #[test]
+    fn the_busy_tick_is_half_the_shortest_timeout_and_deadlines_never_early() {
+        let spec = |timeout_ms, enabled| PluginSpec {
+            name: "p".into(),
+            source: crate::config::PluginSource::Builtin("fail-to-ban".into()),
+            on_error: OnError::FailClosed,
+            grants: Vec::new(),
+            memory_limit_bytes: 1 << 20,
+            timeout_ms,
+            enabled,
+            config: serde_json::json!({}),
+        };
+        let ms = Duration::from_millis;
+        let tick_for = |specs: &[PluginSpec]| EngineOptions::for_plugins(specs).tick;
+        assert_eq!(tick_for(&[]), MAX_BUSY_TICK);
+        assert_eq!(tick_for(&[spec(10, true)]), ms(5));
+        assert_eq!(tick_for(&[spec(1000, true), spec(4, true)]), ms(2));
+        assert_eq!(tick_for(&[spec(1, true)]), ms(1));
+        assert_eq!(tick_for(&[spec(3, true), spec(1000, false)]), ms(1));
+        assert_eq!(tick_for(&[spec(2, false), spec(1000, true)]), MAX_BUSY_TICK);
+        // A call may start just before a tick: the deadline is one more.
+        for (tick, timeout, ticks) in [(1, 10, 11), (5, 10, 3), (5, 11, 4), (2, 1, 2)] {
+            let options = EngineOptions {
+                tick: ms(tick),
+                ..EngineOptions::default()
+            };
+            assert_eq!(
+                options.ticks(timeout),
+                ticks,
+                "tick {tick} ms, timeout {timeout} ms"
+            );
+            assert!((ticks - 1) * tick >= timeout);
+        }
     }
 
     #[test]

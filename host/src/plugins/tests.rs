@@ -621,6 +621,25 @@ fn infinite_loop_is_stopped_by_the_deadline() {
 }
 
 #[test]
+fn a_coarser_tick_still_never_stops_a_call_before_its_timeout() {
+    // The gateway's engine ticks every half of the shortest timeout.
+    let mut s = spec("looper", &misbehaving());
+    s.timeout_ms = 10;
+    let engine = PluginEngine::with_options(EngineOptions::for_plugins(&[s.clone()])).unwrap();
+    assert_eq!(engine.options().tick, Duration::from_millis(5));
+    let chain = Chain::load(&[s], &engine, Arc::new(SharedState::default())).unwrap();
+    // Twice: a third failure in a row would start the restart backoff.
+    for _ in 0..2 {
+        let started = Instant::now();
+        assert_eq!(chain.on_request(&request(1)).0, Verdict::Drop);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(10), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+    assert_eq!(stats(&chain).timeouts, 2);
+}
+
+#[test]
 fn a_long_call_keeps_the_epoch_ticking_until_its_deadline() {
     // The epoch ticker slows down when no deadline is ahead; a call that
     // runs on must keep it at one tick a millisecond, or a 200-tick
@@ -688,6 +707,7 @@ fn repeated_failures_back_off_and_the_policy_answers_without_entering_the_guest(
             max_backoff: Duration::from_secs(30),
         },
         max_idle_instances: 4,
+        ..EngineOptions::default()
     })
     .unwrap();
     let chain = Chain::load(
