@@ -5,6 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use sipfence::auth::Credentials;
 use sipfence::sip::{frame, Message};
 
 const REGISTER: &[u8] = b"REGISTER sip:registrar.example.com SIP/2.0\r\n\
@@ -46,6 +47,14 @@ fn benches(c: &mut Criterion) {
                 .to_bytes()
                 .len()
         })
+    });
+    // A SIPp-style answer to an MD5 challenge (the nonce is one of ours).
+    let authorization = "Digest username=\"1234\",realm=\"127.0.0.1\",\
+        cnonce=\"6b8b4567\",nc=00000001,qop=auth,uri=\"sip:127.0.0.1:5060\",\
+        nonce=\"AAABmsGwyD2X2mKvGzj9jWzlUq0yQ8C4Fh2ZT6b9Sx0\",\
+        response=\"bdd2ebf8f8c1c7b1c9c8dc3a26a1a5e9\",algorithm=MD5";
+    c.bench_function("register/credentials", |b| {
+        b.iter(|| Credentials::parse(black_box(authorization)).is_ok())
     });
     c.bench_function("register/frame", |b| {
         b.iter(|| frame(black_box(REGISTER), 65536))

@@ -15,10 +15,14 @@ pub struct Entry {
     pub max_contacts: usize,
 }
 
+/// foldhash: looked up twice per request, and its keys come from the
+/// config, so nobody outside can choose colliding ones.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Extensions by tenant key ("" for the default tenant), then by number.
 #[derive(Debug, Default)]
 pub struct Directory {
-    tenants: HashMap<String, HashMap<String, Entry>>,
+    tenants: Map<Map<Entry>>,
 }
 
 impl Directory {
@@ -34,7 +38,7 @@ impl Directory {
     }
 
     pub fn len(&self) -> usize {
-        self.tenants.values().map(HashMap::len).sum()
+        self.tenants.values().map(Map::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

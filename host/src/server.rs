@@ -410,7 +410,7 @@ impl Core {
             source: source.addr,
             transport: source.transport,
             source_verified: source.transport == Transport::Tcp || answered_challenge,
-            auth_user: credentials.map(|c| c.username),
+            auth_user: credentials.map(|c| c.username.into_owned()),
         }
     }
 
@@ -699,11 +699,7 @@ impl Core {
             user,
             source.addr.ip(),
             now,
-            |name| {
-                self.directory
-                    .get(tenant_key, name)
-                    .map(|e| e.secrets.clone())
-            },
+            |name| self.directory.get(tenant_key, name).map(|e| &e.secrets),
         );
         // The digest username is the claimed user unless it did not match
         // (the verifier checks that before anything else), so the header is
@@ -715,7 +711,7 @@ impl Core {
             user: header
                 .filter(|_| mismatch)
                 .and_then(|h| Credentials::parse(h).ok())
-                .map_or_else(|| user.to_owned(), |c| c.username),
+                .map_or_else(|| user.to_owned(), |c| c.username.into_owned()),
             user_agent: request.headers.get("User-Agent").map(str::to_owned),
         };
         let stale = match verdict {

@@ -10,31 +10,34 @@
 //! (RFC 3261 section 7.3.1), so no two components can disagree about which
 //! `username` or `response` counts.
 
+use std::borrow::Cow;
+
 use super::digest::Algorithm;
 use super::AuthError;
 
-/// Digest credentials as the client sent them.
+/// Digest credentials as the client sent them. Values borrow from the
+/// header unless a quoted value had `\` escapes to undo.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub realm: String,
-    pub nonce: String,
-    pub uri: String,
-    pub response: String,
+pub struct Credentials<'a> {
+    pub username: Cow<'a, str>,
+    pub realm: Cow<'a, str>,
+    pub nonce: Cow<'a, str>,
+    pub uri: Cow<'a, str>,
+    pub response: Cow<'a, str>,
     /// MD5 when the parameter is absent (RFC 7616 section 3.3).
     pub algorithm: Algorithm,
-    pub qop: Option<String>,
+    pub qop: Option<Cow<'a, str>>,
     /// Parsed from exactly 8 hex digits (RFC 2617 section 3.2.2 `nc-value`).
     pub nc: Option<u32>,
-    pub cnonce: Option<String>,
-    pub opaque: Option<String>,
+    pub cnonce: Option<Cow<'a, str>>,
+    pub opaque: Option<Cow<'a, str>>,
 }
 
-impl Credentials {
+impl<'a> Credentials<'a> {
     /// Parses `Digest k=v, k="quoted, with \" escapes", ...`. The scheme and
     /// parameter names are case-insensitive; unknown parameters are ignored;
     /// a missing username, realm, nonce, uri or response is an error.
-    pub fn parse(header_value: &str) -> Result<Credentials, AuthError> {
+    pub fn parse(header_value: &'a str) -> Result<Credentials<'a>, AuthError> {
         parse_with_raw_nc(header_value).map(|(creds, _)| creds)
     }
 }
@@ -43,7 +46,7 @@ impl Credentials {
 /// hashed its own spelling (e.g. upper-case hex), so verification must too.
 pub(crate) fn parse_with_raw_nc(
     header_value: &str,
-) -> Result<(Credentials, Option<String>), AuthError> {
+) -> Result<(Credentials<'_>, Option<Cow<'_, str>>), AuthError> {
     let mut cur = Cursor {
         s: header_value,
         pos: 0,
@@ -61,7 +64,7 @@ pub(crate) fn parse_with_raw_nc(
     let mut slots = Slots::default();
     loop {
         // Empty list elements ("a=1,,b=2") are allowed (RFC 7230 section 7).
-        while cur.peek().is_some_and(|c| is_ws(c) || c == ',') {
+        while cur.peek().is_some_and(|b| is_ws(b) || b == b',') {
             cur.bump();
         }
         if cur.at_end() {
@@ -72,23 +75,23 @@ pub(crate) fn parse_with_raw_nc(
             return Err(AuthError::Syntax("expected a parameter name"));
         }
         cur.skip_ws();
-        if cur.peek() != Some('=') {
+        if cur.peek() != Some(b'=') {
             return Err(AuthError::Syntax("expected '=' after a parameter name"));
         }
         cur.bump();
         cur.skip_ws();
-        let value = if cur.peek() == Some('"') {
+        let value = if cur.peek() == Some(b'"') {
             cur.quoted()?
         } else {
             let v = cur.bare_value();
             if v.is_empty() {
                 return Err(AuthError::Syntax("expected a parameter value"));
             }
-            v.to_owned()
+            Cow::Borrowed(v)
         };
         cur.skip_ws();
         match cur.peek() {
-            None | Some(',') => {}
+            None | Some(b',') => {}
             Some(_) => return Err(AuthError::Syntax("expected ',' between parameters")),
         }
         slots.set(name, value)?;
@@ -98,21 +101,21 @@ pub(crate) fn parse_with_raw_nc(
 
 /// One slot per parameter we use; unknown names are dropped.
 #[derive(Default)]
-struct Slots {
-    username: Option<String>,
-    realm: Option<String>,
-    nonce: Option<String>,
-    uri: Option<String>,
-    response: Option<String>,
-    algorithm: Option<String>,
-    qop: Option<String>,
-    nc: Option<String>,
-    cnonce: Option<String>,
-    opaque: Option<String>,
+struct Slots<'a> {
+    username: Option<Cow<'a, str>>,
+    realm: Option<Cow<'a, str>>,
+    nonce: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+    response: Option<Cow<'a, str>>,
+    algorithm: Option<Cow<'a, str>>,
+    qop: Option<Cow<'a, str>>,
+    nc: Option<Cow<'a, str>>,
+    cnonce: Option<Cow<'a, str>>,
+    opaque: Option<Cow<'a, str>>,
 }
 
-impl Slots {
-    fn set(&mut self, name: &str, value: String) -> Result<(), AuthError> {
+impl<'a> Slots<'a> {
+    fn set(&mut self, name: &str, value: Cow<'a, str>) -> Result<(), AuthError> {
         // Lower-cased on the stack: no name we use is longer than 9 bytes.
         let mut buf = [0u8; 9];
         let Some(lower) = buf.get_mut(..name.len()) else {
@@ -140,7 +143,7 @@ impl Slots {
         Ok(())
     }
 
-    fn finish(self) -> Result<(Credentials, Option<String>), AuthError> {
+    fn finish(self) -> Result<(Credentials<'a>, Option<Cow<'a, str>>), AuthError> {
         let algorithm = match &self.algorithm {
             None => Algorithm::Md5,
             Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
@@ -176,16 +179,18 @@ fn parse_nc(raw: &str) -> Option<u32> {
 
 /// SP and HTAB, plus CR and LF in case the header arrives with its line
 /// folding still in place (RFC 3261 section 7.3.1).
-fn is_ws(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\r' | '\n')
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 /// `tchar` (RFC 7230 section 3.2.6).
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// A position in the header value, always on a char boundary.
+/// A position in the header value, always on a char boundary. The grammar's
+/// delimiters and tokens are ASCII, so the cursor looks at bytes: a byte of
+/// a multi-byte char matches none of them (only quoted values hold those).
 struct Cursor<'a> {
     s: &'a str,
     pos: usize,
@@ -196,18 +201,19 @@ impl<'a> Cursor<'a> {
         self.s.get(self.pos..).unwrap_or("")
     }
 
-    fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.pos).copied()
     }
 
     fn at_end(&self) -> bool {
-        self.rest().is_empty()
+        self.pos >= self.s.len()
     }
 
-    fn bump(&mut self) -> Option<char> {
-        let c = self.peek()?;
-        self.pos += c.len_utf8();
-        Some(c)
+    /// Steps over an ASCII byte (callers bump only what they peeked).
+    fn bump(&mut self) {
+        if self.peek().is_some_and(|b| b.is_ascii()) {
+            self.pos += 1;
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -216,9 +222,13 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn take_while(&mut self, f: impl Fn(char) -> bool) -> &'a str {
+    /// ASCII bytes while `f` holds (stops before any non-ASCII byte).
+    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
         let rest = self.rest();
-        let len = rest.find(|c| !f(c)).unwrap_or(rest.len());
+        let len = rest
+            .bytes()
+            .position(|b| !(b.is_ascii() && f(b)))
+            .unwrap_or(rest.len());
         self.pos += len;
         rest.get(..len).unwrap_or("")
     }
@@ -231,7 +241,7 @@ impl<'a> Cursor<'a> {
     /// `uri` or `nonce` unquoted; it still stops at anything that would make
     /// the list ambiguous.
     fn bare_value(&mut self) -> &'a str {
-        self.take_while(|c| c.is_ascii_graphic() && c != ',' && c != '"')
+        self.take_while(|b| b.is_ascii_graphic() && b != b',' && b != b'"')
     }
 
     /// A quoted-string, cursor on the opening quote. `\x` stands for `x`.
@@ -239,24 +249,31 @@ impl<'a> Cursor<'a> {
     /// so they cannot reach logs or the user table through a username. Runs
     /// without escapes are copied whole: this is on every authenticated
     /// request's path.
-    fn quoted(&mut self) -> Result<String, AuthError> {
+    fn quoted(&mut self) -> Result<Cow<'a, str>, AuthError> {
         let unterminated = || AuthError::Syntax("unterminated quoted string");
         let control = || AuthError::Syntax("control character in quoted string");
         self.bump();
         let rest = self.rest();
         let bytes = rest.as_bytes();
-        let mut out = String::new();
+        // Borrowed until the first escape.
+        let mut out: Option<String> = None;
         // `run` starts the text not yet copied to `out`; `i` is always on a
         // char boundary.
         let (mut run, mut i) = (0, 0);
         while let Some(&b) = bytes.get(i) {
             match b {
                 b'"' => {
-                    out.push_str(&rest[run..i]);
                     self.pos += i + 1;
-                    return Ok(out);
+                    return Ok(match out {
+                        None => Cow::Borrowed(&rest[..i]),
+                        Some(mut out) => {
+                            out.push_str(&rest[run..i]);
+                            Cow::Owned(out)
+                        }
+                    });
                 }
                 b'\\' => {
+                    let out = out.get_or_insert_with(String::new);
                     out.push_str(&rest[run..i]);
                     let c = rest[i + 1..].chars().next().ok_or_else(unterminated)?;
                     if c.is_control() && c != '\t' {

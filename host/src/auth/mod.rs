@@ -31,6 +31,7 @@ pub use digest::{Algorithm, Secrets};
 
 use digest::ResponseInput;
 use nonce::{NcStatus, NcTable, NonceKey};
+use std::borrow::Borrow;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -209,7 +210,7 @@ impl Authenticator {
     /// count, and a correct one must never be accepted twice.
     // The signature is the registrar's contract; a struct would only wrap it.
     #[allow(clippy::too_many_arguments)]
-    pub fn verify(
+    pub fn verify<S: Borrow<Secrets>>(
         &self,
         header: Option<&str>,
         method: &str,
@@ -217,7 +218,7 @@ impl Authenticator {
         expected_user: &str,
         source: IpAddr,
         now_ms: u64,
-        lookup: impl FnOnce(&str) -> Option<Secrets>,
+        lookup: impl FnOnce(&str) -> Option<S>,
     ) -> Verdict {
         let Some(header) = header else {
             return Verdict::Challenge;
@@ -254,7 +255,10 @@ impl Authenticator {
         }
 
         let secrets = lookup(&creds.username);
-        let ha1 = secrets.as_ref().unwrap_or(&self.dummy).ha1(creds.algorithm);
+        let ha1 = secrets
+            .as_ref()
+            .map_or(&self.dummy, Borrow::borrow)
+            .ha1(creds.algorithm);
         let expected = digest::response(
             creds.algorithm,
             ha1,
@@ -506,7 +510,7 @@ mod tests {
         let mut asked = None;
         let v = a.verify(Some(&h), "REGISTER", REALM, "9999", SRC, T0, |u| {
             asked = Some(u.to_owned());
-            None
+            None::<Secrets>
         });
         assert_eq!(v, Verdict::Failed(Failure::UnknownUser));
         assert_eq!(asked.as_deref(), Some("9999"));
@@ -523,9 +527,15 @@ mod tests {
             ..Client::new(Algorithm::Sha256)
         }
         .answer(&nonce, "00000001");
-        let v = a.verify(Some(&h), "REGISTER", REALM, "1001", SRC, T0, |_| {
-            panic!("lookup must not run")
-        });
+        let v = a.verify(
+            Some(&h),
+            "REGISTER",
+            REALM,
+            "1001",
+            SRC,
+            T0,
+            |_| -> Option<Secrets> { panic!("lookup must not run") },
+        );
         assert_eq!(v, Verdict::Failed(Failure::UserMismatch));
     }
 
@@ -662,9 +672,15 @@ mod tests {
     #[test]
     fn missing_header_challenges() {
         let a = auth();
-        let v = a.verify(None, "REGISTER", REALM, "1001", SRC, T0, |_| {
-            panic!("lookup must not run")
-        });
+        let v = a.verify(
+            None,
+            "REGISTER",
+            REALM,
+            "1001",
+            SRC,
+            T0,
+            |_| -> Option<Secrets> { panic!("lookup must not run") },
+        );
         assert_eq!(v, Verdict::Challenge);
     }
 
@@ -698,9 +714,15 @@ mod tests {
             ),
         ];
         for (h, reason) in cases {
-            let v = a.verify(Some(&h), "REGISTER", REALM, "1001", SRC, T0, |_| {
-                panic!("lookup must not run")
-            });
+            let v = a.verify(
+                Some(&h),
+                "REGISTER",
+                REALM,
+                "1001",
+                SRC,
+                T0,
+                |_| -> Option<Secrets> { panic!("lookup must not run") },
+            );
             let Verdict::Malformed(got) = &v else {
                 panic!("{h}: {v:?}");
             };
@@ -820,7 +842,8 @@ mod tests {
 
     #[test]
     fn parse_reexport() {
-        let c = Credentials::parse(&Client::new(Algorithm::Md5).answer("n", "00000001")).unwrap();
+        let header = Client::new(Algorithm::Md5).answer("n", "00000001");
+        let c = Credentials::parse(&header).unwrap();
         assert_eq!(c.username, "1001");
         assert_eq!(c.nc, Some(1));
     }

@@ -5,9 +5,8 @@
 //! binding is identified by `+sip.instance` (with `reg-id`) when the phone
 //! sends it, else by its Contact URI.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -112,26 +111,31 @@ pub struct Applied {
     pub writes: Vec<Write>,
 }
 
+/// foldhash: AORs are inserted only for extensions of the config, so
+/// nobody outside can choose colliding ones. Each map has its own seed,
+/// not the shard picker's.
+type Shard = HashMap<Aor, Vec<Binding>, foldhash::fast::RandomState>;
+
 /// All bindings, sharded by AOR.
 pub struct Location {
-    shards: Vec<Mutex<HashMap<Aor, Vec<Binding>>>>,
+    picker: foldhash::fast::RandomState,
+    shards: Vec<Mutex<Shard>>,
     user_agents: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Default for Location {
     fn default() -> Self {
         Location {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            picker: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             user_agents: Mutex::new(HashSet::new()),
         }
     }
 }
 
 impl Location {
-    fn shard(&self, aor: &Aor) -> &Mutex<HashMap<Aor, Vec<Binding>>> {
-        let mut h = DefaultHasher::new();
-        aor.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, aor: &Aor) -> &Mutex<Shard> {
+        &self.shards[(self.picker.hash_one(aor) as usize) % SHARDS]
     }
 
     fn intern(&self, ua: Option<String>) -> Option<Arc<str>> {
