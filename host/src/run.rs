@@ -27,7 +27,7 @@ use crate::registrar::location::Location;
 use crate::registrar::Registrar;
 use crate::server::{self, now_ms, tenant_key, Core, Gateway, Sink};
 use crate::stats::Stats;
-use crate::store::{self, Store, Write};
+use crate::store::{self, Grouping, Store, Write};
 use crate::stun;
 use crate::transaction::{Timers, Transactions};
 use crate::transport::{ban_filter, tcp, udp, Outbound};
@@ -118,8 +118,11 @@ pub async fn run(
     let store = Store::open(
         &config.storage.database,
         config.storage.synchronous,
-        config.storage.commit_batch_max,
-        Duration::from_micros(config.storage.commit_delay_us),
+        Grouping {
+            max: config.storage.commit_batch_max,
+            target: config.storage.commit_group,
+            delay: Duration::from_micros(config.storage.commit_delay_us),
+        },
     )?;
 
     // Bindings acknowledged before a restart (or a crash) come back.

@@ -281,6 +281,10 @@ pub struct Storage {
     pub synchronous: Synchronous,
     /// Most writes per commit (at least 1).
     pub commit_batch_max: usize,
+    /// Writes that end the commit delay early (at least 1): under load a
+    /// commit leaves as soon as this many wait, so the 200 OKs it releases
+    /// do not leave in one large burst.
+    pub commit_group: usize,
     /// How long the writer waits for more writes to join a commit once the
     /// first has arrived, in microseconds (0: commit at once). Trades a little
     /// latency for far fewer commits under load, like PostgreSQL's commit_delay.
@@ -295,7 +299,8 @@ impl Default for Storage {
             database: PathBuf::from("sipfence.db"),
             synchronous: Synchronous::Normal,
             commit_batch_max: 512,
-            commit_delay_us: 1_000,
+            commit_group: 16,
+            commit_delay_us: 4_000,
             purge_interval_ms: 10_000,
         }
     }

@@ -1031,6 +1031,7 @@ impl Ctx<'_> {
         let base = KeyPath::of(&["storage"]);
         self.non_empty_path(&base.key("database"), &s.database)?;
         self.at_least(&base.key("commit_batch_max"), s.commit_batch_max as u64, 1)?;
+        self.at_least(&base.key("commit_group"), s.commit_group as u64, 1)?;
         self.at_least(&base.key("purge_interval_ms"), s.purge_interval_ms, 1)
     }
 

@@ -68,6 +68,8 @@ fn embedded_default_parses_with_expected_values() {
     assert_eq!(c.storage.database, PathBuf::from("sipfence.db"));
     assert_eq!(c.storage.synchronous, Synchronous::Normal);
     assert_eq!(c.storage.commit_batch_max, 512);
+    assert_eq!(c.storage.commit_group, 16);
+    assert_eq!(c.storage.commit_delay_us, 4_000);
     assert_eq!(c.storage.purge_interval_ms, 10_000);
     assert_eq!(c.log.format, LogFormat::Text);
 
@@ -760,6 +762,7 @@ max_contacts = 1
 nonce_lifetime_ms = 20
 [storage]
 commit_batch_max = 1
+commit_group = 1
 purge_interval_ms = 5
 "#,
     );

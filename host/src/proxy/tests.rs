@@ -21,7 +21,7 @@ use crate::registrar::Registrar;
 use crate::server::Core;
 use crate::sip::{Message, Method};
 use crate::stats::Stats;
-use crate::store::{Store, StoredBinding};
+use crate::store::{Grouping, Store, StoredBinding};
 use crate::transaction::{Key, Timers, Transactions};
 use crate::transport::{Outbound, Route, Source, Transport};
 
@@ -65,7 +65,7 @@ async fn rig(extra: &str) -> Rig {
         format!("{}.voicemail", db.0.display()),
     );
     let config = Arc::new(Config::parse(&text, "test.toml").unwrap());
-    let store = Store::open(&db.0, config.storage.synchronous, 16, Duration::ZERO).unwrap();
+    let store = Store::open(&db.0, config.storage.synchronous, Grouping::immediate(16)).unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let timers = Timers {
         t1: T1,

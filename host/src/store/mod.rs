@@ -19,9 +19,10 @@ mod schema;
 mod voicemails;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags};
 use tokio::sync::oneshot;
@@ -146,42 +147,91 @@ enum Done {
 pub struct Store {
     path: PathBuf,
     queue: mpsc::Sender<Job>,
+    /// Jobs queued and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+    /// Woken when `queued` reaches the group target.
+    writer: thread::Thread,
+    target: usize,
+}
+
+/// How the writer groups jobs into commits: it takes the first job, waits
+/// up to `delay` for more, and commits as soon as `target` are queued (or
+/// the delay is over), at most `max` at once. Waiting makes a commit's cost
+/// shared by many registrations at low rates; the target keeps groups (and
+/// the bursts of 200 OKs that leave when one commits) small at high rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grouping {
+    pub max: usize,
+    pub target: usize,
+    pub delay: Duration,
+}
+
+impl Grouping {
+    /// Commits whatever is queued at once, up to `max` jobs.
+    pub fn immediate(max: usize) -> Grouping {
+        Grouping {
+            max,
+            target: 1,
+            delay: Duration::ZERO,
+        }
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the database, migrates the schema and starts
     /// the writer thread.
-    pub fn open(
-        path: &Path,
-        sync: Synchronous,
-        batch_max: usize,
-        commit_delay: Duration,
-    ) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, sync: Synchronous, grouping: Grouping) -> Result<Store, StoreError> {
         let conn = open_connection(path, sync)?;
         schema::migrate(&conn).map_err(|source| StoreError::Open {
             path: path.to_owned(),
             source,
         })?;
         let (queue, jobs) = mpsc::channel::<Job>();
-        thread::Builder::new()
+        let queued = Arc::new(AtomicUsize::new(0));
+        let grouping = Grouping {
+            max: grouping.max.max(1),
+            target: grouping.target.max(1),
+            ..grouping
+        };
+        let writer = thread::Builder::new()
             .name("sipfence-db-writer".into())
-            .spawn(move || writer_loop(conn, jobs, batch_max.max(1), commit_delay))
+            .spawn({
+                let queued = queued.clone();
+                move || writer_loop(conn, jobs, &queued, grouping)
+            })
             .expect("spawning the database writer thread");
         Ok(Store {
             path: path.to_owned(),
             queue,
+            queued,
+            writer: writer.thread().clone(),
+            target: grouping.target,
         })
+    }
+
+    /// Queues a job; wakes the writer early when the group is full.
+    fn send(&self, job: Job) -> Result<(), mpsc::SendError<Job>> {
+        // Counted before it is queued, so the writer never takes a job
+        // that is not counted yet.
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Err(e) = self.queue.send(job) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        if queued == self.target {
+            self.writer.unpark();
+        }
+        Ok(())
     }
 
     /// Queues writes and resolves once they are committed.
     pub async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(Job {
-                writes,
-                done: Done::Waiter(tx),
-            })
-            .map_err(|_| StoreError::WriterGone)?;
+        self.send(Job {
+            writes,
+            done: Done::Waiter(tx),
+        })
+        .map_err(|_| StoreError::WriterGone)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Commit(e)),
@@ -193,7 +243,7 @@ impl Store {
     /// This is how a REGISTER's 200 OK leaves: no task waits, no thread is
     /// woken just to send it.
     pub fn write_then(&self, writes: Vec<Write>, done: Completion) {
-        if let Err(mpsc::SendError(job)) = self.queue.send(Job {
+        if let Err(mpsc::SendError(job)) = self.send(Job {
             writes,
             done: Done::Callback(done),
         }) {
@@ -205,7 +255,7 @@ impl Store {
 
     /// Queues writes without waiting for the commit (housekeeping).
     pub fn write_detached(&self, writes: Vec<Write>) {
-        let _ = self.queue.send(Job {
+        let _ = self.send(Job {
             writes,
             done: Done::Nobody,
         });
@@ -260,26 +310,32 @@ fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StoreEr
 fn writer_loop(
     mut conn: Connection,
     jobs: mpsc::Receiver<Job>,
-    batch_max: usize,
-    commit_delay: Duration,
+    queued: &AtomicUsize,
+    grouping: Grouping,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
+    let mut batch: Vec<Job> = Vec::with_capacity(grouping.max);
     while let Ok(first) = jobs.recv() {
         batch.push(first);
         // Gather what arrives within the commit delay into the same commit.
-        // Sleeping through it, rather than waiting on the queue, means the
-        // jobs queued meanwhile wake nobody: one wake-up per commit group,
-        // not one per job (each costs the sender a system call and this
-        // thread a context switch).
-        if !commit_delay.is_zero() {
-            thread::sleep(commit_delay);
+        // Parked rather than waiting on the queue, so the jobs queued
+        // meanwhile wake nobody but the one that fills the group: one
+        // wake-up per commit group, not one per job (each costs the sender
+        // a system call and this thread a context switch).
+        let until = Instant::now() + grouping.delay;
+        while queued.load(Ordering::Acquire) < grouping.target {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::park_timeout(left);
         }
-        while batch.len() < batch_max {
+        while batch.len() < grouping.max {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let result = apply(&mut conn, &batch).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, writes = batch.len(), "database commit failed");
@@ -496,7 +552,7 @@ mod tests {
     async fn committed_writes_are_visible_to_a_new_connection() {
         let dir = tempdir();
         let path = dir.join("t.db");
-        let store = Store::open(&path, Synchronous::Normal, 16, Duration::ZERO).unwrap();
+        let store = Store::open(&path, Synchronous::Normal, Grouping::immediate(16)).unwrap();
         store
             .write(vec![
                 Write::UpsertBinding(binding("a", 10_000)),
@@ -530,7 +586,16 @@ mod tests {
     async fn generated_passwords_persist() {
         let dir = tempdir();
         let path = dir.join("t.db");
-        let store = Store::open(&path, Synchronous::Full, 16, Duration::from_millis(1)).unwrap();
+        let store = Store::open(
+            &path,
+            Synchronous::Full,
+            Grouping {
+                max: 16,
+                target: 16,
+                delay: Duration::from_millis(1),
+            },
+        )
+        .unwrap();
         store
             .write(vec![Write::SetGeneratedPassword {
                 tenant: "a.example".into(),
@@ -557,7 +622,7 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("t.db");
         assert_eq!(read_cdrs(&path, &CdrFilter::default()).unwrap(), vec![]);
-        let store = Store::open(&path, Synchronous::Normal, 16, Duration::ZERO).unwrap();
+        let store = Store::open(&path, Synchronous::Normal, Grouping::immediate(16)).unwrap();
         let first = cdr("c1", 1_000);
         let mut second = cdr("c2", 2_000);
         second.tenant = "a.example".into();
@@ -598,7 +663,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         let dir = tempdir();
         let path = dir.join("t.db");
-        let store = Store::open(&path, Synchronous::Normal, 64, Duration::ZERO).unwrap();
+        let store = Store::open(&path, Synchronous::Normal, Grouping::immediate(64)).unwrap();
         let numbers = ["100", "101", "102", "600", "+4930123"];
         let tenants = ["", "a.example", "b.example"];
         let mut written = Vec::new();
@@ -742,7 +807,7 @@ mod tests {
         // Not migrated yet: no calls, and no error.
         assert_eq!(read_cdrs(&path, &CdrFilter::default()).unwrap(), vec![]);
 
-        let store = Store::open(&path, Synchronous::Normal, 16, Duration::ZERO).unwrap();
+        let store = Store::open(&path, Synchronous::Normal, Grouping::immediate(16)).unwrap();
         let reader = store.reader().unwrap();
         let version: i64 = reader
             .query_row("PRAGMA user_version", [], |r| r.get(0))
