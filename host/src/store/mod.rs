@@ -613,6 +613,36 @@ mod tests {
         assert_eq!(generated_password(&reader, "", "100").unwrap(), None);
     }
 
+    #[test]
+    fn a_full_group_commits_without_waiting_out_the_delay() {
+        let dir = tempdir();
+        let grouping = Grouping {
+            max: 64,
+            target: 4,
+            delay: Duration::from_secs(30),
+        };
+        let store = Store::open(&dir.join("t.db"), Synchronous::Normal, grouping).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        for i in 0..4 {
+            let tx = tx.clone();
+            store.write_then(
+                vec![Write::SetSetting {
+                    name: format!("s{i}"),
+                    value: "v".into(),
+                    created_at_ms: 1,
+                }],
+                Box::new(move |result| tx.send(result).unwrap()),
+            );
+        }
+        for _ in 0..4 {
+            let result = rx.recv_timeout(Duration::from_secs(10));
+            assert_eq!(result, Ok(Ok(())));
+        }
+        // Committed because the group filled, not because 30 s passed.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
     fn cdr(call_id: &str, start_ms: u64) -> Cdr {
         crate::cdr::tests::cdr(call_id, start_ms)
     }
