@@ -356,6 +356,11 @@ mod tests {
         Authenticator::new([42; 32], LIFETIME)
     }
 
+    /// For verdicts that must come before the user is looked up.
+    fn no_lookup(_: &str) -> Option<Secrets> {
+        panic!("lookup must not run")
+    }
+
     fn users(name: &str) -> Option<Secrets> {
         match name {
             "1001" => Some(Secrets::new("1001", REALM, "s3cret")),
@@ -527,15 +532,7 @@ mod tests {
             ..Client::new(Algorithm::Sha256)
         }
         .answer(&nonce, "00000001");
-        let v = a.verify(
-            Some(&h),
-            "REGISTER",
-            REALM,
-            "1001",
-            SRC,
-            T0,
-            |_| -> Option<Secrets> { panic!("lookup must not run") },
-        );
+        let v = a.verify(Some(&h), "REGISTER", REALM, "1001", SRC, T0, no_lookup);
         assert_eq!(v, Verdict::Failed(Failure::UserMismatch));
     }
 
@@ -672,15 +669,7 @@ mod tests {
     #[test]
     fn missing_header_challenges() {
         let a = auth();
-        let v = a.verify(
-            None,
-            "REGISTER",
-            REALM,
-            "1001",
-            SRC,
-            T0,
-            |_| -> Option<Secrets> { panic!("lookup must not run") },
-        );
+        let v = a.verify(None, "REGISTER", REALM, "1001", SRC, T0, no_lookup);
         assert_eq!(v, Verdict::Challenge);
     }
 
@@ -714,15 +703,7 @@ mod tests {
             ),
         ];
         for (h, reason) in cases {
-            let v = a.verify(
-                Some(&h),
-                "REGISTER",
-                REALM,
-                "1001",
-                SRC,
-                T0,
-                |_| -> Option<Secrets> { panic!("lookup must not run") },
-            );
+            let v = a.verify(Some(&h), "REGISTER", REALM, "1001", SRC, T0, no_lookup);
             let Verdict::Malformed(got) = &v else {
                 panic!("{h}: {v:?}");
             };
