@@ -17,6 +17,7 @@
 //! only a REGISTER's answer waits for the store's commit. Every request has a
 //! `tracing` span (at debug level, so it costs nothing when not logged).
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
@@ -246,17 +247,20 @@ enum AuthStep {
 impl Core {
     /// Runs one request through the message path.
     fn handle_request(self: &Arc<Self>, mut request: Message, source: Source) {
-        if let Err(reason) = request.check_request() {
-            Stats::inc(&self.stats.bad_requests);
-            if request.can_answer() {
-                tracing::info!(%reason, "bad request");
-                self.answer_stateless(&request, 400, &reason, &source);
-            } else {
-                Stats::inc(&self.stats.dropped_unparseable);
+        let top_via = match request.checked_top_via() {
+            Ok(via) => via,
+            Err(reason) => {
+                Stats::inc(&self.stats.bad_requests);
+                if request.can_answer() {
+                    tracing::info!(%reason, "bad request");
+                    self.answer_stateless(&request, 400, &reason, &source);
+                } else {
+                    Stats::inc(&self.stats.dropped_unparseable);
+                }
+                return;
             }
-            return;
-        }
-        let top_via = mark_received(&mut request, &source);
+        };
+        let top_via = mark_received(&mut request, &source, top_via);
         let Some(key) = top_via.and_then(|via| Key::with_top_via(&request, &via)) else {
             self.answer_stateless(&request, 400, "Malformed Via", &source);
             return;
@@ -789,7 +793,17 @@ impl Core {
     /// Answers outside any transaction (malformed requests).
     fn answer_stateless(&self, request: &Message, code: u16, reason: &str, to: &Source) {
         let mut request = request.clone();
-        mark_received(&mut request, to);
+        // The request may be malformed anywhere, but if its top Via parses,
+        // the answer still goes where the request came from.
+        let top = request
+            .headers
+            .get("Via")
+            .and_then(crate::sip::Via::split_top)
+            .and_then(|(item, _)| crate::sip::Via::parse_list(item).ok())
+            .and_then(|vias| vias.into_iter().next());
+        if let Some(top) = top {
+            mark_received(&mut request, to, top);
+        }
         let (_, response) = self.reply(&request, code, reason);
         Stats::inc(&self.stats.responses_out);
         self.stats.count_response(code);
@@ -826,11 +840,14 @@ fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
 /// Adds `received` and fills `rport` in the top Via (RFC 3261 18.2.1, RFC 3581),
 /// so the response records where the request really came from. Responses
 /// always go back to that address, never to one written in a header.
-/// Returns the top Via as marked (None if the Via does not parse), so the
-/// transaction key is taken from it without parsing the header again.
-fn mark_received(request: &mut Message, source: &Source) -> Option<crate::sip::Via> {
-    let line = request.headers.get("Via")?;
-    let (mut top, rest) = crate::sip::Via::parse_top(line).ok()?;
+/// `top` is the top Via as [`Message::checked_top_via`] parsed it; returns
+/// it as marked (None if the Via line has none), so the transaction key is
+/// taken from it without parsing the header again.
+fn mark_received(
+    request: &mut Message,
+    source: &Source,
+    mut top: crate::sip::Via,
+) -> Option<crate::sip::Via> {
     let ip = source.addr.ip();
     let sent_by_is_source = match &top.host {
         crate::sip::Host::Ip(addr) => *addr == ip,
@@ -840,13 +857,17 @@ fn mark_received(request: &mut Message, source: &Source) -> Option<crate::sip::V
     if sent_by_is_source && !wants_rport {
         return Some(top);
     }
+    let line = request.headers.get("Via")?;
+    let (_, rest) = crate::sip::Via::split_top(line)?;
     // RFC 3261 received= carries a bare IPv6 address (no brackets).
     top.set_param("received", Some(crate::sip::ip_text(ip)));
     if wants_rport {
         top.set_param("rport", Some(source.addr.port().to_string()));
     }
     // Only the top Via is written anew; the others stay as they came.
-    let mut rewritten = top.to_string();
+    let mut rewritten = String::with_capacity(line.len() + 40);
+    // Writing to a String cannot fail.
+    let _ = write!(rewritten, "{top}");
     rewritten.push_str(rest);
     request.headers.replace_first("Via", rewritten);
     Some(top)

@@ -436,10 +436,11 @@ impl Via {
         Ok(out)
     }
 
-    /// The first Via of one Via header line, and the rest of the line after
-    /// it (from its comma on; "" when it is alone), so that the top Via can be
-    /// rewritten (`received`, `rport`) without touching the others.
-    pub fn parse_top(line: &str) -> Result<(Via, &str), ParseError> {
+    /// The text of the first Via of one Via header line, and the rest of the
+    /// line after it (from its comma on; "" when it is alone), so that the
+    /// top Via can be rewritten (`received`, `rport`) without touching the
+    /// others. None for a line without a Via.
+    pub fn split_top(line: &str) -> Option<(&str, &str)> {
         // Items come in order from the start of the line, each but the last
         // followed by its comma; empty ones are skipped, as in `parse_list`.
         let mut end = 0;
@@ -448,10 +449,9 @@ impl Via {
                 end += item.len() + 1;
                 continue;
             }
-            let via = parse_via(item).ok_or_else(|| ParseError::new("Malformed Via"))?;
-            return Ok((via, &line[end + item.len()..]));
+            return Some((item, &line[end + item.len()..]));
         }
-        Err(ParseError::new("Malformed Via"))
+        None
     }
 
     /// The `branch` parameter (RFC 3261 8.1.1.7).
@@ -517,7 +517,13 @@ fn parse_via(s: &str) -> Option<Via> {
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} {}", self.protocol, self.transport, self.host)?;
+        // Piece by piece rather than one format string: every request that
+        // asks for rport has its top Via written anew.
+        f.write_str(&self.protocol)?;
+        f.write_str("/")?;
+        f.write_str(&self.transport)?;
+        f.write_str(" ")?;
+        fmt::Display::fmt(&self.host, f)?;
         if let Some(port) = self.port {
             write!(f, ":{port}")?;
         }
@@ -792,7 +798,11 @@ mod tests {
     fn the_top_via_comes_apart_from_the_rest_of_its_line() {
         let line =
             "SIP/2.0/UDP a.example;branch=z9hG4bK1;rport ,SIP/2.0/TCP b.example;branch=\"x,y\"";
-        let (top, rest) = Via::parse_top(line).unwrap();
+        let top_of = |line| {
+            let (item, rest) = Via::split_top(line).unwrap();
+            (Via::parse_list(item).unwrap().remove(0), rest)
+        };
+        let (top, rest) = top_of(line);
         assert_eq!(top.host, Host::Domain("a.example".into()));
         assert_eq!(top.branch(), Some("z9hG4bK1"));
         assert_eq!(rest, ",SIP/2.0/TCP b.example;branch=\"x,y\"");
@@ -803,15 +813,15 @@ mod tests {
             Via::parse_list(&joined).unwrap(),
             Via::parse_list(line).unwrap()
         );
-        let (alone, rest) = Via::parse_top("SIP/2.0/UDP [::1]:5060;branch=z9hG4bK2").unwrap();
+        let (alone, rest) = top_of("SIP/2.0/UDP [::1]:5060;branch=z9hG4bK2");
         assert_eq!(alone.port, Some(5060));
         assert_eq!(rest, "");
         // Empty items are skipped, as parse_list does.
-        let (top, rest) = Via::parse_top(" , SIP/2.0/UDP a.example,").unwrap();
+        let (top, rest) = top_of(" , SIP/2.0/UDP a.example,");
         assert_eq!(top.host, Host::Domain("a.example".into()));
         assert_eq!(rest, ",");
-        assert!(Via::parse_top("").is_err());
-        assert!(Via::parse_top(" , ").is_err());
+        assert_eq!(Via::split_top(""), None);
+        assert_eq!(Via::split_top(" , "), None);
     }
 
     #[test]

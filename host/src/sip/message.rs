@@ -433,10 +433,18 @@ impl Message {
     /// must be, and parseable; CSeq method equal to the request method;
     /// Max-Forwards numeric if present. The error names the first problem.
     pub fn check_request(&self) -> Result<(), String> {
+        self.checked_top_via().map(drop)
+    }
+
+    /// [`Message::check_request`], returning the top Via it parsed, so that
+    /// the message path does not parse it again.
+    pub fn checked_top_via(&self) -> Result<Via, String> {
         let Some(method) = self.method() else {
             return Err("Not a request".into());
         };
-        self.vias().map_err(|e| e.reason)?;
+        let Some(top_via) = self.vias().map_err(|e| e.reason)?.into_iter().next() else {
+            return Err("Missing Via".into());
+        };
         for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards"] {
             if self.headers.get_all(name).nth(1).is_some() {
                 return Err(format!("Multiple {name} headers"));
@@ -456,7 +464,7 @@ impl Message {
             return Err("CSeq method does not match request".into());
         }
         self.max_forwards().map_err(|e| e.reason)?;
-        Ok(())
+        Ok(top_via)
     }
 
     /// True if a response can be built: a request with at least one Via line,
