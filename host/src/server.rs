@@ -794,7 +794,7 @@ impl Core {
     fn answer_stateless(&self, request: &Message, code: u16, reason: &str, to: &Source) {
         let mut request = request.clone();
         // The request may be malformed anywhere, but if its top Via parses,
-        // the answer still goes where the request came from.
+        // the answer's copy still records where the request came from.
         let top = request
             .headers
             .get("Via")
