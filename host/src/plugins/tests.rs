@@ -642,8 +642,8 @@ fn a_coarser_tick_still_never_stops_a_call_before_its_timeout() {
 #[test]
 fn a_long_call_keeps_the_epoch_ticking_until_its_deadline() {
     // The epoch ticker slows down when no deadline is ahead; a call that
-    // runs on must keep it at one tick a millisecond, or a 200-tick
-    // deadline would take seconds to pass.
+    // runs on must bring it back to its busy tick (1 ms in this engine), or
+    // a 200-tick deadline would take seconds to pass.
     let mut s = spec("looper", &misbehaving());
     s.timeout_ms = 200;
     let chain = load(&[s]);
