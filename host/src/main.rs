@@ -37,7 +37,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// to set an option once the process runs (its environment is read before
 /// `main`), nor to purge without allocating.
 #[allow(unsafe_code)]
-fn keep_freed_pages(timer_j_ms: u64) {
+fn return_freed_pages_when_due(timer_j_ms: u64) {
     // `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (mimalloc.h);
     // libmimalloc-sys has no constant for it.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -546,7 +546,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config: path } => {
             let config = load_config(&path)?;
-            keep_freed_pages(config.transaction.timer_j_ms);
+            return_freed_pages_when_due(config.transaction.timer_j_ms);
             init_logging(config.log.format);
             tracing::info!(config = %config.origin, version = env!("CARGO_PKG_VERSION"), "starting sipfence");
             let rt = runtime()?;
