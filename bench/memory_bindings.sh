@@ -3,6 +3,8 @@
 # (default 100000), measure its RSS, register every extension once with SIPp
 # (digest auth), wait until the finished transactions are swept, measure
 # again. usage: bench/memory_bindings.sh [N]   Loopback only.
+# env: RATE (4000), SETTLE (15 s), CHAIN (0; 1 runs the default chain,
+# fail-to-ban).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -32,6 +34,9 @@ nonce_lifetime_ms = 3000
 t1_ms = 50
 t2_ms = 400
 TOML
+  if [[ "${CHAIN:-0}" == 1 ]]; then
+    printf '[[plugin]]\nname = "fail-to-ban"\npath = "builtin:fail-to-ban"\ngrants = ["counter", "kv"]\n'
+  fi
   for u in $(seq 100000 $((100000 + n - 1))); do
     printf '[[extension]]\nnumber = "%s"\npassword = "pw%s"\n' "$u" "$u"
   done
