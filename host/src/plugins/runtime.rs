@@ -259,8 +259,6 @@ impl PluginEngine {
     }
 }
 
-/// A component starts with `\0asm` and the component-model layer; a core
-/// module has version 1, layer 0.
 /// The epoch ticker's next sleep: `busy_tick` while some call's deadline
 /// is still ahead (`busy`), else twice the last, up to [`IDLE_TICK`].
 ///
@@ -278,6 +276,8 @@ fn tick(last: Duration, busy: bool, busy_tick: Duration) -> Duration {
     }
 }
 
+/// A component starts with `\0asm` and the component-model layer; a core
+/// module has version 1, layer 0.
 fn check_magic(plugin: &str, bytes: &[u8]) -> Result<(), PluginError> {
     let what = match bytes.get(..8) {
         Some([0, b'a', b's', b'm', _, _, 1, 0]) => return Ok(()),
