@@ -26,8 +26,8 @@ use crate::config::{AuthAlgorithm, Config, Tenant};
 use crate::directory::Directory;
 use crate::guard::{BanOutcome, Guard};
 use crate::plugins::{
-    AuthAttempt, AuthFailure, Chain, Event, Reaction, Registration, RequestInfo, RequestView,
-    Verdict,
+    AuthAttempt, AuthFailure, Chain, Event, EventKind, Reaction, Registration, RequestInfo,
+    RequestView, Verdict,
 };
 use crate::proxy::Proxy;
 use crate::registrar::location::Aor;
@@ -443,6 +443,12 @@ impl Core {
         }
     }
 
+    /// Whether a plugin of the chain asked for this kind of event: building
+    /// one nobody hears is wasted work on a hot path.
+    pub(crate) fn hears(&self, kind: EventKind) -> bool {
+        self.chain.read().unwrap().hears(kind)
+    }
+
     /// Tells the plugins what happened; applies their reactions. True when
     /// the event's source got banned. Runs the plugins on this thread: never
     /// call it with a lock held that others wait for.
@@ -583,7 +589,11 @@ impl Core {
         if writes.is_empty() {
             return Reply::Now(code, response);
         }
-        let events = registration_events(&writes, source.addr);
+        let events = if self.hears(EventKind::Registration) {
+            registration_events(&writes, source.addr)
+        } else {
+            Vec::new()
+        };
         // The 200 OK leaves from the store's writer thread once the binding is
         // committed, never before.
         let core = self.clone();
@@ -721,7 +731,9 @@ impl Core {
         let stale = match verdict {
             AuthVerdict::Authenticated => {
                 Stats::inc(&self.stats.auth_ok);
-                self.emit(Event::AuthSucceeded(attempt(false)));
+                if self.hears(EventKind::Auth) {
+                    self.emit(Event::AuthSucceeded(attempt(false)));
+                }
                 return AuthStep::Pass;
             }
             AuthVerdict::Malformed(reason) => {

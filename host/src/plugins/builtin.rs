@@ -181,7 +181,7 @@ mod tests {
         let without_grant = text("").replace("grants = [\"counter\"]\n", "");
         assert_eq!(
             load(&without_grant).err().unwrap().to_string(),
-            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.4.0 but is not granted \
+            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.5.0 but is not granted \
              \"counter\" (add it to grants)"
         );
     }
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(chain.on_request_names().count(), 0, "an event plugin only");
         assert_eq!(
             load("").err().unwrap().to_string(),
-            "plugin \"vm\": imports sipfence:plugin/mail@0.4.0 but is not granted \"mail\" \
+            "plugin \"vm\": imports sipfence:plugin/mail@0.5.0 but is not granted \"mail\" \
              (add it to grants)"
         );
         let bad = load("grants = [\"mail\"]\n[plugin.config]\nsubject = \"{calller}\"\n");

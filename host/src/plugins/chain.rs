@@ -7,8 +7,8 @@ use super::bindings::sipfence::plugin::types as wit;
 use super::runtime::{Plugin, PluginEngine};
 use super::state::SharedState;
 use super::{
-    builtin, conversions, CallInfo, Event, PluginError, PluginSpec, Reaction, RequestView,
-    RouteDecision, Verdict,
+    builtin, conversions, CallInfo, Event, EventKind, PluginError, PluginSpec, Reaction,
+    RequestView, RouteDecision, Verdict,
 };
 
 /// The loaded plugins of one configuration. Immutable once loaded: share it
@@ -20,8 +20,9 @@ pub struct Chain {
     request_hooks: Vec<usize>,
     /// Whether one of those wants the User-Agent in its basics.
     wants_user_agent: bool,
-    /// Indices of those with an `on-event` hook.
-    event_hooks: Vec<usize>,
+    /// Per [`EventKind`] (by its index), the indices of those that asked
+    /// for that kind of event.
+    event_hooks: [Vec<usize>; 4],
     /// Indices of those with a `route` hook, in order.
     route_hooks: Vec<usize>,
 }
@@ -82,7 +83,7 @@ impl Chain {
             plugins: Vec::new(),
             request_hooks: Vec::new(),
             wants_user_agent: false,
-            event_hooks: Vec::new(),
+            event_hooks: Default::default(),
             route_hooks: Vec::new(),
         }
     }
@@ -111,8 +112,10 @@ impl Chain {
                 chain.request_hooks.push(index);
                 chain.wants_user_agent |= plugin.wants_user_agent;
             }
-            if plugin.on_event {
-                chain.event_hooks.push(index);
+            for kind in EventKind::ALL {
+                if plugin.events[kind.index()] {
+                    chain.event_hooks[kind.index()].push(index);
+                }
             }
             if plugin.route {
                 chain.route_hooks.push(index);
@@ -121,7 +124,10 @@ impl Chain {
                 plugin = spec.name,
                 source = %spec.source,
                 on_request = plugin.on_request,
-                on_event = plugin.on_event,
+                events = ?EventKind::ALL
+                    .into_iter()
+                    .filter(|kind| plugin.events[kind.index()])
+                    .collect::<Vec<_>>(),
                 route = plugin.route,
                 on_error = spec.on_error.as_str(),
                 "plugin loaded"
@@ -162,15 +168,22 @@ impl Chain {
         (Verdict::Continue, None)
     }
 
-    /// Tells every plugin with an `on-event` hook; returns the reactions
-    /// other than [`Reaction::None`], with the plugin that asked.
+    /// Whether a plugin asked for this kind of event: when none did, the
+    /// gateway need not build the event at all.
+    pub fn hears(&self, kind: EventKind) -> bool {
+        !self.event_hooks[kind.index()].is_empty()
+    }
+
+    /// Tells every plugin that asked for this kind of event; returns the
+    /// reactions other than [`Reaction::None`], with the plugin that asked.
     pub fn on_event(&self, event: &Event) -> Vec<(String, Reaction)> {
-        if self.event_hooks.is_empty() {
+        let listeners = &self.event_hooks[event.kind().index()];
+        if listeners.is_empty() {
             return Vec::new();
         }
         let event = conversions::event(event);
         let mut reactions = Vec::new();
-        for &index in &self.event_hooks {
+        for &index in listeners {
             let plugin = &self.plugins[index];
             let reaction = plugin.on_event(&event);
             if reaction != Reaction::None {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::bindings::sipfence::plugin::types as wit;
 use super::{
-    AuthAttempt, AuthFailure, CallInfo, CallStarted, Event, Reaction, Registration, RequestView,
-    RouteDecision, Verdict,
+    AuthAttempt, AuthFailure, CallInfo, CallStarted, Event, EventKind, Reaction, Registration,
+    RequestView, RouteDecision, Verdict,
 };
 use crate::cdr::{Cdr, Disposition};
 use crate::sip::{ip_text, Method};
@@ -18,14 +18,29 @@ use crate::transport::Transport;
 /// evidence); longer ones are cut.
 pub(super) const MAX_REASON_BYTES: usize = 200;
 
-/// Which hooks a plugin implements: (on-request, on-event, route).
-pub(super) fn hooks(h: wit::Hooks) -> (bool, bool, bool, bool) {
-    (
-        h.contains(wit::Hooks::ON_REQUEST),
-        h.contains(wit::Hooks::ON_EVENT),
-        h.contains(wit::Hooks::ROUTE),
-        h.contains(wit::Hooks::USER_AGENT),
-    )
+/// Which hooks a plugin implements, as its `hooks()` said.
+pub(super) struct Hooks {
+    pub on_request: bool,
+    /// `on-event` for these kinds, indexed by [`EventKind::index`].
+    pub events: [bool; 4],
+    pub route: bool,
+    pub user_agent: bool,
+}
+
+pub(super) fn hooks(h: wit::Hooks) -> Hooks {
+    Hooks {
+        on_request: h.contains(wit::Hooks::ON_REQUEST),
+        events: EventKind::ALL.map(|kind| {
+            h.contains(match kind {
+                EventKind::Auth => wit::Hooks::AUTH_EVENTS,
+                EventKind::Registration => wit::Hooks::REGISTRATION_EVENTS,
+                EventKind::Call => wit::Hooks::CALL_EVENTS,
+                EventKind::Voicemail => wit::Hooks::VOICEMAIL_EVENTS,
+            })
+        }),
+        route: h.contains(wit::Hooks::ROUTE),
+        user_agent: h.contains(wit::Hooks::USER_AGENT),
+    }
 }
 
 /// A new call for the `route` hook.

@@ -2,7 +2,7 @@
 //! and run sandboxed, decide about requests before the registrar sees them.
 //!
 //! ## Tour
-//! - The contract is `wit/sipfence.wit` (package `sipfence:plugin@0.4.0`).
+//! - The contract is `wit/sipfence.wit` (package `sipfence:plugin@0.5.0`).
 //!   [`bindings`] is the only `bindgen!` call site; [`conversions`] turns its
 //!   types into the plain Rust types of this module ([`Verdict`], [`Event`],
 //!   [`Reaction`], [`RequestView`]), so WIT types never reach the gateway.
@@ -12,8 +12,10 @@
 //!   [`PluginSpec`]s. Immutable once loaded and shared as `Arc<Chain>`; a
 //!   config reload builds a new one. [`Chain::on_request`] runs the plugins
 //!   with an `on-request` hook until one returns something other than
-//!   [`Verdict::Continue`]; [`Chain::on_event`] tells every plugin with an
-//!   `on-event` hook what happened and collects their reactions;
+//!   [`Verdict::Continue`]; [`Chain::on_event`] tells every plugin that asked for
+//!   that kind of event ([`EventKind`]) what happened and collects their
+//!   reactions; [`Chain::hears`] says whether any did, so the gateway
+//!   builds no event nobody hears;
 //!   [`Chain::route`] asks the plugins with a `route` hook where a new call
 //!   goes, until one has an opinion ([`RouteDecision`]).
 //! - Sandbox, per call: a memory cap, an epoch deadline, no WASI (every WASI
@@ -106,7 +108,44 @@ pub enum Event {
     },
 }
 
+/// The kinds of event a plugin asks for in its `hooks` (one flag each): a
+/// plugin's `on-event` hears only those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `auth-failed`, `auth-succeeded`.
+    Auth,
+    /// `registered`, `unregistered`.
+    Registration,
+    /// `call-started`, `call-ended`.
+    Call,
+    /// `voicemail-recorded`.
+    Voicemail,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Auth,
+        EventKind::Registration,
+        EventKind::Call,
+        EventKind::Voicemail,
+    ];
+
+    /// Its position in [`EventKind::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::AuthFailed { .. } | Event::AuthSucceeded(_) => EventKind::Auth,
+            Event::Registered(_) | Event::Unregistered(_) => EventKind::Registration,
+            Event::CallStarted(_) | Event::CallEnded { .. } => EventKind::Call,
+            Event::VoicemailRecorded { .. } => EventKind::Voicemail,
+        }
+    }
+
     /// The address the event is about (a [`Reaction::Ban`] bans it): for a
     /// call, the caller's.
     pub fn source(&self) -> SocketAddr {
@@ -376,7 +415,7 @@ pub enum PluginError {
     },
 
     /// The component imports an interface the gateway does not provide.
-    #[error("plugin \"{plugin}\": imports {import}, which sipfence does not provide (it provides sipfence:plugin@0.4.0; WASI imports are linked as traps)")]
+    #[error("plugin \"{plugin}\": imports {import}, which sipfence does not provide (it provides sipfence:plugin@0.5.0; WASI imports are linked as traps)")]
     UnknownImport { plugin: String, import: String },
 
     /// The component does not fit the `plugin` world (exports missing or of

@@ -323,7 +323,8 @@ pub(super) struct Plugin {
     /// Epoch ticks instantiation plus `init` may run.
     init_ticks: u64,
     pub on_request: bool,
-    pub on_event: bool,
+    /// `on-event` for these kinds, indexed by `EventKind::index`.
+    pub events: [bool; 4],
     pub route: bool,
     /// `on-request` gets the User-Agent in its basics.
     pub wants_user_agent: bool,
@@ -427,7 +428,7 @@ impl Plugin {
             deadline_ticks: engine.options().ticks(timeout_ms),
             init_ticks: engine.options().ticks(timeout_ms.max(INIT_TIMEOUT_MS)),
             on_request: false,
-            on_event: false,
+            events: [false; 4],
             route: false,
             wants_user_agent: false,
             state: shared.plugin(name),
@@ -451,12 +452,11 @@ impl Plugin {
                     message: Failure::classify(&e, first.store.data().limiter.memory_exceeded)
                         .to_string(),
                 })?;
-        (
-            plugin.on_request,
-            plugin.on_event,
-            plugin.route,
-            plugin.wants_user_agent,
-        ) = conversions::hooks(hooks);
+        let hooks = conversions::hooks(hooks);
+        plugin.on_request = hooks.on_request;
+        plugin.events = hooks.events;
+        plugin.route = hooks.route;
+        plugin.wants_user_agent = hooks.user_agent;
         plugin.pool.seed(first);
         Ok(plugin)
     }

@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! (component
-//!   import sipfence:plugin/types@0.4.0   the named types of the exports
-//!   import sipfence:plugin/request@0.4.0 the getters the tests use
+//!   import sipfence:plugin/types@0.5.0   the named types of the exports
+//!   import sipfence:plugin/request@0.5.0 the getters the tests use
 //!   import counter / kv / wasi / ...     only those the test asks for
 //!   core module $Mem                     memory + a bump `realloc`: the host
 //!                                        writes strings it passes in (init's
@@ -76,10 +76,10 @@ pub const HEAP_AT: u32 = 16384;
 /// An interface the test component imports besides `types`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Import {
-    /// `sipfence:plugin/counter@0.4.0` with `add`, lowered as core import
+    /// `sipfence:plugin/counter@0.5.0` with `add`, lowered as core import
     /// `host.counter-add: (key_ptr, key_len, by, window: i64) -> i64`.
     Counter,
-    /// `sipfence:plugin/kv@0.4.0` (declared, not lowered).
+    /// `sipfence:plugin/kv@0.5.0` (declared, not lowered).
     Kv,
     /// `wasi:cli/environment@0.2.0` with `get-environment`, lowered as
     /// `host.get-environment: (retptr)`: calling it must trap.
@@ -88,10 +88,22 @@ pub enum Import {
     Unknown,
 }
 
+/// The `hooks()` bits, in the order of the WIT `hooks` flags.
+pub mod hook {
+    pub const ON_REQUEST: u8 = 1;
+    pub const AUTH_EVENTS: u8 = 2;
+    pub const REGISTRATION_EVENTS: u8 = 4;
+    pub const CALL_EVENTS: u8 = 8;
+    pub const VOICEMAIL_EVENTS: u8 = 16;
+    pub const ALL_EVENTS: u8 = AUTH_EVENTS | REGISTRATION_EVENTS | CALL_EVENTS | VOICEMAIL_EVENTS;
+    pub const ROUTE: u8 = 32;
+    pub const USER_AGENT: u8 = 64;
+}
+
 /// A test plugin, rendered to component text by [`TestPlugin::wat`].
 #[derive(Clone, Debug)]
 pub struct TestPlugin {
-    /// `hooks()` bits: 1 on-request, 2 on-event, 4 route, 8 user-agent.
+    /// `hooks()` bits, from [`hook`].
     pub hooks: u8,
     pub imports: Vec<Import>,
     /// Body of `init (param $ptr i32) (param $len i32) (result i32)`:
@@ -124,7 +136,7 @@ pub struct TestPlugin {
 impl Default for TestPlugin {
     fn default() -> Self {
         TestPlugin {
-            hooks: 3,
+            hooks: hook::ON_REQUEST | hook::ALL_EVENTS,
             imports: Vec::new(),
             init: format!("(i32.const {CONTINUE_AT})"),
             on_request: format!("(i32.const {CONTINUE_AT})"),
@@ -158,7 +170,7 @@ impl TestPlugin {
     /// A plugin with only a `route` hook that always decides `decision`.
     pub fn routes(decision: &RouteDecision) -> TestPlugin {
         let mut p = TestPlugin {
-            hooks: 4,
+            hooks: hook::ROUTE,
             ..TestPlugin::default()
         };
         p.data
@@ -181,7 +193,7 @@ impl TestPlugin {
             n => panic!("a number of {n} bytes"),
         };
         TestPlugin {
-            hooks: 2,
+            hooks: hook::ALL_EVENTS,
             on_event: format!(
                 "(if (result i32) (i32.eq (i32.load8_u (local.get 0)) (i32.const {case}))
                    (then
@@ -224,7 +236,7 @@ impl TestPlugin {
             match import {
                 Import::Counter => {
                     imports.push_str(
-                        r#"(import "sipfence:plugin/counter@0.4.0" (instance $counter
+                        r#"(import "sipfence:plugin/counter@0.5.0" (instance $counter
                              (export "add" (func (param "key" string) (param "by" u32)
                                                  (param "window-ms" u64) (result u64)))))
                         "#,
@@ -238,7 +250,7 @@ impl TestPlugin {
                     );
                 }
                 Import::Kv => imports.push_str(
-                    r#"(import "sipfence:plugin/kv@0.4.0" (instance $kv
+                    r#"(import "sipfence:plugin/kv@0.5.0" (instance $kv
                          (export "get" (func (param "key" string) (result (option string))))))
                     "#,
                 ),
@@ -274,8 +286,8 @@ impl TestPlugin {
         let funcs = &self.funcs;
         format!(
             r#"(component
-  (import "sipfence:plugin/types@0.4.0" (instance $types
-    (type $hooks-t (flags "on-request" "on-event" "route" "user-agent"))
+  (import "sipfence:plugin/types@0.5.0" (instance $types
+    (type $hooks-t (flags "on-request" "auth-events" "registration-events" "call-events" "voicemail-events" "route" "user-agent"))
     (export "hooks" (type $hooks (eq $hooks-t)))
     (type $rejection-t (record (field "code" u16) (field "reason" string)))
     (export "rejection" (type $rejection (eq $rejection-t)))
@@ -353,7 +365,7 @@ impl TestPlugin {
                                      (case "voicemail" string) (case "reject" $rejection)))
     (export "route-decision" (type $route-decision (eq $route-decision-t)))
   ))
-  (import "sipfence:plugin/request@0.4.0" (instance $request
+  (import "sipfence:plugin/request@0.5.0" (instance $request
     (export "method" (func (result string)))
     (export "cseq" (func (result u32)))
   ))

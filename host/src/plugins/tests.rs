@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::testing::{Import, TestPlugin, CONTINUE_AT, SCRATCH_AT, STRINGS_AT, VERDICT_AT};
+use super::testing::{hook, Import, TestPlugin, CONTINUE_AT, SCRATCH_AT, STRINGS_AT, VERDICT_AT};
 use super::*;
 use crate::cdr::{Cdr, Disposition};
 use crate::transport::Transport;
@@ -124,7 +124,7 @@ fn every_verdict_kind_reaches_the_host() {
 fn first_verdict_other_than_continue_wins_and_hooks_are_honoured() {
     // "events-only" would trap on a request, but says it has no on-request.
     let events_only = TestPlugin {
-        hooks: 2,
+        hooks: hook::ALL_EVENTS,
         on_request: "unreachable".into(),
         ..TestPlugin::default()
     };
@@ -153,9 +153,9 @@ fn events_collect_reactions() {
         reason: "auth failures".into(),
     };
     let mut quiet = TestPlugin::reacts(&Reaction::None);
-    quiet.hooks = 2;
+    quiet.hooks = hook::ALL_EVENTS;
     let requests_only = TestPlugin {
-        hooks: 1,
+        hooks: hook::ON_REQUEST,
         on_event: "unreachable".into(),
         ..TestPlugin::default()
     };
@@ -194,6 +194,74 @@ fn events_collect_reactions() {
     }
     let calls: Vec<u64> = chain.stats().iter().map(|s| s.calls).collect();
     assert_eq!(calls, [5, 5, 0]);
+}
+
+#[test]
+fn a_plugin_hears_only_the_kinds_of_event_it_asked_for() {
+    let ban = Reaction::Ban {
+        duration: Duration::from_secs(60),
+        reason: "heard".into(),
+    };
+    let asking = |hooks: u8| TestPlugin {
+        hooks,
+        ..TestPlugin::reacts(&ban)
+    };
+    let chain = load(&[
+        spec("auth", &asking(hook::AUTH_EVENTS)),
+        spec("calls", &asking(hook::CALL_EVENTS)),
+        spec(
+            "calls-and-mail",
+            &asking(hook::CALL_EVENTS | hook::VOICEMAIL_EVENTS),
+        ),
+    ]);
+    let attempt = AuthAttempt {
+        source: "192.0.2.7:5060".parse().unwrap(),
+        transport: Transport::Udp,
+        tenant: String::new(),
+        user: "100".into(),
+        user_agent: None,
+    };
+    let voicemail = Event::VoicemailRecorded {
+        voicemail: Voicemail {
+            id: 1,
+            tenant: String::new(),
+            mailbox: "100".into(),
+            email: None,
+            caller: "101".into(),
+            caller_name: None,
+            call_id: "c@a".into(),
+            received_ms: 1,
+            duration_ms: 1,
+            file_name: "1.wav".into(),
+        },
+        source: "192.0.2.8:5060".parse().unwrap(),
+    };
+    let registered = Event::Registered(Registration {
+        source: "192.0.2.7:5060".parse().unwrap(),
+        tenant: String::new(),
+        extension: "100".into(),
+        contact: "<sip:100@192.0.2.7>".into(),
+    });
+    let heard = |event: &Event| -> Vec<String> {
+        chain
+            .on_event(event)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    assert_eq!(heard(&Event::AuthSucceeded(attempt)), ["auth"]);
+    assert_eq!(heard(&call_started()), ["calls", "calls-and-mail"]);
+    assert_eq!(
+        heard(&call_ended(answered_call())),
+        ["calls", "calls-and-mail"]
+    );
+    assert_eq!(heard(&voicemail), ["calls-and-mail"]);
+    assert_eq!(heard(&registered), Vec::<String>::new());
+    let hears: Vec<bool> = EventKind::ALL.iter().map(|&k| chain.hears(k)).collect();
+    assert_eq!(hears, [true, false, true, true]);
+    // Only the calls made count: nobody was asked about the registration.
+    let calls: Vec<u64> = chain.stats().iter().map(|s| s.calls).collect();
+    assert_eq!(calls, [1, 2, 3]);
 }
 
 // ---------------------------------------------------------------------------
@@ -294,7 +362,7 @@ fn call_events_reach_plugins_with_every_field() {
     specs.push(spec(
         "requests-only",
         &TestPlugin {
-            hooks: 1,
+            hooks: hook::ON_REQUEST,
             on_event: "unreachable".into(),
             ..TestPlugin::default()
         },
@@ -479,7 +547,7 @@ fn the_user_agent_comes_with_the_call_only_when_asked_for() {
         on_request: body.clone(),
         ..TestPlugin::default()
     };
-    let asks = load(&[spec("asks", &plugin(1 | 8))]);
+    let asks = load(&[spec("asks", &plugin(hook::ON_REQUEST | hook::USER_AGENT))]);
     assert_eq!(
         asks.on_request(&request(1)).0,
         Verdict::Reject {
@@ -488,7 +556,10 @@ fn the_user_agent_comes_with_the_call_only_when_asked_for() {
         }
     );
     // Without the flag: none, even behind a plugin that asked.
-    let both = load(&[spec("quiet", &plugin(1)), spec("asks", &plugin(1 | 8))]);
+    let both = load(&[
+        spec("quiet", &plugin(hook::ON_REQUEST)),
+        spec("asks", &plugin(hook::ON_REQUEST | hook::USER_AGENT)),
+    ]);
     assert_eq!(
         both.on_request(&request(2)),
         (
@@ -499,7 +570,7 @@ fn the_user_agent_comes_with_the_call_only_when_asked_for() {
             Some("asks".into())
         )
     );
-    let quiet = load(&[spec("quiet", &plugin(1))]);
+    let quiet = load(&[spec("quiet", &plugin(hook::ON_REQUEST))]);
     assert_eq!(quiet.on_request(&request(3)).0, Verdict::Continue);
 }
 
@@ -780,7 +851,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     p.imports.push(Import::Kv);
     assert_eq!(
         load_error(&[spec("evil", &p)]),
-        "plugin \"evil\": imports sipfence:plugin/kv@0.4.0 but is not granted \"kv\" (add it to grants)"
+        "plugin \"evil\": imports sipfence:plugin/kv@0.5.0 but is not granted \"kv\" (add it to grants)"
     );
     let mut p = TestPlugin::default();
     p.imports.push(Import::Counter);
@@ -788,7 +859,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     s.grants = vec![Grant::Kv];
     assert_eq!(
         load_error(&[s.clone()]),
-        "plugin \"counting\": imports sipfence:plugin/counter@0.4.0 but is not granted \"counter\" (add it to grants)"
+        "plugin \"counting\": imports sipfence:plugin/counter@0.5.0 but is not granted \"counter\" (add it to grants)"
     );
     s.grants = vec![Grant::Counter];
     load(&[s]);
@@ -801,7 +872,7 @@ fn unknown_imports_fail_to_load() {
     assert_eq!(
         load_error(&[spec("sneaky", &p)]),
         "plugin \"sneaky\": imports evil:net/socket@1.0.0, which sipfence does not provide \
-         (it provides sipfence:plugin@0.4.0; WASI imports are linked as traps)"
+         (it provides sipfence:plugin@0.5.0; WASI imports are linked as traps)"
     );
 }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::cdr::{Cdr, Disposition};
 use crate::config::{Tenant, VOICEMAIL_TARGET};
-use crate::plugins::{CallInfo, CallStarted, Event, RouteDecision};
+use crate::plugins::{CallInfo, CallStarted, Event, EventKind, RouteDecision};
 use crate::server::{tenant_key, Core, Reply};
 use crate::sip::{Message, Method, NameAddr, StartLine, Uri};
 use crate::stats::Stats;
@@ -275,17 +275,19 @@ impl Proxy {
         // bans the caller in answer stops the call before anything rings
         // (as a ban after a failed authentication does): no answer, no
         // record, no call-ended.
-        let started = Event::CallStarted(CallStarted {
-            call_id: cdr.call_id.clone(),
-            tenant: cdr.tenant.clone(),
-            caller: cdr.caller.clone(),
-            callee: cdr.callee.clone(),
-            source: source.addr,
-            transport: source.transport,
-            user_agent: cdr.caller_user_agent.clone(),
-            route: cdr.route.clone(),
-        });
-        if core.emit(started) {
+        let started = || {
+            Event::CallStarted(CallStarted {
+                call_id: cdr.call_id.clone(),
+                tenant: cdr.tenant.clone(),
+                caller: cdr.caller.clone(),
+                callee: cdr.callee.clone(),
+                source: source.addr,
+                transport: source.transport,
+                user_agent: cdr.caller_user_agent.clone(),
+                route: cdr.route.clone(),
+            })
+        };
+        if core.hears(EventKind::Call) && core.emit(started()) {
             return Reply::Silent;
         }
         Stats::inc(&core.stats.calls_started);
@@ -1429,6 +1431,9 @@ fn close_cdr(core: &Arc<Core>, mut dialog: Dialog) {
 /// and of TCP. Events of different calls may reach plugins in any order; a
 /// call's call-started always comes before its call-ended (see `start`).
 fn emit_call_ended(core: &Arc<Core>, cdr: &Cdr, caller: &Source) {
+    if !core.hears(EventKind::Call) {
+        return;
+    }
     let event = Event::CallEnded {
         cdr: cdr.clone(),
         source: caller.addr,

@@ -50,7 +50,7 @@ mod component {
     impl Guest for FailToBan {
         fn hooks() -> Hooks {
             // The User-Agent comes with every call: scanner signatures read it.
-            Hooks::ON_REQUEST | Hooks::ON_EVENT | Hooks::USER_AGENT
+            Hooks::ON_REQUEST | Hooks::AUTH_EVENTS | Hooks::USER_AGENT
         }
 
         fn init(config: String) -> Result<(), String> {

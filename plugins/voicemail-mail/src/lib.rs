@@ -1,7 +1,7 @@
 //! # voicemail-mail
 //!
-//! A sipfence plugin with the `on-event` hook: for each `voicemail-recorded`
-//! event it composes a mail to the mailbox owner (`[[extension]] email`)
+//! A sipfence plugin that asks only for `voicemail-events`: for each
+//! `voicemail-recorded` event it composes a mail to the mailbox owner (`[[extension]] email`)
 //! from the templates of its config and hands it to the host's `mail`
 //! capability with the recording attached. The host stores the mail in its
 //! SQLite queue before `send` returns and delivers it in the background, so
@@ -36,7 +36,7 @@ mod component {
 
     impl Guest for VoicemailMail {
         fn hooks() -> Hooks {
-            Hooks::ON_EVENT
+            Hooks::VOICEMAIL_EVENTS
         }
 
         fn init(config: String) -> Result<(), String> {
