@@ -137,6 +137,36 @@ fn digest_user_must_be_the_to_extension_and_realm_the_tenant() {
 }
 
 #[test]
+fn of_several_realms_credentials_those_for_ours_are_checked() {
+    let gw = gateway();
+    let phone = Phone::new("127.0.0.1", gw.addr());
+    let mut reg = Register::new("127.0.0.1", "100", &contact_of(&phone, "100"));
+    let first = phone.request(&reg.text(&phone));
+    let ours = challenges(&first).remove(0);
+    // A phone registered with another server too sends that server's
+    // credentials first; a wrong answer there must not count here.
+    let mut theirs = ours.clone();
+    theirs.realm = "elsewhere.example".into();
+    reg.cseq += 1;
+    reg.authorization = Some(authorization(
+        &theirs,
+        "100",
+        "another-password",
+        "REGISTER",
+        "sip:127.0.0.1",
+        1,
+    ));
+    reg.extra = vec![format!(
+        "Authorization: {}",
+        authorization(&ours, "100", "pw100", "REGISTER", "sip:127.0.0.1", 1)
+    )];
+    let ok = phone.request(&reg.text(&phone));
+    assert_eq!(ok.code(), Some(200), "{ok:?}");
+    assert_eq!(gw.registrations().len(), 1);
+    assert_eq!(gw.stat("auth_failed"), 0);
+}
+
+#[test]
 fn tenants_are_kept_apart() {
     let gw = gateway();
     let phone = Phone::new("127.0.0.1", gw.addr());

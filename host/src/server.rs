@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
-use crate::auth::{Algorithm, Authenticator, Credentials, Failure, Verdict as AuthVerdict};
+use crate::auth::{Algorithm, Authenticator, Failure, Presented, Verdict as AuthVerdict};
 use crate::config::{AuthAlgorithm, Config, Tenant};
 use crate::directory::Directory;
 use crate::guard::{BanOutcome, Guard};
@@ -265,14 +265,8 @@ impl Core {
             self.answer_stateless(&request, 400, "Malformed Via", &source);
             return;
         };
-        let method = request
-            .method()
-            .cloned()
-            .unwrap_or(Method::Other(String::new()));
-        match self
-            .transactions
-            .incoming(&key, matches!(method, Method::Ack))
-        {
+        let is_ack = request.method() == Some(&Method::Ack);
+        match self.transactions.incoming(&key, is_ack) {
             Incoming::New => {}
             Incoming::Retransmission(last) => {
                 Stats::inc(&self.stats.retransmissions_absorbed);
@@ -295,7 +289,8 @@ impl Core {
             .request_uri()
             .and_then(|uri| self.config.tenant_for(&uri.host));
         let request = Arc::new(request);
-        let trusted = match self.run_chain(&request, tenant, &source, &key) {
+        let credentials = self.credentials(&request, tenant, &source);
+        let trusted = match self.run_chain(&request, tenant, &source, &key, credentials.as_ref()) {
             ChainOutcome::Go(Some(extension)) => Some(Trusted::Extension(extension)),
             // A trunk's traffic: from one of its trusted_from sources, for
             // the tenant the trunk belongs to.
@@ -309,7 +304,14 @@ impl Core {
             }
             ChainOutcome::Stop(reply) => return self.finish(&key, reply, &source),
         };
-        let reply = self.process(&request, &method, tenant, trusted, &source, &key);
+        let reply = self.process(
+            &request,
+            tenant,
+            trusted,
+            &source,
+            &key,
+            credentials.as_ref(),
+        );
         self.finish(&key, reply, &source);
     }
 
@@ -323,6 +325,33 @@ impl Core {
         }
     }
 
+    /// The digest credentials a request carries (Authorization for a
+    /// REGISTER, Proxy-Authorization otherwise), parsed and their nonce
+    /// checked once for the plugins and the authenticator. A phone may
+    /// carry credentials for several realms: those for the tenant's realm
+    /// if present, else the first.
+    fn credentials<'r>(
+        &self,
+        request: &'r Message,
+        tenant: Option<&Tenant>,
+        source: &Source,
+    ) -> Option<Presented<'r>> {
+        let name = if request.method() == Some(&Method::Register) {
+            "Authorization"
+        } else {
+            "Proxy-Authorization"
+        };
+        let header = tenant
+            .and_then(|t| {
+                request
+                    .headers
+                    .get_all(name)
+                    .find(|h| names_realm(h, &t.realm))
+            })
+            .or_else(|| request.headers.get(name))?;
+        Some(self.auth.present(header, source.addr.ip()))
+    }
+
     /// Runs the plugin chain's on-request hooks.
     fn run_chain(
         &self,
@@ -330,12 +359,14 @@ impl Core {
         tenant: Option<&Tenant>,
         source: &Source,
         key: &Key,
+        credentials: Option<&Presented<'_>>,
     ) -> ChainOutcome {
         let chain = self.chain.read().unwrap().clone();
         if chain.is_empty() {
             return ChainOutcome::Go(None);
         }
-        let view = RequestView::new(request.clone(), self.request_info(request, tenant, source));
+        let info = self.request_info(request, tenant, source, credentials);
+        let view = RequestView::new(request.clone(), info);
         let (verdict, plugin) = chain.on_request(&view);
         let plugin = plugin.unwrap_or_default();
         match verdict {
@@ -388,19 +419,9 @@ impl Core {
         request: &Message,
         tenant: Option<&Tenant>,
         source: &Source,
+        credentials: Option<&Presented<'_>>,
     ) -> RequestInfo {
-        let header = if request.method() == Some(&Method::Register) {
-            "Authorization"
-        } else {
-            "Proxy-Authorization"
-        };
-        let credentials = request
-            .headers
-            .get(header)
-            .and_then(|h| Credentials::parse(h).ok());
-        let answered_challenge = credentials
-            .as_ref()
-            .is_some_and(|c| self.auth.issued_to(&c.nonce, source.addr.ip()));
+        let answered_challenge = credentials.is_some_and(Presented::answers_our_challenge);
         let tenant = match tenant {
             Some(t) => tenant_key(t).to_owned(),
             // Not served: plugins still see it, with the host it was for.
@@ -414,7 +435,7 @@ impl Core {
             source: source.addr,
             transport: source.transport,
             source_verified: source.transport == Transport::Tcp || answered_challenge,
-            auth_user: credentials.map(|c| c.username.into_owned()),
+            auth_user: credentials.and_then(Presented::username).map(str::to_owned),
         }
     }
 
@@ -483,12 +504,14 @@ impl Core {
     fn process(
         self: &Arc<Self>,
         request: &Message,
-        method: &Method,
         tenant: Option<&Tenant>,
         trusted: Option<Trusted>,
         source: &Source,
         key: &Key,
+        credentials: Option<&Presented<'_>>,
     ) -> Reply {
+        let unknown = Method::Other(String::new());
+        let method = request.method().unwrap_or(&unknown);
         if let Ok(Some(0)) = request.max_forwards() {
             if *method != Method::Options {
                 return self.reply(request, 483, "Too Many Hops").into();
@@ -522,6 +545,7 @@ impl Core {
                 Trusted::extension(&trusted).map(str::to_owned),
                 source,
                 key,
+                credentials,
             ),
             Method::Options => {
                 let (code, mut response) = self.reply(request, 200, "OK");
@@ -530,7 +554,7 @@ impl Core {
                 response.headers.push("Supported", "path, outbound");
                 Reply::Now(code, response)
             }
-            Method::Invite => self.invite(request, tenant, trusted, source, key),
+            Method::Invite => self.invite(request, tenant, trusted, source, key, credentials),
             Method::Bye => self
                 .reply(request, 481, "Call/Transaction Does Not Exist")
                 .into(),
@@ -550,6 +574,7 @@ impl Core {
         trusted: Option<String>,
         source: &Source,
         key: &Key,
+        credentials: Option<&Presented<'_>>,
     ) -> Reply {
         let Ok(to) = request.to() else {
             return self.reply(request, 400, "Malformed To").into();
@@ -567,7 +592,7 @@ impl Core {
                 .into();
         }
         if trusted.as_deref() != Some(extension.as_str()) {
-            match self.authenticate(request, tenant, &extension, source, false) {
+            match self.authenticate(request, tenant, &extension, source, credentials, false) {
                 AuthStep::Pass => {}
                 AuthStep::Answer(code, response) => return Reply::Now(code, response),
                 AuthStep::Silent => return Reply::Silent,
@@ -628,6 +653,7 @@ impl Core {
         trusted: Option<Trusted>,
         source: &Source,
         key: &Key,
+        credentials: Option<&Presented<'_>>,
     ) -> Reply {
         let Ok(from) = request.from() else {
             return self.reply(request, 400, "Malformed From").into();
@@ -667,7 +693,7 @@ impl Core {
                 .into();
         }
         if trusted != Some(caller.as_str()) {
-            match self.authenticate(request, tenant, &caller, source, true) {
+            match self.authenticate(request, tenant, &caller, source, credentials, true) {
                 AuthStep::Pass => {}
                 AuthStep::Answer(code, response) => return Reply::Now(code, response),
                 AuthStep::Silent => return Reply::Silent,
@@ -689,43 +715,28 @@ impl Core {
         tenant: &Tenant,
         user: &str,
         source: &Source,
+        credentials: Option<&Presented<'_>>,
         proxy: bool,
     ) -> AuthStep {
-        let header_name = if proxy {
-            "Proxy-Authorization"
-        } else {
-            "Authorization"
-        };
-        let realm_marker = format!("realm=\"{}\"", tenant.realm);
-        // A phone may carry credentials for several realms: use ours if present.
-        let header = request
-            .headers
-            .get_all(header_name)
-            .find(|h| h.contains(&realm_marker))
-            .or_else(|| request.headers.get(header_name));
         let method = request.method().map(Method::as_str).unwrap_or("");
         let now = now_ms();
         let tenant_key = tenant_key(tenant);
-        let verdict = self.auth.verify(
-            header,
-            method,
-            &tenant.realm,
-            user,
-            source.addr.ip(),
-            now,
-            |name| self.directory.get(tenant_key, name).map(|e| &e.secrets),
-        );
+        let verdict =
+            self.auth
+                .verify_presented(credentials, method, &tenant.realm, user, now, |name| {
+                    self.directory.get(tenant_key, name).map(|e| &e.secrets)
+                });
         // The digest username is the claimed user unless it did not match
-        // (the verifier checks that before anything else), so the header is
-        // parsed again only for a mismatch.
+        // (the verifier checks that before anything else).
         let attempt = |mismatch: bool| AuthAttempt {
             source: source.addr,
             transport: source.transport,
             tenant: tenant_key.to_owned(),
-            user: header
+            user: credentials
                 .filter(|_| mismatch)
-                .and_then(|h| Credentials::parse(h).ok())
-                .map_or_else(|| user.to_owned(), |c| c.username.into_owned()),
+                .and_then(Presented::username)
+                .unwrap_or(user)
+                .to_owned(),
             user_agent: request.headers.get("User-Agent").map(str::to_owned),
         };
         let stale = match verdict {
@@ -824,6 +835,15 @@ impl Core {
 }
 
 /// The registration events that committed binding writes stand for.
+/// Whether a credentials header names `realm` (`realm="REALM"`).
+fn names_realm(header: &str, realm: &str) -> bool {
+    header.match_indices("realm=\"").any(|(at, marker)| {
+        header[at + marker.len()..]
+            .strip_prefix(realm)
+            .is_some_and(|rest| rest.starts_with('"'))
+    })
+}
+
 fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
     writes
         .iter()

@@ -4,7 +4,11 @@
 //! # Tour
 //! - [`Authenticator`] is the one object the registrar holds. It issues
 //!   challenges ([`Authenticator::challenge`]) and turns a request's
-//!   credentials into a [`Verdict`] ([`Authenticator::verify`]).
+//!   credentials into a [`Verdict`] ([`Authenticator::verify`]). The
+//!   gateway parses them and checks their nonce once per request
+//!   ([`Authenticator::present`]): the plugins read the username and
+//!   whether the source answered our challenge, then
+//!   [`Authenticator::verify_presented`] decides.
 //! - `credentials`: parses the Authorization / Proxy-Authorization value
 //!   into [`Credentials`].
 //! - `digest`: the hash arithmetic, and [`Secrets`], the precomputed HA1s
@@ -31,7 +35,7 @@ pub use digest::{Algorithm, Secrets};
 
 use digest::ResponseInput;
 use nonce::{NcStatus, NcTable, NonceKey};
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -144,11 +148,16 @@ impl Authenticator {
         self.nc.purge(now_ms, self.lifetime_ms);
     }
 
-    /// True when `nonce` was issued by this gateway to `source` (expired or
-    /// not): the source answered a challenge it received, so its address is
-    /// not spoofed.
-    pub fn issued_to(&self, nonce: &str, source: IpAddr) -> bool {
-        self.nonces.check(nonce, source).is_some()
+    /// Parses a request's Authorization (or Proxy-Authorization) value and
+    /// checks its nonce against `source`, once: the plugins' view of the
+    /// request and [`Authenticator::verify_presented`] both read the result.
+    pub fn present<'a>(&self, header: &'a str, source: IpAddr) -> Presented<'a> {
+        let parsed = credentials::parse_with_raw_nc(header);
+        let issued = parsed
+            .as_ref()
+            .ok()
+            .and_then(|(creds, _)| self.nonces.check(&creds.nonce, source));
+        Presented { parsed, issued }
     }
 
     /// Caps how many nonces the replay table tracks (default 262144). When
@@ -220,21 +229,43 @@ impl Authenticator {
         now_ms: u64,
         lookup: impl FnOnce(&str) -> Option<S>,
     ) -> Verdict {
-        let Some(header) = header else {
+        let presented = header.map(|h| self.present(h, source));
+        self.verify_presented(
+            presented.as_ref(),
+            method,
+            realm,
+            expected_user,
+            now_ms,
+            lookup,
+        )
+    }
+
+    /// [`Authenticator::verify`] of credentials already
+    /// [presented](Authenticator::present) (None: the request has none).
+    pub fn verify_presented<S: Borrow<Secrets>>(
+        &self,
+        presented: Option<&Presented<'_>>,
+        method: &str,
+        realm: &str,
+        expected_user: &str,
+        now_ms: u64,
+        lookup: impl FnOnce(&str) -> Option<S>,
+    ) -> Verdict {
+        let Some(presented) = presented else {
             return Verdict::Challenge;
         };
-        let (creds, nc_raw) = match credentials::parse_with_raw_nc(header) {
+        let (creds, nc_raw) = match &presented.parsed {
             Ok(parsed) => parsed,
             Err(e) => return Verdict::Malformed(e.to_string()),
         };
-        let q = match QopAuth::from(&creds, nc_raw.as_deref()) {
+        let q = match QopAuth::from(creds, nc_raw.as_deref()) {
             Ok(q) => q,
             Err(e) => return Verdict::Malformed(e.to_string()),
         };
         if !self.accepted.contains(&creds.algorithm) {
             return Verdict::Malformed("algorithm not offered".into());
         }
-        let Some(issued) = self.nonces.check(&creds.nonce, source) else {
+        let Some(issued) = &presented.issued else {
             return Verdict::ForeignNonce;
         };
         // Exact comparison: the realm is hashed into HA1, so any other
@@ -248,7 +279,7 @@ impl Authenticator {
         if nonce::is_stale(issued.issued_ms, now_ms, self.lifetime_ms) {
             return Verdict::Stale;
         }
-        match self.nc.check(&issued, q.nc) {
+        match self.nc.check(issued, q.nc) {
             NcStatus::Fresh => {}
             NcStatus::Replayed => return Verdict::Replayed,
             NcStatus::Evicted => return Verdict::Stale,
@@ -278,12 +309,35 @@ impl Authenticator {
         if !correct {
             return Verdict::Failed(Failure::WrongPassword);
         }
-        match self.nc.record(&issued, q.nc, now_ms, self.lifetime_ms) {
+        match self.nc.record(issued, q.nc, now_ms, self.lifetime_ms) {
             NcStatus::Fresh => Verdict::Authenticated,
             // Another thread accepted this count first.
             NcStatus::Replayed => Verdict::Replayed,
             NcStatus::Evicted => Verdict::Stale,
         }
+    }
+}
+
+/// A request's digest credentials, parsed, with its nonce checked against
+/// the request's source ([`Authenticator::present`]).
+pub struct Presented<'a> {
+    /// The credentials and `nc` as sent, or why they could not be parsed.
+    parsed: Result<(Credentials<'a>, Option<Cow<'a, str>>), AuthError>,
+    /// Some when the nonce is one this gateway issued to the source.
+    issued: Option<nonce::Issued>,
+}
+
+impl Presented<'_> {
+    /// The digest username, if the credentials parsed.
+    pub fn username(&self) -> Option<&str> {
+        self.parsed.as_ref().ok().map(|(creds, _)| &*creds.username)
+    }
+
+    /// True when the nonce was issued by this gateway to the request's
+    /// source (expired or not): the source answered a challenge it
+    /// received, so its address is not spoofed.
+    pub fn answers_our_challenge(&self) -> bool {
+        self.issued.is_some()
     }
 }
 
@@ -549,6 +603,31 @@ mod tests {
             verify(&a, &h, SRC, T0),
             Verdict::Failed(Failure::RealmMismatch)
         );
+    }
+
+    #[test]
+    fn presented_credentials_say_who_and_whether_our_challenge_was_answered() {
+        let a = auth();
+        let h = Client::new(Algorithm::Md5).answer(&nonce_for(&a, SRC, T0), "00000001");
+        let here = a.present(&h, SRC);
+        assert_eq!(here.username(), Some("1001"));
+        assert!(here.answers_our_challenge());
+        let elsewhere = a.present(&h, SRC6);
+        assert_eq!(elsewhere.username(), Some("1001"));
+        assert!(!elsewhere.answers_our_challenge());
+        let garbage = a.present("Digest username=", SRC);
+        assert_eq!(
+            (garbage.username(), garbage.answers_our_challenge()),
+            (None, false)
+        );
+        // Verifying what was presented is verifying the header.
+        let verdict =
+            |p: &Presented<'_>| a.verify_presented(Some(p), "REGISTER", REALM, "1001", T0, users);
+        assert_eq!(verdict(&elsewhere), Verdict::ForeignNonce);
+        assert!(matches!(verdict(&garbage), Verdict::Malformed(_)));
+        assert_eq!(verdict(&here), Verdict::Authenticated);
+        // Presented again, the same count is a replay.
+        assert_eq!(verdict(&a.present(&h, SRC)), Verdict::Replayed);
     }
 
     #[test]
