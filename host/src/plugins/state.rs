@@ -130,7 +130,8 @@ pub struct PluginState {
     source_counters: Sharded<SourceKey, Window>,
     distinct: Sharded<String, Distinct>,
     kv: Sharded<String, Value>,
-    /// Bumped after every `kv` write: `request-basics.kv-generation`.
+    /// Bumped after every `kv` write that may change what `kv.get` returns:
+    /// `request-basics.kv-generation`.
     kv_generation: AtomicU64,
 }
 
@@ -255,29 +256,45 @@ impl PluginState {
         let key = bounded(key);
         let expires = (ttl_ms > 0).then(|| now.saturating_add(ttl_ms));
         let mut shard = self.kv.shard(key.as_ref());
-        let entry = shard.get_or_insert(
-            key.as_ref(),
-            || String::from(key.as_ref()),
-            now,
-            || Value {
-                value: String::new(),
-                expires: None,
-                touched: now,
-            },
-        );
-        entry.value = value;
-        entry.expires = expires;
-        entry.touched = now;
+        // Renewing a live key with the value it has changes no answer of
+        // `kv.get`, so it keeps the generation (fail-to-ban renews its marks
+        // on every successful authentication).
+        let changed = match shard.map.get_mut(key.as_ref()) {
+            Some(entry) => {
+                let changed = entry.value != value || entry.expired(now);
+                entry.value = value;
+                entry.expires = expires;
+                entry.touched = now;
+                changed
+            }
+            None => {
+                shard.get_or_insert(
+                    key.as_ref(),
+                    || String::from(key.as_ref()),
+                    now,
+                    || Value {
+                        value,
+                        expires,
+                        touched: now,
+                    },
+                );
+                true
+            }
+        };
         drop(shard);
-        self.kv_written();
+        if changed {
+            self.kv_written();
+        }
         true
     }
 
     /// `kv.delete`.
     pub fn kv_delete(&self, key: &str) {
         let key = bounded(key);
-        self.kv.shard(key.as_ref()).map.remove(key.as_ref());
-        self.kv_written();
+        let removed = self.kv.shard(key.as_ref()).map.remove(key.as_ref());
+        if removed.is_some() {
+            self.kv_written();
+        }
     }
 
     /// Keys held: (windowed counters, distinct counters, kv), expired ones
@@ -827,7 +844,7 @@ mod tests {
     }
 
     #[test]
-    fn the_kv_generation_moves_on_every_write_and_only_then() {
+    fn the_kv_generation_moves_when_a_write_may_change_what_get_returns() {
         let s = default_state();
         let start = s.kv_generation();
         assert_eq!(s.kv_get("k", 0), None);
@@ -835,16 +852,35 @@ mod tests {
         assert_eq!(s.kv_generation(), start, "reads and counters write no kv");
         assert!(s.kv_set("k", "v".into(), 100, 0));
         let set = s.kv_generation();
-        assert_ne!(set, start);
+        assert_ne!(set, start, "a new key");
+        // Renewing a live key with its value changes no answer.
+        assert!(s.kv_set("k", "v".into(), 100, 50));
+        assert_eq!(s.kv_generation(), set, "renewed");
+        assert_eq!(
+            s.kv_get("k", 149),
+            Some("v".into()),
+            "renewal moved the expiry"
+        );
+        assert!(s.kv_set("k", "w".into(), 100, 60));
+        let changed = s.kv_generation();
+        assert_ne!(changed, set, "a new value");
         // Expiry is no write: a plugin keeps only absences.
         assert_eq!(s.kv_get("k", 200), None);
-        assert_eq!(s.kv_generation(), set);
-        s.kv_delete("k");
-        assert_ne!(s.kv_generation(), set);
-        // A value refused as too large changes nothing.
+        assert_eq!(s.kv_generation(), changed);
+        // The same value again on an expired key makes it present again.
+        assert!(s.kv_set("e", "v".into(), 10, 0));
+        let live = s.kv_generation();
+        assert!(s.kv_set("e", "v".into(), 10, 20));
+        assert_ne!(s.kv_generation(), live, "an expired key set again");
         let before = s.kv_generation();
+        s.kv_delete("e");
+        assert_ne!(s.kv_generation(), before, "a delete of a present key");
+        let deleted = s.kv_generation();
+        s.kv_delete("e");
+        assert_eq!(s.kv_generation(), deleted, "nothing to delete");
+        // A value refused as too large changes nothing.
         assert!(!s.kv_set("big", "x".repeat(64 * 1024 + 1), 0, 0));
-        assert_eq!(s.kv_generation(), before);
+        assert_eq!(s.kv_generation(), deleted);
     }
 
     #[test]
