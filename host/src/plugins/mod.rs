@@ -7,7 +7,7 @@
 //!   types into the plain Rust types of this module ([`Verdict`], [`Event`],
 //!   [`Reaction`], [`RequestView`]), so WIT types never reach the gateway.
 //! - [`PluginEngine`] (in `runtime`): one wasmtime engine per process, with
-//!   epoch interruption (a thread ticks the epoch every millisecond).
+//!   epoch interruption (a thread ticks the epoch while a call runs).
 //! - [`Chain`] (in `chain`): the configured plugins in order, loaded from
 //!   [`PluginSpec`]s. Immutable once loaded and shared as `Arc<Chain>`; a
 //!   config reload builds a new one. [`Chain::on_request`] runs the plugins

@@ -23,7 +23,7 @@
 //!    enough for the next, one success ends it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,18 +86,20 @@ pub struct EngineOptions {
     /// about one per thread is enough; more concurrent calls create
     /// instances that are dropped afterwards.
     pub max_idle_instances: usize,
-    /// The epoch's tick while some call's deadline is ahead. A call runs
-    /// at least its timeout and is stopped within one tick after it; each
-    /// tick wakes a thread, which under load costs more than the tick's
-    /// precision is worth (see [`EngineOptions::for_plugins`]).
+    /// The epoch's tick while a call is running. A call runs at least its
+    /// timeout and, once the ticker has seen it running, is stopped within
+    /// one tick after it; each tick wakes a thread, which under load costs
+    /// more than the tick's precision is worth (see
+    /// [`EngineOptions::for_plugins`] and [`tick`]).
     pub tick: Duration,
 }
 
 impl EngineOptions {
     /// The options for a gateway that runs `plugins`: the tick is half the
     /// shortest timeout of an enabled plugin, between 1 and
-    /// [`MAX_BUSY_TICK`] (a plugin with a 10 ms timeout is stopped after
-    /// 10-15 ms, and the ticker wakes 200 times a second, not 1,000).
+    /// [`MAX_BUSY_TICK`] (a plugin with a 10 ms timeout that loops is
+    /// stopped 10-15 ms after the ticker first saw it running, and a long
+    /// call wakes the ticker 200 times a second, not 1,000).
     pub fn for_plugins(plugins: &[PluginSpec]) -> EngineOptions {
         let shortest = plugins
             .iter()
@@ -135,21 +137,27 @@ impl Default for EngineOptions {
 
 /// The wasmtime engine of the process (Cranelift, component model, epoch
 /// interruption). Cheap to clone. A background thread increments the epoch
-/// every [`EngineOptions::tick`] while some call's deadline is still ahead,
-/// and backs off to [`IDLE_TICK`] when none is (see [`tick`]).
+/// every [`EngineOptions::tick`] while a call is running, and backs off to
+/// [`IDLE_TICK`] while none is (see [`tick`]).
 #[derive(Clone)]
 pub struct PluginEngine(Arc<EngineInner>);
 
-/// The epoch ticker's longest sleep while no call's deadline is ahead.
+/// The epoch ticker's longest sleep while no call is running.
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
-/// The epoch as the ticker counts it, and the latest deadline (in the same
-/// ticks) of the calls made so far: the ticker ticks every busy tick until
-/// the epoch passes it.
+/// What the epoch ticker looks at: how many calls are running now.
 #[derive(Default)]
 struct Ticks {
-    epoch: AtomicU64,
-    busy_until: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// A call into a guest, counted in [`Ticks::in_flight`] until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct EngineInner {
@@ -195,8 +203,7 @@ impl PluginEngine {
                         Some(engine) => engine.increment_epoch(),
                         None => break,
                     }
-                    let epoch = ticker.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-                    let busy = epoch <= ticker.busy_until.load(Ordering::Relaxed);
+                    let busy = ticker.in_flight.load(Ordering::Relaxed) > 0;
                     sleep = tick(sleep, busy, busy_tick);
                 }
             })
@@ -225,17 +232,12 @@ impl PluginEngine {
         &self.0.engine
     }
 
-    /// Tells the epoch ticker that a call with a deadline `ticks` from now
-    /// starts: it ticks every millisecond until that deadline has passed.
-    /// Two loads, and a store at most once per tick (calls in the same tick
-    /// have the same deadline). Racing calls may lose each other's store;
-    /// they differ by a tick at most.
-    fn calling(&self, ticks: u64) {
-        let t = &self.0.ticks;
-        let until = t.epoch.load(Ordering::Relaxed).saturating_add(ticks);
-        if until > t.busy_until.load(Ordering::Relaxed) {
-            t.busy_until.store(until, Ordering::Relaxed);
-        }
+    /// Marks a call into a guest as running until the guard drops: while
+    /// one is, the epoch ticker ticks every busy tick.
+    fn calling(&self) -> InFlight<'_> {
+        let in_flight = &self.0.ticks.in_flight;
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(in_flight)
     }
 
     /// Compiles `bytes`, or returns the component compiled from the same
@@ -259,15 +261,17 @@ impl PluginEngine {
     }
 }
 
-/// The epoch ticker's next sleep: `busy_tick` while some call's deadline
-/// is still ahead (`busy`), else twice the last, up to [`IDLE_TICK`].
+/// The epoch ticker's next sleep: `busy_tick` while a call is running
+/// (`busy`), else twice the last, up to [`IDLE_TICK`].
 ///
-/// Deadlines count ticks, so a call that starts during one of the idle
-/// ticker's long sleeps has its deadline late by at most [`IDLE_TICK`],
-/// never early; from the next tick on, ticks are `busy_tick` apart until
-/// the deadline passes. In exchange an idle gateway (or one dropping a
-/// flood before any plugin sees it) is not woken hundreds of times a
-/// second.
+/// Deadlines count ticks, so a call that starts during one of the ticker's
+/// long sleeps has its deadline late by at most [`IDLE_TICK`], never early;
+/// from the next tick on, ticks are `busy_tick` apart until it ends. Calls
+/// take about a microsecond, so even under load a tick rarely finds one
+/// running and the ticker wakes ~20 times a second, not 200 (each wake-up
+/// cost ~12 µs of CPU on the benchmark VM: a microsecond per registration
+/// at 2,000/s). The price: a plugin that loops is stopped up to
+/// [`IDLE_TICK`] after its timeout rather than one busy tick after it.
 fn tick(last: Duration, busy: bool, busy_tick: Duration) -> Duration {
     if busy {
         busy_tick
@@ -441,17 +445,15 @@ impl Plugin {
             plugin: name.to_owned(),
             message,
         })?;
-        engine.calling(plugin.init_ticks);
         first.store.set_epoch_deadline(plugin.init_ticks);
-        let hooks =
-            first
-                .bindings
-                .call_hooks(&mut first.store)
-                .map_err(|e| PluginError::Hooks {
-                    plugin: name.to_owned(),
-                    message: Failure::classify(&e, first.store.data().limiter.memory_exceeded)
-                        .to_string(),
-                })?;
+        let hooks = {
+            let _running = engine.calling();
+            first.bindings.call_hooks(&mut first.store)
+        }
+        .map_err(|e| PluginError::Hooks {
+            plugin: name.to_owned(),
+            message: Failure::classify(&e, first.store.data().limiter.memory_exceeded).to_string(),
+        })?;
         let hooks = conversions::hooks(hooks);
         plugin.on_request = hooks.on_request;
         plugin.events = hooks.events;
@@ -467,7 +469,7 @@ impl Plugin {
         state.mail = self.mail.clone();
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        self.engine.calling(self.init_ticks);
+        let _running = self.engine.calling();
         store.set_epoch_deadline(self.init_ticks);
         let failed = |e: wasmtime::Error, store: &Store<HostState>| {
             Failure::classify(&e, store.data().limiter.memory_exceeded).to_string()
@@ -535,10 +537,12 @@ impl Plugin {
             None if call.is_multiple_of(TIMED_EVERY) => (Some(Instant::now()), TIMED_EVERY),
             None => (None, 0),
         };
-        self.engine.calling(self.deadline_ticks);
         instance.store.set_epoch_deadline(self.deadline_ticks);
         instance.store.data_mut().limiter.memory_exceeded = false;
-        let result = f(&mut instance);
+        let result = {
+            let _running = self.engine.calling();
+            f(&mut instance)
+        };
         if let Some(started) = started {
             let ns = started.elapsed().as_nanos() as u64;
             self.counters
@@ -786,6 +790,22 @@ mod tests {
         assert_eq!(tick(IDLE_TICK, false, ms(5)), IDLE_TICK);
         assert_eq!(tick(IDLE_TICK, true, ms(1)), ms(1));
         assert_eq!(tick(IDLE_TICK, true, ms(5)), ms(5));
+    }
+
+    #[test]
+    fn the_ticker_sees_a_call_running_until_it_ends() {
+        let engine = PluginEngine::new().unwrap();
+        let running = || engine.0.ticks.in_flight.load(Ordering::Relaxed);
+        assert_eq!(running(), 0);
+        let outer = engine.calling();
+        {
+            // A call that creates its instance first: both count.
+            let _inner = engine.calling();
+            assert_eq!(running(), 2);
+        }
+        assert_eq!(running(), 1);
+        drop(outer);
+        assert_eq!(running(), 0);
     }
 
     #[test]
