@@ -36,6 +36,11 @@ fn contact_of(phone: &Phone, user: &str) -> String {
     format!("sip:{user}@{}", phone.local())
 }
 
+/// Sends `reg` without credentials; the first challenge of the 401.
+fn first_challenge(phone: &Phone, reg: &Register) -> Challenge {
+    challenges(&phone.request(&reg.text(phone))).remove(0)
+}
+
 #[test]
 fn register_with_md5_and_sha256_digest() {
     let gw = gateway();
@@ -102,8 +107,7 @@ fn digest_user_must_be_the_to_extension_and_realm_the_tenant() {
     let phone = Phone::new("127.0.0.1", gw.addr());
     // Extension 100's credentials used to register 101.
     let mut reg = Register::new("127.0.0.1", "101", &contact_of(&phone, "101"));
-    let first = phone.request(&reg.text(&phone));
-    let ch = challenges(&first).remove(0);
+    let ch = first_challenge(&phone, &reg);
     reg.cseq += 1;
     reg.authorization = Some(authorization(
         &ch,
@@ -118,8 +122,7 @@ fn digest_user_must_be_the_to_extension_and_realm_the_tenant() {
 
     // a.example's password for 100 tried against b.example's 100: the realm is b.example.
     let mut reg = Register::new("b.example", "100", &contact_of(&phone, "100"));
-    let first = phone.request(&reg.text(&phone));
-    let mut ch = challenges(&first).remove(0);
+    let mut ch = first_challenge(&phone, &reg);
     assert_eq!(ch.realm, "b.example");
     ch.realm = "a.example".into();
     reg.cseq += 1;
@@ -141,25 +144,17 @@ fn of_several_realms_credentials_those_for_ours_are_checked() {
     let gw = gateway();
     let phone = Phone::new("127.0.0.1", gw.addr());
     let mut reg = Register::new("127.0.0.1", "100", &contact_of(&phone, "100"));
-    let first = phone.request(&reg.text(&phone));
-    let ours = challenges(&first).remove(0);
+    let ours = first_challenge(&phone, &reg);
     // A phone registered with another server too sends that server's
     // credentials first; a wrong answer there must not count here.
     let mut theirs = ours.clone();
     theirs.realm = "elsewhere.example".into();
+    let answer = |ch: &Challenge, password| {
+        authorization(ch, "100", password, "REGISTER", "sip:127.0.0.1", 1)
+    };
     reg.cseq += 1;
-    reg.authorization = Some(authorization(
-        &theirs,
-        "100",
-        "another-password",
-        "REGISTER",
-        "sip:127.0.0.1",
-        1,
-    ));
-    reg.extra = vec![format!(
-        "Authorization: {}",
-        authorization(&ours, "100", "pw100", "REGISTER", "sip:127.0.0.1", 1)
-    )];
+    reg.authorization = Some(answer(&theirs, "another-password"));
+    reg.extra = vec![format!("Authorization: {}", answer(&ours, "pw100"))];
     let ok = phone.request(&reg.text(&phone));
     assert_eq!(ok.code(), Some(200), "{ok:?}");
     assert_eq!(gw.registrations().len(), 1);
@@ -197,8 +192,7 @@ fn nonce_answered_from_another_address_is_refused() {
     let gw = gateway();
     let phone = Phone::new("127.0.0.1", gw.addr());
     let mut reg = Register::new("127.0.0.1", "100", &contact_of(&phone, "100"));
-    let first = phone.request(&reg.text(&phone));
-    let ch = challenges(&first).remove(0);
+    let ch = first_challenge(&phone, &reg);
     // Someone at 127.0.0.7 answers the challenge issued to 127.0.0.1.
     let spoofer = Phone::new("127.0.0.7", gw.addr());
     reg.cseq += 1;
@@ -243,8 +237,7 @@ fn stale_nonce_gets_stale_true_and_replayed_nc_is_refused() {
     );
     let phone = Phone::new("127.0.0.1", gw.addr());
     let mut reg = Register::new("127.0.0.1", "100", &contact_of(&phone, "100"));
-    let first = phone.request(&reg.text(&phone));
-    let ch = challenges(&first).remove(0);
+    let ch = first_challenge(&phone, &reg);
     reg.cseq += 1;
     reg.authorization = Some(authorization(
         &ch,
@@ -363,8 +356,7 @@ fn retransmission_is_answered_from_the_transaction() {
     let gw = gateway();
     let phone = Phone::new("127.0.0.1", gw.addr());
     let mut reg = Register::new("127.0.0.1", "100", &contact_of(&phone, "100"));
-    let first = phone.request(&reg.text(&phone));
-    let ch = challenges(&first).remove(0);
+    let ch = first_challenge(&phone, &reg);
     reg.cseq += 1;
     reg.authorization = Some(authorization(
         &ch,
