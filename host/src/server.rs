@@ -706,9 +706,11 @@ impl Core {
             .start(self, request, source, key, tenant, &caller, &callee, None)
     }
 
-    /// Digest authentication of `user` in `tenant`. `proxy` selects 407 and
-    /// Proxy-Authorization (requests other than REGISTER, RFC 3261 22.3).
-    /// Successes and real failures go to the plugins as events.
+    /// Digest authentication of `user` in `tenant`, with the credentials
+    /// [`Core::credentials`] picked from the request (Proxy-Authorization
+    /// for requests other than REGISTER, RFC 3261 22.3). `proxy` selects 407
+    /// and Proxy-Authenticate for the challenge. Successes and real failures
+    /// go to the plugins, if any asked for authentication events.
     fn authenticate(
         &self,
         request: &Message,
@@ -834,7 +836,6 @@ impl Core {
     }
 }
 
-/// The registration events that committed binding writes stand for.
 /// Whether a credentials header names `realm` (`realm="REALM"`).
 fn names_realm(header: &str, realm: &str) -> bool {
     header.match_indices("realm=\"").any(|(at, marker)| {
@@ -844,6 +845,7 @@ fn names_realm(header: &str, realm: &str) -> bool {
     })
 }
 
+/// The registration events that committed binding writes stand for.
 fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
     writes
         .iter()
