@@ -108,27 +108,27 @@ impl Chain {
             let bytes = builtin::bytes_of(spec)?;
             let plugin = Plugin::load(spec, &bytes, engine, &state)?;
             let index = chain.plugins.len();
-            if plugin.on_request {
+            if plugin.hooks.on_request {
                 chain.request_hooks.push(index);
-                chain.wants_user_agent |= plugin.wants_user_agent;
+                chain.wants_user_agent |= plugin.hooks.user_agent;
             }
             for kind in EventKind::ALL {
-                if plugin.events[kind.index()] {
+                if plugin.hooks.events[kind.index()] {
                     chain.event_hooks[kind.index()].push(index);
                 }
             }
-            if plugin.route {
+            if plugin.hooks.route {
                 chain.route_hooks.push(index);
             }
             tracing::info!(
                 plugin = spec.name,
                 source = %spec.source,
-                on_request = plugin.on_request,
+                on_request = plugin.hooks.on_request,
                 events = ?EventKind::ALL
                     .into_iter()
-                    .filter(|kind| plugin.events[kind.index()])
+                    .filter(|kind| plugin.hooks.events[kind.index()])
                     .collect::<Vec<_>>(),
-                route = plugin.route,
+                route = plugin.hooks.route,
                 on_error = spec.on_error.as_str(),
                 "plugin loaded"
             );
@@ -154,7 +154,7 @@ impl Chain {
         for &index in &self.request_hooks {
             let plugin = &self.plugins[index];
             let basics = match &mut with_user_agent {
-                Some(with) if plugin.wants_user_agent => with,
+                Some(with) if plugin.hooks.user_agent => with,
                 _ => &mut basics,
             };
             basics.kv_generation = plugin.kv_generation();

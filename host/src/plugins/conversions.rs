@@ -19,6 +19,7 @@ use crate::transport::Transport;
 pub(super) const MAX_REASON_BYTES: usize = 200;
 
 /// Which hooks a plugin implements, as its `hooks()` said.
+#[derive(Default)]
 pub(super) struct Hooks {
     pub on_request: bool,
     /// `on-event` for these kinds, indexed by [`EventKind::index`].

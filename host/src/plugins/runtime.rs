@@ -326,12 +326,8 @@ pub(super) struct Plugin {
     deadline_ticks: u64,
     /// Epoch ticks instantiation plus `init` may run.
     init_ticks: u64,
-    pub on_request: bool,
-    /// `on-event` for these kinds, indexed by `EventKind::index`.
-    pub events: [bool; 4],
-    pub route: bool,
-    /// `on-request` gets the User-Agent in its basics.
-    pub wants_user_agent: bool,
+    /// What its `hooks()` said (none until then).
+    pub hooks: conversions::Hooks,
     state: Arc<super::PluginState>,
     /// The SMTP queue behind `mail.send` (None: the gateway has none).
     mail: Option<Arc<dyn super::MailService>>,
@@ -431,10 +427,7 @@ impl Plugin {
             memory_limit: usize::try_from(spec.memory_limit_bytes).unwrap_or(usize::MAX),
             deadline_ticks: engine.options().ticks(timeout_ms),
             init_ticks: engine.options().ticks(timeout_ms.max(INIT_TIMEOUT_MS)),
-            on_request: false,
-            events: [false; 4],
-            route: false,
-            wants_user_agent: false,
+            hooks: conversions::Hooks::default(),
             state: shared.plugin(name),
             mail: shared.mail(),
             pool: Pool::new(engine.options().max_idle_instances),
@@ -454,11 +447,7 @@ impl Plugin {
             plugin: name.to_owned(),
             message: Failure::classify(&e, first.store.data().limiter.memory_exceeded).to_string(),
         })?;
-        let hooks = conversions::hooks(hooks);
-        plugin.on_request = hooks.on_request;
-        plugin.events = hooks.events;
-        plugin.route = hooks.route;
-        plugin.wants_user_agent = hooks.user_agent;
+        plugin.hooks = conversions::hooks(hooks);
         plugin.pool.seed(first);
         Ok(plugin)
     }

@@ -148,8 +148,9 @@ impl PluginState {
         }
     }
 
-    /// Changes after every `kv.set` and `kv.delete`: a plugin may keep what
-    /// it read from `kv` while this stays the same.
+    /// Changes after every `kv.set` and `kv.delete` that may change what
+    /// `kv.get` returns: a plugin may keep what it read from `kv` while this
+    /// stays the same.
     pub fn kv_generation(&self) -> u64 {
         // Acquire: a plugin that sees a generation sees the writes before it.
         self.kv_generation.load(Ordering::Acquire)
