@@ -32,7 +32,7 @@ use crate::plugins::{
 use crate::proxy::Proxy;
 use crate::registrar::location::Aor;
 use crate::registrar::{Answer, Registrar};
-use crate::sip::{Message, Method, StartLine};
+use crate::sip::{Checked, Message, Method, NameAddr, StartLine};
 use crate::stats::Stats;
 use crate::store::{Store, Write};
 use crate::stun;
@@ -247,8 +247,8 @@ enum AuthStep {
 impl Core {
     /// Runs one request through the message path.
     fn handle_request(self: &Arc<Self>, mut request: Message, source: Source) {
-        let top_via = match request.checked_top_via() {
-            Ok(via) => via,
+        let checked = match request.checked() {
+            Ok(checked) => checked,
             Err(reason) => {
                 Stats::inc(&self.stats.bad_requests);
                 if request.can_answer() {
@@ -260,6 +260,7 @@ impl Core {
                 return;
             }
         };
+        let Checked { top_via, from, to } = checked;
         let top_via = mark_received(&mut request, &source, top_via);
         let Some(key) = top_via.and_then(|via| Key::with_top_via(&request, &via)) else {
             self.answer_stateless(&request, 400, "Malformed Via", &source);
@@ -306,6 +307,7 @@ impl Core {
         };
         let reply = self.process(
             &request,
+            (&from, &to),
             tenant,
             trusted,
             &source,
@@ -501,9 +503,12 @@ impl Core {
     }
 
     /// Does the work of a new request: its final response, or `Later`.
+    /// `from_to` are the request's From and To, as its check parsed them.
+    #[allow(clippy::too_many_arguments)]
     fn process(
         self: &Arc<Self>,
         request: &Message,
+        (from, to): (&NameAddr, &NameAddr),
         tenant: Option<&Tenant>,
         trusted: Option<Trusted>,
         source: &Source,
@@ -525,9 +530,7 @@ impl Core {
         }
         // Inside a dialog (To has a tag) a request follows its dialog, whatever
         // its Request-URI (the peer's Contact) says.
-        // (The method first: a REGISTER's To is parsed once, by the registrar.)
-        let in_dialog = !matches!(method, Method::Register | Method::Options)
-            && request.to().is_ok_and(|to| to.tag().is_some());
+        let in_dialog = !matches!(method, Method::Register | Method::Options) && to.tag().is_some();
         if in_dialog {
             if let Some(reply) = self.voicemail.in_dialog(self, request, source) {
                 return reply;
@@ -541,6 +544,7 @@ impl Core {
         match method {
             Method::Register => self.register(
                 request,
+                to,
                 tenant,
                 Trusted::extension(&trusted).map(str::to_owned),
                 source,
@@ -554,7 +558,7 @@ impl Core {
                 response.headers.push("Supported", "path, outbound");
                 Reply::Now(code, response)
             }
-            Method::Invite => self.invite(request, tenant, trusted, source, key, credentials),
+            Method::Invite => self.invite(request, from, tenant, trusted, source, key, credentials),
             Method::Bye => self
                 .reply(request, 481, "Call/Transaction Does Not Exist")
                 .into(),
@@ -567,18 +571,17 @@ impl Core {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register(
         self: &Arc<Self>,
         request: &Message,
+        to: &NameAddr,
         tenant: &Tenant,
         trusted: Option<String>,
         source: &Source,
         key: &Key,
         credentials: Option<&Presented<'_>>,
     ) -> Reply {
-        let Ok(to) = request.to() else {
-            return self.reply(request, 400, "Malformed To").into();
-        };
         let Some(extension) = to.uri.user.clone() else {
             return self.reply(request, 400, "To has no extension").into();
         };
@@ -646,18 +649,17 @@ impl Core {
     /// INVITE: the caller must authenticate as the From extension (or be
     /// trusted by a plugin), unless the INVITE is a trunk's traffic; then the
     /// router decides where it goes.
+    #[allow(clippy::too_many_arguments)]
     fn invite(
         self: &Arc<Self>,
         request: &Message,
+        from: &NameAddr,
         tenant: &Tenant,
         trusted: Option<Trusted>,
         source: &Source,
         key: &Key,
         credentials: Option<&Presented<'_>>,
     ) -> Reply {
-        let Ok(from) = request.from() else {
-            return self.reply(request, 400, "Malformed From").into();
-        };
         let Some(caller) = from.uri.user.clone() else {
             return self.reply(request, 403, "From has no extension").into();
         };
@@ -874,7 +876,7 @@ fn registration_events(writes: &[Write], source: SocketAddr) -> Vec<Event> {
 /// Adds `received` and fills `rport` in the top Via (RFC 3261 18.2.1, RFC 3581),
 /// so the response records where the request really came from. Responses
 /// always go back to that address, never to one written in a header.
-/// `top` is the top Via as [`Message::checked_top_via`] parsed it; returns
+/// `top` is the top Via as [`Message::checked`] parsed it; returns
 /// it as marked (None if the Via line has none), so the transaction key is
 /// taken from it without parsing the header again.
 fn mark_received(

@@ -61,7 +61,7 @@ pub fn strip_own_routes(request: &mut Message) {
 /// Call-ID, From, To, CSeq number and top Via (so the same branch), Route
 /// copied; optionally a Reason (RFC 3326).
 pub fn cancel_for(sent: &Message, reason: Option<&str>) -> Message {
-    let mut headers = crate::sip::Headers::with_capacity(9);
+    let mut headers = crate::sip::Headers::with_capacity(9, sent.headers.text_len());
     if let Some(via) = sent.headers.get("Via") {
         let top = crate::sip::split_list(via)
             .first()
@@ -121,7 +121,7 @@ fn request_uri(request: &Message) -> Uri {
 /// `to` (header values with tags), sent to `target` (the peer's Contact URI).
 pub fn bye(target: &Uri, from: &str, to: &str, call_id: &str, cseq: u32, via: &str) -> Message {
     let method = Method::Bye;
-    let mut headers = crate::sip::Headers::with_capacity(8);
+    let mut headers = crate::sip::Headers::with_capacity(8, 256);
     headers.push("Via", via);
     headers.push("Max-Forwards", "70");
     headers.push("From", from);

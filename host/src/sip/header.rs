@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use super::message::ParseError;
 use super::method::Method;
@@ -154,9 +155,15 @@ fn query_name(name: &str) -> &str {
 
 /// The header fields of a message, in order, one entry per header line
 /// (RFC 3261 7.3). Names are canonical (see [`canonical_name`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// The values live one after another in a single buffer, so a parsed
+/// message costs one allocation for all of them, not one per line. A
+/// replaced value is appended anew; its old bytes stay until the message is
+/// dropped or cloned (a clone keeps only the live values).
+#[derive(Default)]
 pub struct Headers {
-    list: Vec<(Cow<'static, str>, String)>,
+    text: String,
+    list: Vec<(Cow<'static, str>, Range<usize>)>,
 }
 
 impl Headers {
@@ -164,10 +171,29 @@ impl Headers {
         Headers::default()
     }
 
-    pub fn with_capacity(n: usize) -> Headers {
+    /// Room for `lines` lines whose values take `bytes` bytes.
+    pub fn with_capacity(lines: usize, bytes: usize) -> Headers {
         Headers {
-            list: Vec::with_capacity(n),
+            text: String::with_capacity(bytes),
+            list: Vec::with_capacity(lines),
         }
+    }
+
+    /// The bytes the values take (and any replaced ones still kept).
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    fn value(&self, span: &Range<usize>) -> &str {
+        // Spans are only made by `store`, so the lookup always succeeds.
+        self.text.get(span.clone()).unwrap_or_default()
+    }
+
+    /// Copies `value` into the buffer; its span.
+    fn store(&mut self, value: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(value);
+        start..self.text.len()
     }
 
     /// The value of the first line with this name (case-insensitive; compact forms accepted).
@@ -176,7 +202,7 @@ impl Headers {
         self.list
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, span)| self.value(span))
     }
 
     /// Every line with this name, in order (values are not comma-split).
@@ -185,23 +211,25 @@ impl Headers {
         self.list
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, span)| self.value(span))
     }
 
     /// Appends a line.
-    pub fn push(&mut self, name: &str, value: impl Into<String>) {
-        self.list.push((canonical_cow(name), value.into()));
+    pub fn push(&mut self, name: &str, value: impl AsRef<str>) {
+        let span = self.store(value.as_ref());
+        self.list.push((canonical_cow(name), span));
     }
 
     /// Inserts a line at `index` (clamped to the end), e.g. a new top Via at 0.
-    pub fn insert(&mut self, index: usize, name: &str, value: impl Into<String>) {
+    pub fn insert(&mut self, index: usize, name: &str, value: impl AsRef<str>) {
         let index = index.min(self.list.len());
-        self.list.insert(index, (canonical_cow(name), value.into()));
+        let span = self.store(value.as_ref());
+        self.list.insert(index, (canonical_cow(name), span));
     }
 
     /// Replaces every line with this name by one line, at the place of the
     /// first (or at the end when there was none).
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+    pub fn set(&mut self, name: &str, value: impl AsRef<str>) {
         let q = query_name(name);
         match self
             .list
@@ -215,8 +243,9 @@ impl Headers {
                     i += 1;
                     keep
                 });
+                let span = self.store(value.as_ref());
                 if let Some(entry) = self.list.get_mut(first) {
-                    entry.1 = value.into();
+                    entry.1 = span;
                 }
             }
             None => self.push(name, value),
@@ -225,19 +254,20 @@ impl Headers {
 
     /// Replaces the value of the first line with this name, keeping its
     /// place and every other line (e.g. the top Via line); false if none.
-    pub fn replace_first(&mut self, name: &str, value: impl Into<String>) -> bool {
+    pub fn replace_first(&mut self, name: &str, value: impl AsRef<str>) -> bool {
         let q = query_name(name);
-        match self
+        let Some(index) = self
             .list
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(q))
-        {
-            Some(entry) => {
-                entry.1 = value.into();
-                true
-            }
-            None => false,
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(q))
+        else {
+            return false;
+        };
+        let span = self.store(value.as_ref());
+        if let Some(entry) = self.list.get_mut(index) {
+            entry.1 = span;
         }
+        true
     }
 
     /// Removes the first comma-separated value of the first line with this
@@ -249,13 +279,13 @@ impl Headers {
             .list
             .iter()
             .position(|(n, _)| n.eq_ignore_ascii_case(q))?;
-        let items = split_list(&self.list[index].1);
+        let items = split_list(self.value(&self.list[index].1));
         let first = items.first()?.to_string();
         if items.len() <= 1 {
             self.list.remove(index);
         } else {
             let rest = items[1..].join(", ");
-            self.list[index].1 = rest;
+            self.list[index].1 = self.store(&rest);
         }
         Some(first)
     }
@@ -268,7 +298,9 @@ impl Headers {
 
     /// All lines as (name, value), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.list.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
+        self.list
+            .iter()
+            .map(|(n, span)| (n.as_ref(), self.value(span)))
     }
 
     pub fn len(&self) -> usize {
@@ -280,8 +312,39 @@ impl Headers {
     }
 
     /// Appends a line whose name the parser has already canonicalised.
-    pub(crate) fn push_canonical(&mut self, name: Cow<'static, str>, value: String) {
-        self.list.push((name, value));
+    pub(crate) fn push_canonical(&mut self, name: Cow<'static, str>, value: &str) {
+        let span = self.store(value);
+        self.list.push((name, span));
+    }
+}
+
+impl Clone for Headers {
+    /// Copies the live values only.
+    fn clone(&self) -> Headers {
+        let live = self.list.iter().map(|(_, span)| span.len()).sum();
+        let mut copy = Headers {
+            text: String::with_capacity(live),
+            list: Vec::with_capacity(self.list.len()),
+        };
+        for (name, value) in self.list.iter().map(|(n, span)| (n, self.value(span))) {
+            copy.push_canonical(name.clone(), value);
+        }
+        copy
+    }
+}
+
+/// Equal when the lines are, whatever the buffers hold besides.
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.list.len() == other.list.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -343,55 +406,101 @@ fn unescape_quoted_pairs(s: &str) -> String {
     out
 }
 
-fn parse_name_addr(s: &str) -> Option<NameAddr> {
+/// A name-addr or addr-spec cut into its parts, nothing parsed or copied yet.
+struct NameAddrParts<'a> {
+    /// Display name: a quoted-string's inside (still escaped), or the
+    /// tokens before `<`.
+    display: Option<Display<'a>>,
+    uri: &'a str,
+    /// Header parameters, after the `;` that starts them.
+    params: Option<&'a str>,
+    /// A bare addr-spec (no `<>`): its URI may not carry `?headers`.
+    bare: bool,
+}
+
+enum Display<'a> {
+    Quoted(&'a str),
+    Tokens(&'a str),
+}
+
+fn name_addr_parts(s: &str) -> Option<NameAddrParts<'_>> {
     let bytes = s.as_bytes();
     let (display, rest) = if bytes.first() == Some(&b'"') {
         // quoted-string display name (RFC 3261 25.1)
         let end = quoted_end(bytes, 0)?;
         let inner = s.get(1..end - 1)?;
-        (Some(unescape_quoted_pairs(inner)), trim_ws(&s[end..]))
+        (Some(Display::Quoted(inner)), trim_ws(&s[end..]))
     } else if let Some(lt) = s.find('<') {
         // *(token LWS) display name; read liberally, but no stray quotes.
         let d = trim_ws(&s[..lt]);
         if d.contains('"') {
             return None;
         }
-        ((!d.is_empty()).then(|| d.to_owned()), &s[lt..])
+        ((!d.is_empty()).then_some(Display::Tokens(d)), &s[lt..])
     } else {
         // Bare addr-spec: its ;params belong to the header (RFC 3261 20.10).
         // Split at the first `;` after the userinfo, if any.
         let after_at = s.find('@').map_or(0, |i| i + 1);
-        let (uri_s, params_s) = match s[after_at..].find(';') {
+        let (uri, params) = match s[after_at..].find(';') {
             Some(i) => (&s[..after_at + i], Some(&s[after_at + i + 1..])),
             None => (s, None),
         };
-        let uri = parse_uri_opt(trim_ws(uri_s))?;
-        if uri.headers.is_some() {
-            // RFC 3261 20.10: a URI with `?` must be enclosed in <>.
-            return None;
-        }
-        let mut params = Vec::new();
-        if let Some(p) = params_s {
-            parse_params(p, &mut params)?;
-        }
-        return Some(NameAddr {
+        return Some(NameAddrParts {
             display: None,
-            uri,
+            uri: trim_ws(uri),
             params,
+            bare: true,
         });
     };
     let inner_and_rest = rest.strip_prefix('<')?;
     let gt = inner_and_rest.find('>')?;
-    let uri = parse_uri_opt(trim_ws(&inner_and_rest[..gt]))?;
     let after = trim_ws(&inner_and_rest[gt + 1..]);
+    let params = if after.is_empty() {
+        None
+    } else {
+        Some(after.strip_prefix(';')?)
+    };
+    Some(NameAddrParts {
+        display,
+        uri: trim_ws(&inner_and_rest[..gt]),
+        params,
+        bare: false,
+    })
+}
+
+fn parse_name_addr(s: &str) -> Option<NameAddr> {
+    let parts = name_addr_parts(s)?;
+    let uri = parse_uri_opt(parts.uri)?;
+    if parts.bare && uri.headers.is_some() {
+        // RFC 3261 20.10: a URI with `?` must be enclosed in <>.
+        return None;
+    }
     let mut params = Vec::new();
-    if !after.is_empty() {
-        parse_params(after.strip_prefix(';')?, &mut params)?;
+    if let Some(p) = parts.params {
+        parse_params(p, &mut params)?;
     }
     Some(NameAddr {
-        display,
+        display: parts.display.map(|d| match d {
+            Display::Quoted(inner) => unescape_quoted_pairs(inner),
+            Display::Tokens(tokens) => tokens.to_owned(),
+        }),
         uri,
         params,
+    })
+}
+
+/// Whether a From/To value carries a `tag=` parameter, read without
+/// parsing the URI or copying anything (a response builder's question).
+/// Matches `NameAddr::parse(value)?.tag().is_some()` for any value that
+/// parses; false for one whose parts cannot be told apart.
+pub fn has_tag(value: &str) -> bool {
+    let Some(params) = name_addr_parts(trim_ws(value)).and_then(|p| p.params) else {
+        return false;
+    };
+    SplitOutside::new(params, b';', false).any(|item| {
+        let item = trim_ws(item);
+        item.split_once('=')
+            .is_some_and(|(name, _)| trim_ws(name).eq_ignore_ascii_case("tag"))
     })
 }
 
@@ -731,6 +840,62 @@ mod tests {
         assert_eq!(h.get("Via"), None);
         assert!(!h.is_empty());
         assert_eq!(h.len(), 5);
+    }
+
+    #[test]
+    fn replaced_values_read_back_and_a_clone_keeps_only_the_live_ones() {
+        let mut h = Headers::new();
+        h.push("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b");
+        h.push("Max-Forwards", "70");
+        assert!(h.replace_first("Max-Forwards", "69"));
+        assert!(!h.replace_first("Route", "<sip:x>"));
+        assert_eq!(
+            h.pop_first_value("Via").as_deref(),
+            Some("SIP/2.0/UDP a;branch=z9hG4bK1")
+        );
+        assert_eq!(h.get("Via"), Some("SIP/2.0/UDP b"));
+        assert_eq!(h.get("Max-Forwards"), Some("69"));
+        // The replaced values' bytes are still held; a clone drops them.
+        let copy = h.clone();
+        assert!(copy.text_len() < h.text_len());
+        assert_eq!(copy.text_len(), "SIP/2.0/UDP b".len() + "69".len());
+        // Equal by lines, whatever the buffers hold.
+        assert_eq!(copy, h);
+        let mut other = Headers::new();
+        other.push("Via", "SIP/2.0/UDP b");
+        other.push("Max-Forwards", "70");
+        assert_ne!(other, h);
+        other.set("Max-Forwards", "69");
+        assert_eq!(other, h);
+        assert_eq!(
+            format!("{h:?}"),
+            r#"[("Via", "SIP/2.0/UDP b"), ("Max-Forwards", "69")]"#
+        );
+    }
+
+    #[test]
+    fn has_tag_agrees_with_the_parser() {
+        for value in [
+            "<sip:100@a.example>",
+            "<sip:100@a.example>;tag=abc",
+            "<sip:100@a.example> ; TAG = abc",
+            "\"Bob; tag=x\" <sip:100@a.example>",
+            "\"Bob\" <sip:100@a.example;tag=uri-param>",
+            "Bob <sip:100@a.example>;x=1;tag=9;y",
+            "sip:100@a.example;tag=bare",
+            "sip:100;tag=x@a.example",
+            "sip:100@a.example",
+            "<sip:100@a.example>;tag",
+            "<sip:100@a.example>;tag=",
+            "<sip:100@a.example>;tagx=1",
+        ] {
+            match NameAddr::parse(value) {
+                Ok(parsed) => assert_eq!(has_tag(value), parsed.tag().is_some(), "{value}"),
+                Err(_) => assert!(!has_tag(value), "{value}"),
+            }
+        }
+        assert!(!has_tag(""));
+        assert!(!has_tag("<sip:100@a.example"));
     }
 
     #[test]

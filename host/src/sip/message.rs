@@ -4,7 +4,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::Write as _;
 
-use super::header::{canonical_name, parse_contacts, CSeq, Contact, Headers, NameAddr, Via};
+use super::header::{
+    canonical_name, has_tag, parse_contacts, CSeq, Contact, Headers, NameAddr, Via,
+};
 use super::method::Method;
 use super::text::{
     find_lf, has_line_break, is_token, is_ws, parse_u32, scan_line, split_word, trim_end_ws,
@@ -55,6 +57,14 @@ pub struct Message {
     pub start: StartLine,
     pub headers: Headers,
     pub body: Vec<u8>,
+}
+
+/// What [`Message::checked`] parsed of a request that passed its checks.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub top_via: Via,
+    pub from: NameAddr,
+    pub to: NameAddr,
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -205,7 +215,7 @@ impl Message {
         };
 
         let mut error: Option<&'static str> = bad_uri.then_some("Bad Request-URI");
-        let mut headers = Headers::with_capacity(16);
+        let mut headers = Headers::with_capacity(16, data.len());
         let mut current: Option<(Cow<'static, str>, Cow<'_, str>)> = None;
         let body_start = loop {
             let (Some(lf), ctl) = scan_line(data, pos) else {
@@ -246,7 +256,7 @@ impl Message {
                 continue;
             }
             if let Some((n, v)) = current.take() {
-                headers.push_canonical(n, v.into_owned());
+                headers.push_canonical(n, &v);
             }
             match split_header_line(line) {
                 Some((n, v)) => current = Some((n, Cow::Borrowed(v))),
@@ -256,7 +266,7 @@ impl Message {
             }
         };
         if let Some((n, v)) = current.take() {
-            headers.push_canonical(n, v.into_owned());
+            headers.push_canonical(n, &v);
         }
 
         let avail = data.get(body_start..).unwrap_or_default();
@@ -433,12 +443,12 @@ impl Message {
     /// must be, and parseable; CSeq method equal to the request method;
     /// Max-Forwards numeric if present. The error names the first problem.
     pub fn check_request(&self) -> Result<(), String> {
-        self.checked_top_via().map(drop)
+        self.checked().map(drop)
     }
 
-    /// [`Message::check_request`], returning the top Via it parsed, so that
-    /// the message path does not parse it again.
-    pub fn checked_top_via(&self) -> Result<Via, String> {
+    /// [`Message::check_request`], returning what it parsed (the top Via,
+    /// From and To), so that the message path does not parse them again.
+    pub fn checked(&self) -> Result<Checked, String> {
         let Some(method) = self.method() else {
             return Err("Not a request".into());
         };
@@ -450,8 +460,8 @@ impl Message {
                 return Err(format!("Multiple {name} headers"));
             }
         }
-        self.from().map_err(|e| e.reason)?;
-        self.to().map_err(|e| e.reason)?;
+        let from = self.from().map_err(|e| e.reason)?;
+        let to = self.to().map_err(|e| e.reason)?;
         match self.call_id() {
             None | Some("") => return Err("Missing Call-ID".into()),
             // Call-ID = word [ "@" word ] (RFC 3261 25.1): no whitespace.
@@ -464,7 +474,7 @@ impl Message {
             return Err("CSeq method does not match request".into());
         }
         self.max_forwards().map_err(|e| e.reason)?;
-        Ok(top_via)
+        Ok(Checked { top_via, from, to })
     }
 
     /// True if a response can be built: a request with at least one Via line,
@@ -480,28 +490,27 @@ impl Message {
     /// CSeq copied in order; `;tag=<to_tag>` added to a To without tag when
     /// `to_tag` is given (8.2.6.2); Content-Length 0.
     pub fn response(&self, code: u16, reason: &str, to_tag: Option<&str>) -> Message {
-        let mut headers = Headers::with_capacity(8);
+        let mut headers = Headers::with_capacity(8, self.headers.text_len());
         for via in self.headers.get_all("Via") {
-            headers.push_canonical(Cow::Borrowed("Via"), via.to_owned());
+            headers.push_canonical(Cow::Borrowed("Via"), via);
         }
         if let Some(from) = self.headers.get("From") {
-            headers.push_canonical(Cow::Borrowed("From"), from.to_owned());
+            headers.push_canonical(Cow::Borrowed("From"), from);
         }
         if let Some(to) = self.headers.get("To") {
-            let value = match to_tag {
-                Some(tag) if NameAddr::parse(to).is_ok_and(|a| a.tag().is_none()) => {
-                    format!("{to};tag={tag}")
+            match to_tag {
+                Some(tag) if !has_tag(to) => {
+                    headers.push_canonical(Cow::Borrowed("To"), &format!("{to};tag={tag}"));
                 }
-                _ => to.to_owned(),
-            };
-            headers.push_canonical(Cow::Borrowed("To"), value);
+                _ => headers.push_canonical(Cow::Borrowed("To"), to),
+            }
         }
         for name in ["Call-ID", "CSeq"] {
             if let Some(v) = self.headers.get(name) {
-                headers.push_canonical(Cow::Borrowed(name), v.to_owned());
+                headers.push_canonical(Cow::Borrowed(name), v);
             }
         }
-        headers.push_canonical(Cow::Borrowed("Content-Length"), "0".into());
+        headers.push_canonical(Cow::Borrowed("Content-Length"), "0");
         Message {
             start: StartLine::Response {
                 code,

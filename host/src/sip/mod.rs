@@ -32,7 +32,7 @@ pub use framing::{frame, Frame, Framer};
 pub use header::{
     canonical_name, parse_contacts, split_list, CSeq, Contact, Headers, NameAddr, Via,
 };
-pub use message::{reason_phrase, Message, ParseError, StartLine};
+pub use message::{reason_phrase, Checked, Message, ParseError, StartLine};
 pub use method::Method;
 pub use text::unquote;
 pub use uri::{ip_text, Host, Scheme, Uri};
