@@ -235,6 +235,19 @@ enum ChainOutcome {
     Stop(Reply),
 }
 
+/// A request past its checks, on its way through the message path: the
+/// message, the From and To its check parsed, where it came from, its
+/// transaction, and the credentials it carries.
+#[derive(Clone, Copy)]
+struct Inbound<'a> {
+    message: &'a Message,
+    from: &'a NameAddr,
+    to: &'a NameAddr,
+    source: &'a Source,
+    key: &'a Key,
+    credentials: Option<&'a Presented<'a>>,
+}
+
 /// The outcome of the authentication step.
 #[allow(clippy::large_enum_variant)]
 enum AuthStep {
@@ -305,15 +318,15 @@ impl Core {
             }
             ChainOutcome::Stop(reply) => return self.finish(&key, reply, &source),
         };
-        let reply = self.process(
-            &request,
-            (&from, &to),
-            tenant,
-            trusted,
-            &source,
-            &key,
-            credentials.as_ref(),
-        );
+        let inbound = Inbound {
+            message: &request,
+            from: &from,
+            to: &to,
+            source: &source,
+            key: &key,
+            credentials: credentials.as_ref(),
+        };
+        let reply = self.process(&inbound, tenant, trusted);
         self.finish(&key, reply, &source);
     }
 
@@ -503,18 +516,19 @@ impl Core {
     }
 
     /// Does the work of a new request: its final response, or `Later`.
-    /// `from_to` are the request's From and To, as its check parsed them.
-    #[allow(clippy::too_many_arguments)]
     fn process(
         self: &Arc<Self>,
-        request: &Message,
-        (from, to): (&NameAddr, &NameAddr),
+        inbound: &Inbound<'_>,
         tenant: Option<&Tenant>,
         trusted: Option<Trusted>,
-        source: &Source,
-        key: &Key,
-        credentials: Option<&Presented<'_>>,
     ) -> Reply {
+        let Inbound {
+            message: request,
+            to,
+            source,
+            key,
+            ..
+        } = *inbound;
         let unknown = Method::Other(String::new());
         let method = request.method().unwrap_or(&unknown);
         if let Ok(Some(0)) = request.max_forwards() {
@@ -543,13 +557,9 @@ impl Core {
         };
         match method {
             Method::Register => self.register(
-                request,
-                to,
+                inbound,
                 tenant,
                 Trusted::extension(&trusted).map(str::to_owned),
-                source,
-                key,
-                credentials,
             ),
             Method::Options => {
                 let (code, mut response) = self.reply(request, 200, "OK");
@@ -558,7 +568,7 @@ impl Core {
                 response.headers.push("Supported", "path, outbound");
                 Reply::Now(code, response)
             }
-            Method::Invite => self.invite(request, from, tenant, trusted, source, key, credentials),
+            Method::Invite => self.invite(inbound, tenant, trusted),
             Method::Bye => self
                 .reply(request, 481, "Call/Transaction Does Not Exist")
                 .into(),
@@ -571,17 +581,20 @@ impl Core {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn register(
         self: &Arc<Self>,
-        request: &Message,
-        to: &NameAddr,
+        inbound: &Inbound<'_>,
         tenant: &Tenant,
         trusted: Option<String>,
-        source: &Source,
-        key: &Key,
-        credentials: Option<&Presented<'_>>,
     ) -> Reply {
+        let Inbound {
+            message: request,
+            to,
+            source,
+            key,
+            credentials,
+            ..
+        } = *inbound;
         let Some(extension) = to.uri.user.clone() else {
             return self.reply(request, 400, "To has no extension").into();
         };
@@ -649,17 +662,20 @@ impl Core {
     /// INVITE: the caller must authenticate as the From extension (or be
     /// trusted by a plugin), unless the INVITE is a trunk's traffic; then the
     /// router decides where it goes.
-    #[allow(clippy::too_many_arguments)]
     fn invite(
         self: &Arc<Self>,
-        request: &Message,
-        from: &NameAddr,
+        inbound: &Inbound<'_>,
         tenant: &Tenant,
         trusted: Option<Trusted>,
-        source: &Source,
-        key: &Key,
-        credentials: Option<&Presented<'_>>,
     ) -> Reply {
+        let Inbound {
+            message: request,
+            from,
+            source,
+            key,
+            credentials,
+            ..
+        } = *inbound;
         let Some(caller) = from.uri.user.clone() else {
             return self.reply(request, 403, "From has no extension").into();
         };
