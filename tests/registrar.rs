@@ -351,6 +351,14 @@ fn instance_id_binding_replaces_itself_when_the_nat_port_changes() {
     assert_eq!(rows[0]["contact"], "sip:100@127.0.0.1:5556");
 }
 
+/// Huge pages stall the thread whose first touch zeroes one, and its
+/// answers then leave in bursts (see ARCHITECTURE, memory).
+#[test]
+fn the_gateway_runs_without_transparent_huge_pages() {
+    let gw = gateway();
+    assert_eq!(gw.proc_status("THP_enabled").as_deref(), Some("0"));
+}
+
 #[test]
 fn retransmission_is_answered_from_the_transaction() {
     let gw = gateway();

@@ -226,6 +226,16 @@ impl Gateway {
         self.addrs[0]
     }
 
+    /// A field of the running gateway's `/proc/PID/status`, e.g. "THP_enabled".
+    pub fn proc_status(&self, field: &str) -> Option<String> {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            (name == field).then(|| value.trim().to_owned())
+        })
+    }
+
     /// Sends SIGHUP (reload the plugin chain) and waits for the reload's log line.
     pub fn reload(&self) {
         let pid = self.child.as_ref().expect("running").id();
