@@ -24,7 +24,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// to the OS. A finished transaction lingers for Timer J (5 s) and is then
 /// freed by the sweeper, so under a steady load pages were given back and
 /// faulted in again a moment later: ~450 page faults a second at 6,000
-/// REGISTER/s, each zeroing a fresh (often huge) page. Pages are now kept for
+/// REGISTER/s, each zeroing a fresh page (often a 2 MB one, before
+/// `no_transparent_huge_pages` turned those off). Pages are now kept for
 /// twice Timer J (at least 10 s): a steady load reuses its memory, and what a
 /// burst took goes back once the burst is over.
 ///
