@@ -155,6 +155,7 @@ fn misbehaving_plugin_fail_open_is_stopped_and_the_gateway_keeps_answering() {
     assert_eq!(stats["timeouts"], 1, "{stats}");
     assert_eq!(stats["out_of_memory"], 1, "{stats}");
     assert_eq!(stats["traps"], 1, "{stats}");
+    gw.wait_log("plugin call failed", 3);
     let log = gw.log_text();
     let reported = log
         .lines()

@@ -418,6 +418,7 @@ fn svcrack_without_the_signature_is_banned_by_the_failure_threshold() {
     // below cracks with a dictionary built the same way): counted as such.
     let failed = gw.stat("auth_failed");
     assert!((5..10).contains(&failed), "auth_failed {failed}");
+    gw.wait_log("\"authentication failed\"", failed as usize);
     let wrong = gw.log_count("\"failure\":\"WrongPassword\"");
     assert_eq!(
         gw.log_count("\"authentication failed\""),

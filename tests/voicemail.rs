@@ -340,6 +340,7 @@ path = "builtin:number-analysis"
 rules = [{ prefix = "6", route = "voicemail", strip = 1 }]
 "#;
     let gw = start_gateway("127.0.9.3", None, rules);
+    gw.wait_log("mail is off", 1);
     assert_eq!(gw.log_count("mail is off"), 1);
 
     call_and_talk(&gw, "127.0.9.13", "6101");

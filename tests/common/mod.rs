@@ -49,6 +49,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread that copies the gateway's stderr into `log`.
+    log_reader: Option<std::thread::JoinHandle<()>>,
     /// UDP and TCP listen addresses, in config order (both on the same port).
     pub addrs: Vec<SocketAddr>,
     /// The HTTP API's address (from its "api listening" log line).
@@ -142,6 +144,7 @@ impl Gateway {
             config_path,
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            log_reader: None,
             addrs: Vec::new(),
             api_addr: None,
             api_token: None,
@@ -164,7 +167,7 @@ impl Gateway {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
         let log = self.log.clone();
-        std::thread::spawn(move || {
+        self.log_reader = Some(std::thread::spawn(move || {
             let mut started = Started::default();
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
@@ -201,7 +204,7 @@ impl Gateway {
             if !sent {
                 let _ = tx.send(Err("gateway exited before it was ready".into()));
             }
-        });
+        }));
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Ok(started)) => {
                 self.addrs = started.addrs;
@@ -250,7 +253,38 @@ impl Gateway {
         });
     }
 
-    /// How many log lines contain `text`.
+    /// Waits (up to 10 s) until at least `at_least` log lines contain
+    /// `text`. The log is copied from the gateway's stderr by a thread of
+    /// its own, so a line can trail the answer that followed its event.
+    pub fn wait_log(&self, text: &str, at_least: usize) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.log_count(text) < at_least {
+            if Instant::now() > end {
+                panic!(
+                    "timed out waiting for {at_least} log lines with {text:?}; {} so far",
+                    self.log_count(text)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// After the process exited: waits (up to 5 s) for the log reader to
+    /// reach the end of stderr, so the log holds every line the gateway wrote.
+    fn drain_log(&mut self) {
+        let Some(reader) = self.log_reader.take() else {
+            return;
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        while !reader.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if reader.is_finished() {
+            let _ = reader.join();
+        }
+    }
+
+    /// How many log lines contain `text` (so far: see `wait_log`).
     pub fn log_count(&self, text: &str) -> usize {
         self.log
             .lock()
@@ -274,6 +308,7 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
+                self.drain_log();
                 assert!(status.success(), "the gateway exited with {status}");
                 return;
             }
@@ -291,6 +326,7 @@ impl Gateway {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+        self.drain_log();
     }
 
     /// Starts the same config again on the same addresses.
