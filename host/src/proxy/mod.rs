@@ -1069,10 +1069,7 @@ impl Proxy {
 
     /// A CANCEL from the caller: its own answer (200, or 481 for no call).
     pub(crate) fn cancel(&self, core: &Arc<Core>, request: &Message, key: &Key) -> Reply {
-        let invite = Key {
-            method: Method::Invite,
-            ..key.clone()
-        };
+        let invite = key.with_method(Method::Invite);
         let mut state = self.state.lock().unwrap();
         let Some(mut call) = state
             .by_key
