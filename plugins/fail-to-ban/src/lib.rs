@@ -8,6 +8,8 @@
 //! - [`policy`]: every rule, in plain Rust over two small traits (the host's
 //!   shared state and a lazy request view); no WIT types.
 //! - [`scan`]: the case-insensitive User-Agent search, without allocating.
+//! - [`renewals`]: which kv marks this instance wrote lately, so repeated
+//!   successes do not rewrite them.
 //! - [`memory`]: an in-memory host state with a settable clock, for tests.
 //! - `component` (wasm only): the thin glue. It implements the WIT world
 //!   `plugin` of `wit/sipfence.wit` with `wit-bindgen`, converts WIT types to
@@ -19,6 +21,7 @@
 
 pub mod memory;
 pub mod policy;
+pub mod renewals;
 pub mod scan;
 
 #[cfg(target_family = "wasm")]

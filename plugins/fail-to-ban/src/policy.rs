@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use plugin_kit::config;
 use serde::Deserialize;
 
+use crate::renewals::Renewals;
 use crate::scan::Scanners;
 
 pub use plugin_kit::config::ConfigError;
@@ -310,6 +311,9 @@ pub struct Policy {
     /// `kv.get` of [`ANY_LOCK`] (~80 ns). A cache, not state: a new
     /// instance starts without it and reads the store.
     no_lock_at: AtomicU64,
+    /// The marks this instance wrote lately: a success renews a mark only
+    /// once 1/16 of its window has passed (see [`Renewals`]).
+    renewals: Renewals,
 }
 
 impl Policy {
@@ -324,6 +328,7 @@ impl Policy {
             settings,
             scanners,
             no_lock_at: AtomicU64::new(0),
+            renewals: Renewals::default(),
         })
     }
 
@@ -458,14 +463,24 @@ impl Policy {
     }
 
     /// Remembers a successful authentication: its address is an office for
-    /// `office_window_ms`, and the extension's owner for `owner_window_ms`.
+    /// `office_window_ms`, and the extension's owner for `owner_window_ms`
+    /// (each give or take 1/16, as renewals are spaced out).
     pub fn on_auth_succeeded(&self, sh: &impl Shared, a: &Attempt<'_>) -> Reaction {
         let s = &self.settings;
         let src = self.source_key(a.ip);
-        sh.kv_set(&key(&src, "ok"), &shown(a.user), s.office_window_ms);
+        let now = sh.now_ms();
+        let mark = |key: String, value: &str, ttl_ms: u64| {
+            if self.renewals.due(&key, value, ttl_ms, now) {
+                sh.kv_set(&key, value, ttl_ms);
+            }
+        };
+        // The same value whoever authenticated: phones taking turns behind
+        // one office NAT then renew the mark instead of rewriting it, which
+        // would move `kv-generation` and cost every request a lock read.
+        mark(key(&src, "ok"), "1", s.office_window_ms);
         if s.extension_lock_failures > 0 {
-            sh.kv_set(
-                &owner_key(&extension_key(a.tenant, a.user), &src),
+            mark(
+                owner_key(&extension_key(a.tenant, a.user), &src),
                 "1",
                 s.owner_window_ms,
             );

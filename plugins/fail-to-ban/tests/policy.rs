@@ -214,6 +214,34 @@ fn an_office_needs_office_threshold_failures() {
 }
 
 #[test]
+fn successes_renew_their_marks_once_a_sixteenth_of_the_window_has_passed() {
+    let (p, sh) = (policy(), MemoryShared::new(T0));
+    let office = "203.0.113.10";
+    succeed(&p, &sh, office, "101");
+    let written = sh.kv_generation();
+    // A phone re-registering every 30 s: no writes within 1 h / 16 (225 s).
+    for _ in 0..7 {
+        sh.advance(30 * SEC);
+        succeed(&p, &sh, office, "101");
+    }
+    assert_eq!(sh.kv_generation(), written, "renewals within 225 s skipped");
+    sh.advance(30 * SEC);
+    succeed(&p, &sh, office, "101");
+    assert!(sh.kv_generation() > written, "renewed after 240 s");
+    // Another phone behind that address renews the same office mark, and
+    // writes its own owner mark at once.
+    let written = sh.kv_generation();
+    succeed(&p, &sh, office, "102");
+    assert_eq!(sh.kv_generation(), written + 1, "only 102's owner mark");
+    // The mark lasts its window from the last write: an office 59 min on,
+    // where an unknown address is banned at its 5th failure.
+    sh.advance(59 * MIN);
+    for i in 1..=5 {
+        assert_eq!(wrong(&p, &sh, office, "103"), Reaction::None, "failure {i}");
+    }
+}
+
+#[test]
 fn an_office_is_held_to_office_slow_threshold() {
     let (p, sh) = (policy(), MemoryShared::new(T0));
     let office = "203.0.113.10";
