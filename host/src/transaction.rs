@@ -14,12 +14,11 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-use std::net::IpAddr;
 
 use crate::sip::uri::{Host, Ipv4Text};
 use crate::sip::{Message, Method};
@@ -49,7 +48,7 @@ impl Key {
     fn joined(text: String, branch_len: usize, method: Method) -> Key {
         Key {
             text: text.into_boxed_str(),
-            // A datagram is at most 64 KB, so a branch always fits.
+            // Messages are bounded far below 4 GB, so a branch always fits.
             branch_len: u32::try_from(branch_len).unwrap_or(u32::MAX),
             method,
         }
