@@ -34,13 +34,13 @@ pub struct Renewals {
 
 impl Renewals {
     /// Whether `key` = `value` with `ttl_ms` must be written at `now_ms`;
-    /// if so, it is remembered as written then. A TTL of 0 (no expiry)
-    /// is written once per value.
+    /// if so, it is remembered as written then. (A TTL of 0, no expiry,
+    /// is always written: nothing would ever renew a deleted mark.)
     pub fn due(&self, key: &str, value: &str, ttl_ms: u64, now_ms: u64) -> bool {
         // One call at a time per instance: the lock is never contended.
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((last_value, at)) = written.get(key) {
-            let fresh = now_ms.saturating_sub(*at) < ttl_ms / RENEW_FRACTION || ttl_ms == 0;
+            let fresh = now_ms.saturating_sub(*at) < ttl_ms / RENEW_FRACTION;
             if last_value == value && fresh {
                 return false;
             }
@@ -75,6 +75,13 @@ mod tests {
         assert!(r.due("a/ok", "101", HOUR, 1));
         assert!(r.due("b/ok", "101", HOUR, 2));
         assert!(!r.due("a/ok", "101", HOUR, 3));
+    }
+
+    #[test]
+    fn a_mark_without_expiry_is_always_written() {
+        let r = Renewals::default();
+        assert!(r.due("a/ok", "1", 0, 0));
+        assert!(r.due("a/ok", "1", 0, 0));
     }
 
     #[test]
