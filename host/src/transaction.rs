@@ -41,6 +41,7 @@ pub struct Key {
 }
 
 impl Key {
+    #[cfg(test)]
     pub fn new(branch: &str, sent_by: &str, method: Method) -> Key {
         Key::joined(format!("{branch}{sent_by}"), branch.len(), method)
     }
@@ -64,11 +65,13 @@ impl Key {
     }
 
     /// The top Via branch (or its pre-RFC 3261 stand-in).
+    #[cfg(test)]
     pub fn branch(&self) -> &str {
         &self.text[..self.branch_len as usize]
     }
 
     /// The top Via sent-by, `host:port`.
+    #[cfg(test)]
     pub fn sent_by(&self) -> &str {
         &self.text[self.branch_len as usize..]
     }

@@ -257,16 +257,10 @@ impl Gateway {
     /// `text`. The log is copied from the gateway's stderr by a thread of
     /// its own, so a line can trail the answer that followed its event.
     pub fn wait_log(&self, text: &str, at_least: usize) {
-        let end = Instant::now() + Duration::from_secs(10);
-        while self.log_count(text) < at_least {
-            if Instant::now() > end {
-                panic!(
-                    "timed out waiting for {at_least} log lines with {text:?}; {} so far",
-                    self.log_count(text)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("{at_least} log lines with {text:?}");
+        wait_until(Duration::from_secs(10), &what, || {
+            self.log_count(text) >= at_least
+        });
     }
 
     /// After the process exited: waits (up to 5 s) for the log reader to
