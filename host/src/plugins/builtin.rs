@@ -83,18 +83,22 @@ mod tests {
         files
     }
 
-    /// The plugins of config `file`, loaded; None if one is not embedded.
-    fn chain_of(file: &str) -> Option<Chain> {
+    /// The plugins of config `file`, loaded. Fails when one is not
+    /// embedded: the plugins were not built (`cargo xtask test` builds
+    /// them first).
+    fn chain_of(file: &str) -> Chain {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../config")
             .join(file);
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let all_embedded = config.plugins.iter().all(|p| match &p.source {
-            PluginSource::Builtin(name) => embedded(name),
-            PluginSource::File(_) => true,
-        });
-        if !all_embedded {
-            return None;
+        for plugin in &config.plugins {
+            if let PluginSource::Builtin(name) = &plugin.source {
+                assert!(
+                    embedded(name),
+                    "built-in plugin {name} is not embedded: build the plugins first \
+                     (cargo xtask test does)"
+                );
+            }
         }
         let mut specs = config.plugins;
         for spec in &mut specs {
@@ -102,10 +106,8 @@ mod tests {
             spec.timeout_ms = 2000;
         }
         let engine = PluginEngine::new().unwrap();
-        Some(
-            Chain::load(&specs, &engine, Arc::new(SharedState::default()))
-                .unwrap_or_else(|e| panic!("{file}: {e}")),
-        )
+        Chain::load(&specs, &engine, Arc::new(SharedState::default()))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
     }
 
     /// Every config the repo ships validates, and its plugins load: their
@@ -126,11 +128,10 @@ mod tests {
             if config.plugins.is_empty() {
                 continue;
             }
-            if let Some(chain) = chain_of(&format!("{prefix}{name}")) {
-                let names: Vec<&str> = chain.names().collect();
-                let expected: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
-                assert_eq!(names, expected, "{name}");
-            }
+            let chain = chain_of(&format!("{prefix}{name}"));
+            let names: Vec<&str> = chain.names().collect();
+            let expected: Vec<&str> = config.plugins.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, expected, "{name}");
         }
     }
 
@@ -181,7 +182,7 @@ mod tests {
         let without_grant = text("").replace("grants = [\"counter\"]\n", "");
         assert_eq!(
             load(&without_grant).err().unwrap().to_string(),
-            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.5.0 but is not granted \
+            "plugin \"rate-limit\": imports sipfence:plugin/counter@0.6.0 but is not granted \
              \"counter\" (add it to grants)"
         );
     }
@@ -204,7 +205,7 @@ mod tests {
         assert_eq!(chain.on_request_names().count(), 0, "an event plugin only");
         assert_eq!(
             load("").err().unwrap().to_string(),
-            "plugin \"vm\": imports sipfence:plugin/mail@0.5.0 but is not granted \"mail\" \
+            "plugin \"vm\": imports sipfence:plugin/mail@0.6.0 but is not granted \"mail\" \
              (add it to grants)"
         );
         let bad = load("grants = [\"mail\"]\n[plugin.config]\nsubject = \"{calller}\"\n");
@@ -248,9 +249,7 @@ mod tests {
 
     #[test]
     fn ip_auth_trusts_the_example_devices() {
-        let Some(chain) = chain_of("examples/ip-auth.toml") else {
-            return;
-        };
+        let chain = chain_of("examples/ip-auth.toml");
         let door = view(&invite("150"), "127.0.0.3:5060", Transport::Udp, "");
         let (verdict, plugin) = chain.on_request(&door);
         assert_eq!(
@@ -289,11 +288,48 @@ mod tests {
         );
     }
 
+    fn register(user_agent: &str) -> String {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bK-reg\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:100@127.0.0.1>;tag=1\r\n\
+             To: <sip:100@127.0.0.1>\r\n\
+             Call-ID: reg-1\r\n\
+             CSeq: 1 REGISTER\r\n\
+             User-Agent: {user_agent}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The shipped fail-to-ban promises `continue` for a phone's
+    /// User-Agent, never for a scanner's.
+    #[test]
+    fn fail_to_ban_promises_continue_for_phones_not_scanners() {
+        let chain = chain_of("sipfence.toml");
+        let phone = "Yealink SIP-T46S 66.86.0.15";
+        let request = view(&register(phone), "127.0.0.3:5060", Transport::Udp, "");
+        assert_eq!(chain.on_request(&request).0, Verdict::Continue);
+        assert!(chain.promised_continue(Some(phone)));
+        assert_eq!(chain.on_request(&request).0, Verdict::Continue);
+        let scanner = view(
+            &register("friendly-scanner"),
+            "127.0.0.3:5060",
+            Transport::Udp,
+            "",
+        );
+        assert_eq!(chain.on_request(&scanner).0, Verdict::Drop);
+        assert!(!chain.promised_continue(Some("friendly-scanner")));
+        let stats = &chain.stats()[0];
+        assert_eq!(
+            (stats.name.as_str(), stats.calls, stats.reused),
+            ("fail-to-ban", 2, 2)
+        );
+    }
+
     #[test]
     fn rate_limit_answers_one_503_then_drops() {
-        let Some(chain) = chain_of("examples/rate-limit.toml") else {
-            return;
-        };
+        let chain = chain_of("examples/rate-limit.toml");
         let request = view(&invite("100"), "127.0.0.20:5060", Transport::Udp, "");
         let started = std::time::Instant::now();
         for i in 0..200 {

@@ -25,8 +25,8 @@ use super::{Grant, PluginError};
 const PACKAGE: &str = "sipfence:plugin";
 
 /// The version this host implements; imports must be semver-compatible
-/// (`0.5.x`).
-const COMPATIBLE: &str = "0.5.";
+/// (`0.6.x`).
+const COMPATIBLE: &str = "0.6.";
 
 /// Checks the component's imports against the grants: Ok when it can be
 /// linked with [`linker`].

@@ -47,6 +47,10 @@ pub struct PluginStats {
     pub new_instance_failures: u64,
     /// Calls answered by the failure policy during a backoff.
     pub skipped: u64,
+    /// Requests answered `continue` from the plugin's promise
+    /// (`continue-for-user-agent`) instead of a call.
+    #[serde(default)]
+    pub reused: u64,
     pub instances_created: u64,
     pub idle_instances: usize,
     /// Time in calls, creating instances included.
@@ -150,6 +154,7 @@ impl Chain {
             user_agent: user_agent_in_buffer(request),
             ..basics.clone()
         });
+        let user_agent = conversions::user_agent_str(request);
         let mut request = Some(request.clone());
         for &index in &self.request_hooks {
             let plugin = &self.plugins[index];
@@ -158,7 +163,7 @@ impl Chain {
                 _ => &mut basics,
             };
             basics.kv_generation = plugin.kv_generation();
-            let verdict = plugin.on_request(&mut request, basics);
+            let verdict = plugin.on_request(&mut request, basics, user_agent);
             if verdict != Verdict::Continue {
                 keep_buffer(with_user_agent);
                 return (verdict, Some(plugin.name.to_string()));
@@ -166,6 +171,24 @@ impl Chain {
         }
         keep_buffer(with_user_agent);
         (Verdict::Continue, None)
+    }
+
+    /// Whether every plugin with an `on-request` hook promised `continue`
+    /// (`continue-for-user-agent`) for requests with this User-Agent at its
+    /// kv-generation now. Then the chain's verdict is `continue` and
+    /// [`Chain::on_request`] need not be called, nor the request's view
+    /// built.
+    pub fn promised_continue(&self, user_agent: Option<&str>) -> bool {
+        let promised = self.request_hooks.iter().all(|&index| {
+            let plugin = &self.plugins[index];
+            plugin.promised_continue(user_agent, plugin.kv_generation())
+        });
+        if promised {
+            for &index in &self.request_hooks {
+                self.plugins[index].count_reused();
+            }
+        }
+        promised
     }
 
     /// Whether a plugin asked for this kind of event: when none did, the
@@ -265,6 +288,7 @@ impl Chain {
                     bad_answers: get(&c.bad_answers),
                     new_instance_failures: get(&c.new_instance_failures),
                     skipped: get(&c.skipped),
+                    reused: get(&c.reused),
                     instances_created: get(&c.instances_created),
                     idle_instances: p.idle_instances(),
                     total_call_ns: total,

@@ -84,7 +84,7 @@ pub(super) fn route_decision(d: wit::RouteDecision) -> Result<RouteDecision, Str
 /// policy applies, as for a trap).
 pub(super) fn verdict(v: wit::Verdict) -> Result<Verdict, String> {
     Ok(match v {
-        wit::Verdict::Continue => Verdict::Continue,
+        wit::Verdict::Continue | wit::Verdict::ContinueForUserAgent => Verdict::Continue,
         wit::Verdict::Reject(r) => {
             if !(400..=699).contains(&r.code) {
                 return Err(format!("reject with status {} (must be 400-699)", r.code));

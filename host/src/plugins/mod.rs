@@ -2,7 +2,7 @@
 //! and run sandboxed, decide about requests before the registrar sees them.
 //!
 //! ## Tour
-//! - The contract is `wit/sipfence.wit` (package `sipfence:plugin@0.5.0`).
+//! - The contract is `wit/sipfence.wit` (package `sipfence:plugin@0.6.0`).
 //!   [`bindings`] is the only `bindgen!` call site; [`conversions`] turns its
 //!   types into the plain Rust types of this module ([`Verdict`], [`Event`],
 //!   [`Reaction`], [`RequestView`]), so WIT types never reach the gateway.
@@ -44,6 +44,7 @@ mod chain;
 mod conversions;
 mod imports;
 mod pool;
+mod promises;
 mod runtime;
 pub mod state;
 
@@ -415,7 +416,7 @@ pub enum PluginError {
     },
 
     /// The component imports an interface the gateway does not provide.
-    #[error("plugin \"{plugin}\": imports {import}, which sipfence does not provide (it provides sipfence:plugin@0.5.0; WASI imports are linked as traps)")]
+    #[error("plugin \"{plugin}\": imports {import}, which sipfence does not provide (it provides sipfence:plugin@0.6.0; WASI imports are linked as traps)")]
     UnknownImport { plugin: String, import: String },
 
     /// The component does not fit the `plugin` world (exports missing or of

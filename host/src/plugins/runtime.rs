@@ -36,6 +36,7 @@ use super::capabilities;
 use super::conversions;
 use super::imports::HostState;
 use super::pool::Pool;
+use super::promises::Promises;
 use super::state::SharedState;
 use super::{OnError, PluginError, PluginSpec, Reaction, RequestView, RouteDecision, Verdict};
 
@@ -335,6 +336,8 @@ pub(super) struct Plugin {
     pool: Arc<Pool>,
     pub health: Health,
     pub counters: Counters,
+    /// The `continue-for-user-agent` answers it gave, kept for it.
+    promises: Promises,
 }
 
 /// Why a call did not produce a usable answer.
@@ -433,6 +436,7 @@ impl Plugin {
             pool: Pool::new(engine.options().max_idle_instances),
             health: Health::default(),
             counters: Counters::default(),
+            promises: Promises::default(),
         };
         let mut first = plugin.instantiate().map_err(|message| PluginError::Init {
             plugin: name.to_owned(),
@@ -571,6 +575,9 @@ impl Plugin {
     }
 
     fn failed(&self, hook: &'static str, failure: Failure) {
+        // What a failing plugin promised is not to be trusted either: it is
+        // asked again once it answers.
+        self.promises.forget();
         let now = self.engine.now_ms();
         tracing::warn!(
             plugin = &*self.name,
@@ -594,35 +601,64 @@ impl Plugin {
     /// `on-request`: the plugin's verdict, or its policy's when it failed.
     /// The chain builds the request's `basics` once for all its plugins, and
     /// passes the request itself from plugin to plugin in `request` (moved
-    /// into the store for the call and back, never cloned).
+    /// into the store for the call and back, never cloned). A `continue`
+    /// promised for this User-Agent at `basics.kv-generation` answers
+    /// without a call.
     pub(super) fn on_request(
         &self,
         request: &mut Option<RequestView>,
         basics: &wit::RequestBasics,
+        user_agent: Option<&str>,
     ) -> Verdict {
+        if self.promised_continue(user_agent, basics.kv_generation) {
+            self.count_reused();
+            return Verdict::Continue;
+        }
         let answer = self.call("on-request", |instance| {
             Plugin::run_on_request(instance, request, basics)
         });
-        answer.unwrap_or(match self.on_error {
-            OnError::FailOpen => Verdict::Continue,
-            OnError::FailClosed => Verdict::Drop,
-        })
+        match answer {
+            Some((verdict, promised)) => {
+                if promised {
+                    self.promises.remember(user_agent, basics.kv_generation);
+                }
+                verdict
+            }
+            None => match self.on_error {
+                OnError::FailOpen => Verdict::Continue,
+                OnError::FailClosed => Verdict::Drop,
+            },
+        }
+    }
+
+    /// Whether this plugin promised `continue` for requests with this
+    /// User-Agent at this kv-generation.
+    pub(super) fn promised_continue(&self, user_agent: Option<&str>, generation: u64) -> bool {
+        self.promises.hold(user_agent, generation)
+    }
+
+    /// Counts a request answered from a promise instead of a call.
+    pub(super) fn count_reused(&self) {
+        self.counters.reused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Calls `on-request` on `instance`: the request is the store's request
     /// in progress for the call (what the `request` getters read), its
-    /// basics go with the call.
+    /// basics go with the call. The verdict comes with whether the plugin
+    /// promised it for the User-Agent (`continue-for-user-agent`).
     pub(super) fn run_on_request(
         instance: &mut Instance,
         request: &mut Option<RequestView>,
         basics: &wit::RequestBasics,
-    ) -> wasmtime::Result<Result<Verdict, String>> {
+    ) -> wasmtime::Result<Result<(Verdict, bool), String>> {
         instance.store.data_mut().request = request.take();
         let result = instance
             .bindings
             .call_on_request(&mut instance.store, basics);
         *request = instance.store.data_mut().request.take();
-        Ok(conversions::verdict(result?))
+        let result = result?;
+        let promised = matches!(result, wit::Verdict::ContinueForUserAgent);
+        Ok(conversions::verdict(result).map(|verdict| (verdict, promised)))
     }
 
     /// `on-event`: the plugin's reaction; none when it failed (whatever the
@@ -686,6 +722,8 @@ pub(super) struct Counters {
     pub new_instance_failures: AtomicU64,
     /// Calls answered by the failure policy during a backoff.
     pub skipped: AtomicU64,
+    /// Requests answered `continue` from the plugin's promise, not called.
+    pub reused: AtomicU64,
     pub instances_created: AtomicU64,
     /// Time spent in calls (including creating instances), nanoseconds:
     /// an estimate from one call in [`TIMED_EVERY`] plus every call that

@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! (component
-//!   import sipfence:plugin/types@0.5.0   the named types of the exports
-//!   import sipfence:plugin/request@0.5.0 the getters the tests use
+//!   import sipfence:plugin/types@0.6.0   the named types of the exports
+//!   import sipfence:plugin/request@0.6.0 the getters the tests use
 //!   import counter / kv / wasi / ...     only those the test asks for
 //!   core module $Mem                     memory + a bump `realloc`: the host
 //!                                        writes strings it passes in (init's
@@ -24,7 +24,7 @@
 //! A function whose results flatten to more than one core value returns a
 //! pointer to them in linear memory instead. So `on-request` returns an
 //! `i32` address of a `verdict` laid out as: discriminant byte at +0 (0
-//! continue, 1 reject, 2 drop, 3 ban, 4 trust), payload at +8: reject = u16
+//! continue, 1 reject, 2 drop, 3 ban, 4 trust, 5 continue-for-user-agent), payload at +8: reject = u16
 //! code at +8, reason (ptr, len) at +12/+16; ban = u64 duration at +8,
 //! reason at +16/+20; trust = tenant at +8/+12, extension at +16/+20.
 //! `reaction` is the same with 0 none, 1 ban. `init`'s `result<_, string>`:
@@ -76,10 +76,10 @@ pub const HEAP_AT: u32 = 16384;
 /// An interface the test component imports besides `types`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Import {
-    /// `sipfence:plugin/counter@0.5.0` with `add`, lowered as core import
+    /// `sipfence:plugin/counter@0.6.0` with `add`, lowered as core import
     /// `host.counter-add: (key_ptr, key_len, by, window: i64) -> i64`.
     Counter,
-    /// `sipfence:plugin/kv@0.5.0` (declared, not lowered).
+    /// `sipfence:plugin/kv@0.6.0` (declared, not lowered).
     Kv,
     /// `wasi:cli/environment@0.2.0` with `get-environment`, lowered as
     /// `host.get-environment: (retptr)`: calling it must trap.
@@ -154,6 +154,16 @@ impl TestPlugin {
         let mut p = TestPlugin::default();
         p.data
             .extend(verdict_bytes(verdict, VERDICT_AT, STRINGS_AT));
+        p.on_request = format!("(i32.const {VERDICT_AT})");
+        p
+    }
+
+    /// A plugin whose `on-request` always returns `continue-for-user-agent`
+    /// (the host's [`Verdict`] has no such case: it is `continue` plus a
+    /// promise the host keeps).
+    pub fn promises_continue() -> TestPlugin {
+        let mut p = TestPlugin::default();
+        p.data.push((VERDICT_AT, record(5)));
         p.on_request = format!("(i32.const {VERDICT_AT})");
         p
     }
@@ -236,7 +246,7 @@ impl TestPlugin {
             match import {
                 Import::Counter => {
                     imports.push_str(
-                        r#"(import "sipfence:plugin/counter@0.5.0" (instance $counter
+                        r#"(import "sipfence:plugin/counter@0.6.0" (instance $counter
                              (export "add" (func (param "key" string) (param "by" u32)
                                                  (param "window-ms" u64) (result u64)))))
                         "#,
@@ -250,7 +260,7 @@ impl TestPlugin {
                     );
                 }
                 Import::Kv => imports.push_str(
-                    r#"(import "sipfence:plugin/kv@0.5.0" (instance $kv
+                    r#"(import "sipfence:plugin/kv@0.6.0" (instance $kv
                          (export "get" (func (param "key" string) (result (option string))))))
                     "#,
                 ),
@@ -286,7 +296,7 @@ impl TestPlugin {
         let funcs = &self.funcs;
         format!(
             r#"(component
-  (import "sipfence:plugin/types@0.5.0" (instance $types
+  (import "sipfence:plugin/types@0.6.0" (instance $types
     (type $hooks-t (flags "on-request" "auth-events" "registration-events" "call-events" "voicemail-events" "route" "user-agent"))
     (export "hooks" (type $hooks (eq $hooks-t)))
     (type $rejection-t (record (field "code" u16) (field "reason" string)))
@@ -296,7 +306,8 @@ impl TestPlugin {
     (type $trust-t (record (field "tenant" string) (field "extension" string)))
     (export "trust" (type $trust (eq $trust-t)))
     (type $verdict-t (variant (case "continue") (case "reject" $rejection) (case "drop")
-                              (case "ban" $ban) (case "trust" $trust)))
+                              (case "ban" $ban) (case "trust" $trust)
+                              (case "continue-for-user-agent")))
     (export "verdict" (type $verdict (eq $verdict-t)))
     (type $transport-t (enum "udp" "tcp"))
     (export "transport" (type $transport (eq $transport-t)))
@@ -365,7 +376,7 @@ impl TestPlugin {
                                      (case "voicemail" string) (case "reject" $rejection)))
     (export "route-decision" (type $route-decision (eq $route-decision-t)))
   ))
-  (import "sipfence:plugin/request@0.5.0" (instance $request
+  (import "sipfence:plugin/request@0.6.0" (instance $request
     (export "method" (func (result string)))
     (export "cseq" (func (result u32)))
   ))

@@ -56,6 +56,14 @@ fn load_error(specs: &[PluginSpec]) -> String {
 
 /// A request with this CSeq number (the misbehaving plugin reads it).
 fn request(cseq: u32) -> RequestView {
+    request_from(cseq, Some("friendly-scanner"))
+}
+
+/// A request with this CSeq number and User-Agent header (none: without).
+fn request_from(cseq: u32, user_agent: Option<&str>) -> RequestView {
+    let user_agent = user_agent
+        .map(|ua| format!("User-Agent: {ua}\r\n"))
+        .unwrap_or_default();
     let text = format!(
         "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK-{cseq}\r\n\
@@ -65,7 +73,7 @@ fn request(cseq: u32) -> RequestView {
          Call-ID: call-{cseq}\r\n\
          CSeq: {cseq} REGISTER\r\n\
          Contact: <sip:100@192.0.2.7:5060>;expires=60, <sip:100@192.0.2.7:5062>\r\n\
-         User-Agent: friendly-scanner\r\n\
+         {user_agent}\
          Content-Length: 0\r\n\r\n"
     );
     let message = crate::sip::Message::parse(text.as_bytes()).unwrap();
@@ -118,6 +126,92 @@ fn every_verdict_kind_reaches_the_host() {
     assert_eq!(chain.on_request(&request(1)), (Verdict::Continue, None));
     let s = stats(&chain);
     assert_eq!((s.calls, s.traps, s.health), (1, 0, PluginHealth::Healthy));
+}
+
+#[test]
+fn a_promised_continue_answers_its_user_agent_without_a_call_until_kv_changes() {
+    let shared = Arc::new(SharedState::default());
+    let spec = spec("promiser", &TestPlugin::promises_continue());
+    let chain = Chain::load(&[spec], engine(), shared.clone()).unwrap();
+    let calls = |chain: &Chain| (stats(chain).calls, stats(chain).reused);
+    let yealink = Some("Yealink SIP-T46S 66.86.0.15");
+
+    assert!(!chain.promised_continue(yealink), "nothing promised yet");
+    assert_eq!(
+        chain.on_request(&request_from(1, yealink)).0,
+        Verdict::Continue
+    );
+    assert_eq!(calls(&chain), (1, 0));
+    // The same User-Agent: answered from the promise, by either entry.
+    assert_eq!(
+        chain.on_request(&request_from(2, yealink)).0,
+        Verdict::Continue
+    );
+    assert!(chain.promised_continue(yealink));
+    assert_eq!(calls(&chain), (1, 2));
+    // Another User-Agent, or none, is another promise: called once each.
+    assert!(!chain.promised_continue(Some("Yealink SIP-T46S 66.86.0.16")));
+    assert!(!chain.promised_continue(None));
+    chain.on_request(&request_from(3, None));
+    assert!(chain.promised_continue(None));
+    assert_eq!(calls(&chain), (2, 3));
+
+    // A write to the plugin's kv store may change its mind: asked again.
+    let state = shared.plugin("promiser");
+    assert!(state.kv_set("lock", "1".into(), 0, shared.now()));
+    assert!(!chain.promised_continue(yealink));
+    assert!(!chain.promised_continue(None));
+    chain.on_request(&request_from(4, yealink));
+    assert!(chain.promised_continue(yealink));
+    assert_eq!(stats(&chain).calls, 3);
+}
+
+#[test]
+fn a_promise_answers_only_for_its_own_plugin_in_the_chain() {
+    // The first plugin promises; the second must still be asked every time.
+    let chain = load(&[
+        spec("promiser", &TestPlugin::promises_continue()),
+        spec("pass", &TestPlugin::returns(&Verdict::Continue)),
+    ]);
+    for cseq in 1..=3 {
+        assert_eq!(chain.on_request(&request(cseq)), (Verdict::Continue, None));
+    }
+    assert!(!chain.promised_continue(Some("friendly-scanner")));
+    let all = chain.stats();
+    assert_eq!((all[0].calls, all[0].reused), (1, 2));
+    assert_eq!((all[1].calls, all[1].reused), (3, 0));
+}
+
+#[test]
+fn a_failure_of_the_plugin_forgets_its_promises() {
+    // Promises on every call but the second, which traps.
+    let flaky = TestPlugin {
+        on_request: format!(
+            "(if (i32.eq (call $cseq) (i32.const 2)) (then unreachable)) (i32.const {VERDICT_AT})"
+        ),
+        ..TestPlugin::promises_continue()
+    };
+    let mut spec = spec("flaky", &flaky);
+    spec.on_error = OnError::FailOpen;
+    let chain = load(&[spec]);
+    chain.on_request(&request_from(1, Some("a")));
+    assert!(chain.promised_continue(Some("a")));
+    // Another User-Agent reaches the plugin, which traps.
+    assert_eq!(
+        chain.on_request(&request_from(2, Some("b"))).0,
+        Verdict::Continue
+    );
+    assert_eq!(stats(&chain).traps, 1);
+    assert!(
+        !chain.promised_continue(Some("a")),
+        "forgotten with the failure"
+    );
+    chain.on_request(&request_from(3, Some("a")));
+    assert!(
+        chain.promised_continue(Some("a")),
+        "promised again by a new instance"
+    );
+    assert_eq!(stats(&chain).calls, 3);
 }
 
 #[test]
@@ -851,7 +945,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     p.imports.push(Import::Kv);
     assert_eq!(
         load_error(&[spec("evil", &p)]),
-        "plugin \"evil\": imports sipfence:plugin/kv@0.5.0 but is not granted \"kv\" (add it to grants)"
+        "plugin \"evil\": imports sipfence:plugin/kv@0.6.0 but is not granted \"kv\" (add it to grants)"
     );
     let mut p = TestPlugin::default();
     p.imports.push(Import::Counter);
@@ -859,7 +953,7 @@ fn import_without_grant_fails_to_load_naming_plugin_and_capability() {
     s.grants = vec![Grant::Kv];
     assert_eq!(
         load_error(&[s.clone()]),
-        "plugin \"counting\": imports sipfence:plugin/counter@0.5.0 but is not granted \"counter\" (add it to grants)"
+        "plugin \"counting\": imports sipfence:plugin/counter@0.6.0 but is not granted \"counter\" (add it to grants)"
     );
     s.grants = vec![Grant::Counter];
     load(&[s]);
@@ -872,7 +966,7 @@ fn unknown_imports_fail_to_load() {
     assert_eq!(
         load_error(&[spec("sneaky", &p)]),
         "plugin \"sneaky\": imports evil:net/socket@1.0.0, which sipfence does not provide \
-         (it provides sipfence:plugin@0.5.0; WASI imports are linked as traps)"
+         (it provides sipfence:plugin@0.6.0; WASI imports are linked as traps)"
     );
 }
 
@@ -1004,9 +1098,12 @@ fn counters_are_shared_by_instances() {
     let basics = conversions::basics(&view);
     let run = |i: &mut runtime::Instance| {
         let mut request = Some(view.clone());
-        let verdict = runtime::Plugin::run_on_request(i, &mut request, &basics).unwrap();
+        let answer = runtime::Plugin::run_on_request(i, &mut request, &basics).unwrap();
         assert!(request.is_some(), "the request comes back after the call");
-        verdict
+        answer.map(|(verdict, promised)| {
+            assert!(!promised, "this plugin never promises");
+            verdict
+        })
     };
     assert_eq!(run(&mut a), Ok(Verdict::Continue));
     assert_eq!(run(&mut b), Ok(Verdict::Continue));

@@ -66,6 +66,7 @@ mod component {
         fn on_request(basics: RequestBasics) -> Verdict {
             match policy().on_request(&Host, &View(&basics)) {
                 policy::Verdict::Continue => Verdict::Continue,
+                policy::Verdict::ContinueForUserAgent => Verdict::ContinueForUserAgent,
                 policy::Verdict::Reject { code, reason } => {
                     Verdict::Reject(Rejection { code, reason })
                 }

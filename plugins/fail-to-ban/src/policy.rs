@@ -362,6 +362,14 @@ impl Policy {
 
     /// Decides about one request: scanner signatures first, then the
     /// extension lock. Reads nothing else.
+    ///
+    /// A request that passes both without a lock in the store gets
+    /// [`Verdict::ContinueForUserAgent`]: that decision read only the
+    /// User-Agent (not a scanner's) and the store (no lock), so it holds for
+    /// every request with this User-Agent until the store changes, and the
+    /// host answers those without calling. While some extension is locked
+    /// each request is looked at ([`Verdict::Continue`]): the lock depends
+    /// on its credentials and source.
     pub fn on_request(&self, sh: &impl Shared, req: &impl RequestView) -> Verdict {
         if !self.scanners.is_empty() {
             if let Some(ua) = req.user_agent() {
@@ -373,7 +381,7 @@ impl Policy {
         if self.settings.extension_lock_failures > 0 && self.any_lock(sh, req) {
             return self.check_lock(sh, req);
         }
-        Verdict::Continue
+        Verdict::ContinueForUserAgent
     }
 
     /// Counts a failed authentication and bans its source when a rule says so.

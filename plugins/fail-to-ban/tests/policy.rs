@@ -388,7 +388,7 @@ fn an_extension_guessed_from_many_addresses_is_locked_but_not_for_its_owner() {
         sh.advance(15 * SEC);
         assert_eq!(
             p.on_request(&sh, &Req::register("198.51.100.1", "1004")),
-            Verdict::Continue,
+            Verdict::ContinueForUserAgent,
             "not locked before the 20th"
         );
     }
@@ -414,7 +414,9 @@ fn an_extension_guessed_from_many_addresses_is_locked_but_not_for_its_owner() {
         p.on_request(&sh, &Req::register("192.0.2.3", "1004")),
         locked
     );
-    // The owner's known address passes.
+    // The owner's known address passes. While an extension is locked no
+    // answer is promised for the User-Agent: the lock depends on each
+    // request's credentials and source.
     assert_eq!(
         p.on_request(&sh, &Req::register("203.0.113.10", "1004")),
         Verdict::Continue
@@ -441,11 +443,11 @@ fn an_extension_guessed_from_many_addresses_is_locked_but_not_for_its_owner() {
     wrong(&p, &sh, "203.0.113.10", "1004");
     assert_eq!(sh.logs_at(Level::Warn).len(), 1);
 
-    // The lock expires.
+    // The lock expires: nothing is locked, so the answer is promised again.
     sh.advance(10 * MIN);
     assert_eq!(
         p.on_request(&sh, &Req::register("198.51.100.1", "1004")),
-        Verdict::Continue
+        Verdict::ContinueForUserAgent
     );
 }
 
@@ -453,7 +455,7 @@ fn an_extension_guessed_from_many_addresses_is_locked_but_not_for_its_owner() {
 fn the_lock_check_costs_no_getter_while_nothing_is_locked() {
     let (p, sh) = (policy(), MemoryShared::new(T0));
     let req = Req::register("198.51.100.1", "1004");
-    assert_eq!(p.on_request(&sh, &req), Verdict::Continue);
+    assert_eq!(p.on_request(&sh, &req), Verdict::ContinueForUserAgent);
     assert_eq!(req.reads(), ["user-agent"]);
 }
 
@@ -465,7 +467,10 @@ fn no_lock_is_read_once_per_kv_generation_and_a_new_lock_is_seen_at_once() {
         ..Req::register("198.51.100.1", "1004")
     };
     for _ in 0..3 {
-        assert_eq!(p.on_request(&sh, &request(&sh)), Verdict::Continue);
+        assert_eq!(
+            p.on_request(&sh, &request(&sh)),
+            Verdict::ContinueForUserAgent
+        );
     }
     assert_eq!(sh.kv_reads(), 1, "nothing was written: the absence holds");
     // 20 guesses from 20 addresses lock 1004: the store changed, so the
@@ -486,7 +491,10 @@ fn no_lock_is_read_once_per_kv_generation_and_a_new_lock_is_seen_at_once() {
     assert_eq!(p.on_request(&sh, &request(&sh)), locked);
     assert!(sh.kv_reads() > reads);
     sh.advance(10 * MIN);
-    assert_eq!(p.on_request(&sh, &request(&sh)), Verdict::Continue);
+    assert_eq!(
+        p.on_request(&sh, &request(&sh)),
+        Verdict::ContinueForUserAgent
+    );
 }
 
 #[test]
@@ -505,7 +513,7 @@ fn unknown_users_do_not_lock_an_extension() {
     assert!(sh.logs_at(Level::Warn).is_empty());
     assert_eq!(
         p.on_request(&sh, &Req::register("198.51.100.1", "1004")),
-        Verdict::Continue
+        Verdict::ContinueForUserAgent
     );
 }
 
@@ -567,14 +575,18 @@ fn a_legitimate_user_agent_passes() {
     ] {
         for verified in [true, false] {
             let req = Req::with_ua("192.0.2.50", ua, verified);
-            assert_eq!(p.on_request(&sh, &req), Verdict::Continue, "{ua}");
+            assert_eq!(
+                p.on_request(&sh, &req),
+                Verdict::ContinueForUserAgent,
+                "{ua}"
+            );
         }
     }
     let no_ua = Req {
         user_agent: None,
         ..Req::register("192.0.2.50", "100")
     };
-    assert_eq!(p.on_request(&sh, &no_ua), Verdict::Continue);
+    assert_eq!(p.on_request(&sh, &no_ua), Verdict::ContinueForUserAgent);
 }
 
 #[test]
@@ -582,12 +594,12 @@ fn scanner_signatures_can_be_turned_off_or_replaced() {
     let sh = MemoryShared::new(T0);
     let off = Policy::from_json(r#"{"scanner_signatures": false}"#).unwrap();
     let req = Req::with_ua("192.0.2.50", "friendly-scanner", true);
-    assert_eq!(off.on_request(&sh, &req), Verdict::Continue);
+    assert_eq!(off.on_request(&sh, &req), Verdict::ContinueForUserAgent);
     assert!(!req.reads().contains(&"user-agent"));
 
     let own = Policy::from_json(r#"{"scanner_user_agents": ["EvilBot"]}"#).unwrap();
     let req = Req::with_ua("192.0.2.50", "friendly-scanner", true);
-    assert_eq!(own.on_request(&sh, &req), Verdict::Continue);
+    assert_eq!(own.on_request(&sh, &req), Verdict::ContinueForUserAgent);
     let req = Req::with_ua("192.0.2.50", "evilbot 1.0", true);
     assert!(matches!(own.on_request(&sh, &req), Verdict::Ban(_)));
 }

@@ -14,6 +14,12 @@ pub struct Ban {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Continue,
+    /// `Continue`, promised for every request with the same User-Agent
+    /// while the plugin's `kv` store is unchanged (WIT
+    /// `continue-for-user-agent`): the host answers those itself, without a
+    /// call. Only for a decision that read nothing but the User-Agent, the
+    /// config and `kv`.
+    ContinueForUserAgent,
     Reject {
         code: u16,
         reason: String,
