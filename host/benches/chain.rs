@@ -16,8 +16,12 @@
 //!   without devices): what any plugin call costs;
 //! - `plugin/NAME`: each security plugin of the default chain alone, on the
 //!   path an ordinary request takes (fail-to-ban: no scanner User-Agent, no
-//!   extension lock; ip-auth: devices configured, none matching; rate-limit:
-//!   under its limit);
+//!   extension lock, so after the first call it is answered from its
+//!   `continue-for-user-agent` promise, as in the gateway; ip-auth: devices
+//!   configured, none matching; rate-limit: under its limit);
+//! - `plugin/fail-to-ban-asked`: fail-to-ban on User-Agents it has not
+//!   promised for yet (1,024 of them in turn, more than the host keeps):
+//!   the call, and the promise recorded after it;
 //! - `chain/fail-to-ban+ip-auth+rate-limit`: the three in one chain; after it
 //!   the runtime's own per-plugin call timers are printed, which split the
 //!   chain's cost by plugin;
@@ -222,6 +226,32 @@ fn benches(c: &mut Criterion) {
         let chain = chain(&engine, &[name]);
         bench_chain(c, &format!("plugin/{name}"), &chain, &clean, &phone, go_on);
     }
+
+    // A call every time: each User-Agent comes back only after 1,024
+    // others, and the host keeps promises for 256.
+    let asked: Vec<Arc<Message>> = (0..1024)
+        .map(|n| message(&format!("Yealink SIP-T46U 108.86.0.{n}")))
+        .collect();
+    let f2b = chain(&engine, &["fail-to-ban"]);
+    let mut next = 0;
+    c.bench_function("plugin/fail-to-ban-asked", |b| {
+        b.iter_batched(
+            || {
+                next = (next + 1) % asked.len();
+                RequestView::new(asked[next].clone(), phone.clone())
+            },
+            |view| {
+                black_box(f2b.on_request(black_box(&view)));
+                view
+            },
+            BatchSize::NumIterations(64),
+        )
+    });
+    let s = &f2b.stats()[0];
+    assert!(
+        s.calls > s.reused,
+        "asked, not answered from promises: {s:?}"
+    );
 
     let names: Vec<&str> = PLUGINS.iter().map(|(n, _)| *n).collect();
     let all = chain(&engine, &names);

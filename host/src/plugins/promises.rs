@@ -1,8 +1,9 @@
 //! The `continue-for-user-agent` promises of one plugin: which User-Agents it
 //! answered `continue` for, at which `kv-generation`. While the generation
 //! stays the same, the host answers a request with such a User-Agent itself
-//! instead of calling the plugin (a call costs ~1 µs in a running gateway;
-//! a look-up here ~50 ns).
+//! instead of calling the plugin (`cargo bench -p sipfence --bench chain`:
+//! fail-to-ban 1.15 µs asked, 97 ns answered from its promise, on the slow
+//! VM of docs/PLUGINS.md's second table).
 //!
 //! Bounded: at most [`CAPACITY`] User-Agents, all forgotten when full (a
 //! miss only costs the call it would have made anyway, so a sender that
