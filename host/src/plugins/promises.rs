@@ -5,10 +5,11 @@
 //! fail-to-ban 1.15 µs asked, 97 ns answered from its promise, on the slow
 //! VM of docs/PLUGINS.md's second table).
 //!
-//! Bounded: at most [`CAPACITY`] User-Agents, all forgotten when full (a
-//! miss only costs the call it would have made anyway, so a sender that
-//! varies its User-Agent gains nothing). Shared by the receiving threads
-//! behind one mutex, held for a look-up only.
+//! Bounded: at most [`CAPACITY`] User-Agents of at most
+//! [`MAX_USER_AGENT_BYTES`] each, all forgotten when full (a miss only
+//! costs the call it would have made anyway, so a sender that varies its
+//! User-Agent gains nothing and holds at most 64 KiB here). Shared by the
+//! receiving threads behind one mutex, held for a look-up only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,10 @@ use super::runtime::lock;
 
 /// User-Agents remembered at most.
 pub const CAPACITY: usize = 256;
+
+/// A longer User-Agent is not remembered: its requests are always asked.
+/// Phones send well under 100 bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
 
 /// No generation is remembered for requests without a User-Agent.
 const NONE: u64 = 0;
@@ -47,6 +52,7 @@ impl Promises {
             None => self
                 .without_user_agent
                 .store(generation.wrapping_add(1), Ordering::Relaxed),
+            Some(ua) if ua.len() > MAX_USER_AGENT_BYTES => {}
             Some(ua) => {
                 let mut map = lock(&self.by_user_agent);
                 if let Some(g) = map.get_mut(ua) {
@@ -117,6 +123,17 @@ mod tests {
         assert!(p.hold(Some("one more"), 1));
         assert!(!p.hold(Some("ua 0"), 1));
         assert_eq!(p.by_user_agent.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_user_agent_too_long_to_keep_is_always_asked() {
+        let p = Promises::default();
+        let long = "x".repeat(MAX_USER_AGENT_BYTES + 1);
+        p.remember(Some(&long), 1);
+        assert!(!p.hold(Some(&long), 1));
+        let longest = "x".repeat(MAX_USER_AGENT_BYTES);
+        p.remember(Some(&longest), 1);
+        assert!(p.hold(Some(&longest), 1));
     }
 
     #[test]
