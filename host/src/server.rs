@@ -762,7 +762,12 @@ impl Core {
         let stale = match verdict {
             AuthVerdict::Authenticated => {
                 Stats::inc(&self.stats.auth_ok);
-                if self.hears(EventKind::Auth) {
+                let hears =
+                    self.chain
+                        .read()
+                        .unwrap()
+                        .hears_success(source.addr.ip(), tenant_key, user);
+                if hears {
                     self.emit(Event::AuthSucceeded(attempt(false)));
                 }
                 return AuthStep::Pass;

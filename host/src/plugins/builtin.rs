@@ -63,7 +63,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::plugins::{Chain, PluginEngine, RequestInfo, RequestView, SharedState, Verdict};
+    use crate::plugins::{
+        AuthAttempt, Chain, Event, PluginEngine, RequestInfo, RequestView, SharedState, Verdict,
+    };
     use crate::transport::Transport;
 
     fn embedded(name: &str) -> bool {
@@ -325,6 +327,31 @@ mod tests {
             (stats.name.as_str(), stats.calls, stats.reused),
             ("fail-to-ban", 2, 2)
         );
+    }
+
+    /// The shipped fail-to-ban asks not to hear of a phone's repeated
+    /// successes while it would skip their renewals anyway (1/16 of its
+    /// office window: 225 s by default).
+    #[test]
+    fn fail_to_ban_does_not_hear_repeated_successes() {
+        let chain = chain_of("sipfence.toml");
+        let success = || {
+            Event::AuthSucceeded(AuthAttempt {
+                source: "127.0.0.3:5060".parse().unwrap(),
+                transport: Transport::Udp,
+                tenant: String::new(),
+                user: "100".into(),
+                user_agent: Some("Yealink SIP-T46S".into()),
+            })
+        };
+        let ip = "127.0.0.3".parse().unwrap();
+        assert!(chain.hears_success(ip, "", "100"));
+        assert!(chain.on_event(&success()).is_empty());
+        assert!(!chain.hears_success(ip, "", "100"));
+        assert!(chain.on_event(&success()).is_empty());
+        assert!(chain.hears_success(ip, "", "101"), "another extension");
+        let stats = &chain.stats()[0];
+        assert_eq!((stats.calls, stats.reused), (1, 2));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The chain: the configured plugins, in order.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -47,8 +48,9 @@ pub struct PluginStats {
     pub new_instance_failures: u64,
     /// Calls answered by the failure policy during a backoff.
     pub skipped: u64,
-    /// Requests answered `continue` from the plugin's promise
-    /// (`continue-for-user-agent`) instead of a call.
+    /// Calls saved by the plugin's promises: requests answered `continue`
+    /// (`continue-for-user-agent`), successes not delivered
+    /// (`none-for-repeats`).
     #[serde(default)]
     pub reused: u64,
     pub instances_created: u64,
@@ -197,18 +199,48 @@ impl Chain {
         !self.event_hooks[kind.index()].is_empty()
     }
 
-    /// Tells every plugin that asked for this kind of event; returns the
+    /// Whether a plugin wants to hear of this success: one asked for
+    /// authentication events and did not answer an earlier success of
+    /// `user` of `tenant` from `ip` with `none-for-repeats` that still
+    /// holds. When none does, the gateway need not build the event (and
+    /// the saved calls are counted as reused).
+    pub fn hears_success(&self, ip: IpAddr, tenant: &str, user: &str) -> bool {
+        let listeners = &self.event_hooks[EventKind::Auth.index()];
+        let hears = listeners
+            .iter()
+            .any(|&index| !self.plugins[index].quiet_about(ip, tenant, user));
+        if !hears {
+            for &index in listeners {
+                self.plugins[index].count_reused();
+            }
+        }
+        hears
+    }
+
+    /// Tells every plugin that asked for this kind of event (a success only
+    /// those not quiet about it, see [`Chain::hears_success`]); returns the
     /// reactions other than [`Reaction::None`], with the plugin that asked.
     pub fn on_event(&self, event: &Event) -> Vec<(String, Reaction)> {
         let listeners = &self.event_hooks[event.kind().index()];
         if listeners.is_empty() {
             return Vec::new();
         }
-        let event = conversions::event(event);
+        let success = match event {
+            Event::AuthSucceeded(attempt) => Some(attempt),
+            _ => None,
+        };
+        let mut built = None;
         let mut reactions = Vec::new();
         for &index in listeners {
             let plugin = &self.plugins[index];
-            let reaction = plugin.on_event(&event);
+            if let Some(a) = success {
+                if plugin.quiet_about(a.source.ip(), &a.tenant, &a.user) {
+                    plugin.count_reused();
+                    continue;
+                }
+            }
+            let event = built.get_or_insert_with(|| conversions::event(event));
+            let reaction = plugin.on_event(event, success);
             if reaction != Reaction::None {
                 reactions.push((plugin.name.to_string(), reaction));
             }

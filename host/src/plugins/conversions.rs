@@ -108,7 +108,8 @@ pub(super) fn verdict(v: wit::Verdict) -> Result<Verdict, String> {
 
 pub(super) fn reaction(r: wit::Reaction) -> Reaction {
     match r {
-        wit::Reaction::None => Reaction::None,
+        // The promise is kept by the caller (`Plugin::on_event`).
+        wit::Reaction::None | wit::Reaction::NoneForRepeats(_) => Reaction::None,
         wit::Reaction::Ban(b) => Reaction::Ban {
             duration: Duration::from_millis(b.duration_ms),
             reason: one_line(b.reason),

@@ -45,6 +45,7 @@ mod conversions;
 mod imports;
 mod pool;
 mod promises;
+mod repeats;
 mod runtime;
 pub mod state;
 

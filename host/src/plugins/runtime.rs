@@ -23,6 +23,7 @@
 //!    enough for the next, one success ends it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -37,8 +38,11 @@ use super::conversions;
 use super::imports::HostState;
 use super::pool::Pool;
 use super::promises::Promises;
+use super::repeats::Repeats;
 use super::state::SharedState;
-use super::{OnError, PluginError, PluginSpec, Reaction, RequestView, RouteDecision, Verdict};
+use super::{
+    AuthAttempt, OnError, PluginError, PluginSpec, Reaction, RequestView, RouteDecision, Verdict,
+};
 
 /// `init` may take longer than a request: it gets at least this long.
 const INIT_TIMEOUT_MS: u64 = 1000;
@@ -338,6 +342,8 @@ pub(super) struct Plugin {
     pub counters: Counters,
     /// The `continue-for-user-agent` answers it gave, kept for it.
     promises: Promises,
+    /// The `none-for-repeats` answers it gave to successes, kept for it.
+    repeats: Repeats,
 }
 
 /// Why a call did not produce a usable answer.
@@ -437,6 +443,7 @@ impl Plugin {
             health: Health::default(),
             counters: Counters::default(),
             promises: Promises::default(),
+            repeats: Repeats::default(),
         };
         let mut first = plugin.instantiate().map_err(|message| PluginError::Init {
             plugin: name.to_owned(),
@@ -578,6 +585,7 @@ impl Plugin {
         // What a failing plugin promised is not to be trusted either: it is
         // asked again once it answers.
         self.promises.forget();
+        self.repeats.forget();
         let now = self.engine.now_ms();
         tracing::warn!(
             plugin = &*self.name,
@@ -637,7 +645,8 @@ impl Plugin {
         self.promises.hold(user_agent, generation)
     }
 
-    /// Counts a request answered from a promise instead of a call.
+    /// Counts a call saved by a promise (a request answered `continue`, a
+    /// success not delivered).
     pub(super) fn count_reused(&self) {
         self.counters.reused.fetch_add(1, Ordering::Relaxed);
     }
@@ -662,15 +671,34 @@ impl Plugin {
     }
 
     /// `on-event`: the plugin's reaction; none when it failed (whatever the
-    /// policy: an event has no request left to drop).
-    pub fn on_event(&self, event: &wit::Event) -> Reaction {
-        self.call("on-event", |instance| {
-            let reaction = instance
+    /// policy: an event has no request left to drop). `success` is the
+    /// event's attempt when it is `auth-succeeded`: a `none-for-repeats`
+    /// answer is kept for it.
+    pub fn on_event(&self, event: &wit::Event, success: Option<&AuthAttempt>) -> Reaction {
+        let answer = self.call("on-event", |instance| {
+            Ok(Ok(instance
                 .bindings
-                .call_on_event(&mut instance.store, event)?;
-            Ok(Ok(conversions::reaction(reaction)))
-        })
-        .unwrap_or(Reaction::None)
+                .call_on_event(&mut instance.store, event)?))
+        });
+        match answer {
+            Some(wit::Reaction::NoneForRepeats(ms)) => {
+                if let Some(a) = success {
+                    let now = self.engine.now_ms();
+                    self.repeats
+                        .remember(a.source.ip(), &a.tenant, &a.user, now, ms);
+                }
+                Reaction::None
+            }
+            Some(reaction) => conversions::reaction(reaction),
+            None => Reaction::None,
+        }
+    }
+
+    /// Whether this plugin asked not to hear, for now, of a success of
+    /// `user` of `tenant` from `ip` (it answered an earlier one with
+    /// `none-for-repeats`).
+    pub(super) fn quiet_about(&self, ip: IpAddr, tenant: &str, user: &str) -> bool {
+        self.repeats.quiet(ip, tenant, user, self.engine.now_ms())
     }
 
     /// `route`: the plugin's decision; no opinion when it failed (whatever
@@ -722,7 +750,9 @@ pub(super) struct Counters {
     pub new_instance_failures: AtomicU64,
     /// Calls answered by the failure policy during a backoff.
     pub skipped: AtomicU64,
-    /// Requests answered `continue` from the plugin's promise, not called.
+    /// Calls saved by the plugin's promises: requests answered `continue`
+    /// (`continue-for-user-agent`), successes not delivered
+    /// (`none-for-repeats`).
     pub reused: AtomicU64,
     pub instances_created: AtomicU64,
     /// Time spent in calls (including creating instances), nanoseconds:

@@ -27,7 +27,8 @@
 //! continue, 1 reject, 2 drop, 3 ban, 4 trust, 5 continue-for-user-agent), payload at +8: reject = u16
 //! code at +8, reason (ptr, len) at +12/+16; ban = u64 duration at +8,
 //! reason at +16/+20; trust = tenant at +8/+12, extension at +16/+20.
-//! `reaction` is the same with 0 none, 1 ban. `init`'s `result<_, string>`:
+//! `reaction` is the same with 0 none, 1 ban, 2 none-for-repeats (u64 ms
+//! at +8). `init`'s `result<_, string>`:
 //! discriminant at +0 (0 ok, 1 err), message (ptr, len) at +4/+8.
 //! [`verdict_bytes`] and friends write those layouts as data segments.
 //!
@@ -165,6 +166,21 @@ impl TestPlugin {
         let mut p = TestPlugin::default();
         p.data.push((VERDICT_AT, record(5)));
         p.on_request = format!("(i32.const {VERDICT_AT})");
+        p
+    }
+
+    /// A plugin whose `on-event` always returns `none-for-repeats(ms)` (the
+    /// host's [`Reaction`] has no such case: it is `none` plus a promise
+    /// the host keeps).
+    pub fn quiet_for_repeats(ms: u64) -> TestPlugin {
+        let mut p = TestPlugin {
+            hooks: hook::ON_REQUEST | hook::AUTH_EVENTS,
+            ..TestPlugin::default()
+        };
+        let mut r = record(2);
+        r[8..16].copy_from_slice(&ms.to_le_bytes());
+        p.data.push((REACTION_AT, r));
+        p.on_event = format!("(i32.const {REACTION_AT})");
         p
     }
 
@@ -362,7 +378,7 @@ impl TestPlugin {
                             (case "call-started" $call-started) (case "call-ended" $call-record)
                             (case "voicemail-recorded" $voicemail)))
     (export "event" (type $event (eq $event-t)))
-    (type $reaction-t (variant (case "none") (case "ban" $ban)))
+    (type $reaction-t (variant (case "none") (case "ban" $ban) (case "none-for-repeats" u64)))
     (export "reaction" (type $reaction (eq $reaction-t)))
     (type $call-info-t (record (field "tenant" string) (field "caller" string)
                                (field "called" string) (field "source" $address)

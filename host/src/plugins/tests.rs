@@ -214,6 +214,82 @@ fn a_failure_of_the_plugin_forgets_its_promises() {
     assert_eq!(stats(&chain).calls, 3);
 }
 
+fn success(ip: &str, user: &str) -> Event {
+    Event::AuthSucceeded(AuthAttempt {
+        source: format!("{ip}:5060").parse().unwrap(),
+        transport: Transport::Udp,
+        tenant: "a.example".into(),
+        user: user.into(),
+        user_agent: None,
+    })
+}
+
+#[test]
+fn a_success_answered_none_for_repeats_is_not_delivered_again_for_that_long() {
+    let chain = load(&[spec("quiet", &TestPlugin::quiet_for_repeats(60_000))]);
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let calls = |chain: &Chain| (stats(chain).calls, stats(chain).reused);
+    assert!(chain.hears_success(ip, "a.example", "100"));
+    assert!(chain.on_event(&success("192.0.2.7", "100")).is_empty());
+    assert_eq!(calls(&chain), (1, 0));
+    // The same success again: not delivered, by either entry.
+    assert!(!chain.hears_success(ip, "a.example", "100"));
+    assert!(chain.on_event(&success("192.0.2.7", "100")).is_empty());
+    assert_eq!(calls(&chain), (1, 2));
+    // Another user, tenant or address is another success.
+    assert!(chain.hears_success(ip, "a.example", "101"));
+    assert!(chain.hears_success(ip, "b.example", "100"));
+    assert!(chain.hears_success("192.0.2.8".parse().unwrap(), "a.example", "100"));
+    chain.on_event(&success("192.0.2.8", "100"));
+    assert_eq!(stats(&chain).calls, 2);
+    // Failures are always delivered.
+    let failed = Event::AuthFailed {
+        attempt: match success("192.0.2.7", "100") {
+            Event::AuthSucceeded(a) => a,
+            _ => unreachable!(),
+        },
+        failure: AuthFailure::WrongPassword,
+    };
+    chain.on_event(&failed);
+    assert_eq!(stats(&chain).calls, 3);
+}
+
+#[test]
+fn a_success_is_delivered_again_once_its_quiet_time_is_over() {
+    let chain = load(&[spec("quiet", &TestPlugin::quiet_for_repeats(5))]);
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    chain.on_event(&success("192.0.2.7", "100"));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(chain.hears_success(ip, "a.example", "100"));
+    chain.on_event(&success("192.0.2.7", "100"));
+    assert_eq!((stats(&chain).calls, stats(&chain).reused), (2, 0));
+}
+
+#[test]
+fn a_success_is_delivered_to_every_listener_not_quiet_about_it() {
+    let chain = load(&[
+        spec("quiet", &TestPlugin::quiet_for_repeats(60_000)),
+        spec(
+            "listens",
+            &TestPlugin {
+                hooks: hook::AUTH_EVENTS,
+                ..TestPlugin::reacts(&Reaction::None)
+            },
+        ),
+    ]);
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    for _ in 0..3 {
+        chain.on_event(&success("192.0.2.7", "100"));
+    }
+    assert!(
+        chain.hears_success(ip, "a.example", "100"),
+        "the second still listens"
+    );
+    let all = chain.stats();
+    assert_eq!((all[0].calls, all[0].reused), (1, 2));
+    assert_eq!((all[1].calls, all[1].reused), (3, 0));
+}
+
 #[test]
 fn first_verdict_other_than_continue_wins_and_hooks_are_honoured() {
     // "events-only" would trap on a request, but says it has no on-request.

@@ -97,6 +97,7 @@ mod component {
             match reaction {
                 policy::Reaction::None => Reaction::None,
                 policy::Reaction::Ban(ban) => Reaction::Ban(to_wit(ban)),
+                policy::Reaction::NoneForRepeats(ms) => Reaction::NoneForRepeats(ms),
             }
         }
 

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use plugin_kit::config;
 use serde::Deserialize;
 
-use crate::renewals::Renewals;
+use crate::renewals::{Renewals, RENEW_FRACTION};
 use crate::scan::Scanners;
 
 pub use plugin_kit::config::ConfigError;
@@ -100,6 +100,10 @@ pub use plugin_kit::verdict::{Ban, Verdict};
 pub enum Reaction {
     None,
     Ban(Ban),
+    /// `None`, and the same for repeats of this success (same address,
+    /// tenant and user) within this many milliseconds (WIT
+    /// `none-for-repeats`): the host does not deliver those.
+    NoneForRepeats(u64),
 }
 
 /// How an authentication failed (the host's `auth-failure`).
@@ -486,14 +490,23 @@ impl Policy {
         // one office NAT then renew the mark instead of rewriting it, which
         // would move `kv-generation` and cost every request a lock read.
         mark(key(&src, "ok"), "1", s.office_window_ms);
+        let mut shortest = s.office_window_ms;
         if s.extension_lock_failures > 0 {
             mark(
                 owner_key(&extension_key(a.tenant, a.user), &src),
                 "1",
                 s.owner_window_ms,
             );
+            shortest = shortest.min(s.owner_window_ms);
         }
-        Reaction::None
+        // Repeats within the time a renewal is skipped anyway would change
+        // nothing: the host need not deliver them. A mark then lives its TTL
+        // after the last success, give or take 2/16 (a skipped delivery,
+        // then a skipped write).
+        match shortest / RENEW_FRACTION {
+            0 => Reaction::None,
+            quiet_ms => Reaction::NoneForRepeats(quiet_ms),
+        }
     }
 
     /// Bans `src`: for `repeat_ban_ms` if it is a repeat offender. Forgets

@@ -36,13 +36,17 @@ fn succeed(p: &Policy, sh: &MemoryShared, ip: &str, user: &str) {
         tenant: "a.example",
         user,
     };
-    assert_eq!(p.on_auth_succeeded(sh, &attempt), Reaction::None);
+    let reaction = p.on_auth_succeeded(sh, &attempt);
+    assert!(
+        matches!(reaction, Reaction::None | Reaction::NoneForRepeats(_)),
+        "a success never bans: {reaction:?}"
+    );
 }
 
 fn ban_of(r: Reaction) -> Ban {
     match r {
         Reaction::Ban(ban) => ban,
-        Reaction::None => panic!("expected a ban"),
+        other => panic!("expected a ban, got {other:?}"),
     }
 }
 
@@ -448,6 +452,36 @@ fn an_extension_guessed_from_many_addresses_is_locked_but_not_for_its_owner() {
     assert_eq!(
         p.on_request(&sh, &Req::register("198.51.100.1", "1004")),
         Verdict::ContinueForUserAgent
+    );
+}
+
+#[test]
+fn a_success_asks_not_to_hear_its_repeats_while_a_renewal_would_be_skipped() {
+    let success = |json: &str| {
+        let p = Policy::from_json(json).unwrap();
+        let attempt = Attempt {
+            ip: "203.0.113.10",
+            tenant: "a.example",
+            user: "1004",
+        };
+        p.on_auth_succeeded(&MemoryShared::new(T0), &attempt)
+    };
+    // The office mark (1 h) renews the soonest: 1/16 of it.
+    assert_eq!(success("{}"), Reaction::NoneForRepeats(225 * SEC));
+    // An owner mark shorter than the office mark sets the pace.
+    assert_eq!(
+        success(r#"{"owner_window_ms": 160000}"#),
+        Reaction::NoneForRepeats(10 * SEC)
+    );
+    // Without the extension lock there is no owner mark.
+    assert_eq!(
+        success(r#"{"extension_lock_failures": 0, "owner_window_ms": 160000}"#),
+        Reaction::NoneForRepeats(225 * SEC)
+    );
+    // Windows under 16 ms: every success is wanted.
+    assert_eq!(
+        success(r#"{"office_window_ms": 15, "extension_lock_failures": 0}"#),
+        Reaction::None
     );
 }
 
