@@ -151,8 +151,8 @@ pub fn render(core: &Core) -> String {
         &mut out,
         "sipfence_plugin_reused_total",
         "counter",
-        "Requests answered continue from the plugin's continue-for-user-agent \
-         promise, without a call.",
+        "Calls saved by the plugin's promises: requests answered continue \
+         (continue-for-user-agent), successes not delivered (none-for-repeats).",
     );
     for p in &plugins {
         let _ = writeln!(
